@@ -1,0 +1,90 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import RelayCore
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run one backup of CLIENT in the foreground (no daemon needed).",
+        discussion: "Exit status: 0 the backup succeeded, 1 the run failed, 2 bad usage or configuration."
+    )
+
+    @Argument(help: "The client to back up (a [clients.NAME] table of the config).")
+    var client: String
+
+    @Option(name: .long, help: "The config file.")
+    var config: String = RelayConfig.defaultPath
+
+    @Flag(name: .long, help: "Print the run report as JSON on stdout.")
+    var json = false
+
+    @Flag(name: [.short, .long], help: "Echo the run log to stderr while it runs.")
+    var verbose = false
+
+    func run() throws {
+        signal(SIGPIPE, SIG_IGN)
+        let prepared: Prepared
+        do {
+            prepared = try prepare()
+        } catch {
+            CLI.printError("relay-agent: \(error)")
+            throw ExitCode(CLI.Exit.usage)
+        }
+        let run = prepared.run
+        // SIGINT/SIGTERM cancel the run cleanly (forward closed, channels closed).
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { run.canceller.cancel() }
+            s.resume()
+            sources.append(s)
+        }
+        let report = run.execute()
+        sources.forEach { $0.cancel() }
+        prepared.sink.close()
+        if json {
+            print(report.jsonString())
+        } else {
+            print(report.summary())
+        }
+        if report.state != .succeeded { throw ExitCode(CLI.Exit.runFailed) }
+    }
+
+    struct Prepared {
+        var run: BackupRun
+        var sink: RunLogSink
+    }
+
+    /// Everything that can fail because of the config or the vault (exit 2).
+    func prepare() throws -> Prepared {
+        let cfg = try ConfigLoader.load(path: config)
+        let c = try cfg.client(client)
+        let s = cfg.server(for: c)
+        if !c.endpoint.via.isEmpty || !s.endpoint.via.isEmpty {
+            throw RunError.notSupported("\(cfg.file): [clients.\(c.name)] or [servers.\(s.name)] uses 'via'; reaching hosts through jumps is not available in this version")
+        }
+        var passphrase: SecretBytes?
+        if let sealed = c.passphrase {
+            let sk = try Vault.readSecretKey(path: cfg.relay.vaultSecretKeyPath)
+            defer { sk.wipe() }
+            passphrase = try Vault.open(sealed, secretKey: sk, publicKey: Vault.publicKey(of: sk),
+                                        context: "\(cfg.file): [clients.\(c.name)] key 'passphrase'")
+        }
+        let runID = CLI.newRunID()
+        let logPath = "\(cfg.relay.logDir)/\(c.name)/\(runID).log"
+        let sink = try RunLogSink(path: logPath, echoToStderr: verbose)
+        let logger = sink.logger(label: "borg-relay.run")
+        for (key, value) in [("pre", c.pre), ("post", c.post)] where value != nil {
+            logger.warning("[clients.\(c.name)] '\(key)' hooks are not run by this version of relay-agent")
+        }
+        if c.retention != nil {
+            logger.warning("[clients.\(c.name)] 'retention' is not applied by this version of relay-agent")
+        }
+        let run = try BackupRun(runID: runID, client: c, server: s, options: SessionOptions(cfg.relay),
+                                passphrase: passphrase, logger: logger, logFile: logPath)
+        return Prepared(run: run, sink: sink)
+    }
+}

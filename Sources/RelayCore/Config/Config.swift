@@ -1,0 +1,120 @@
+import Foundation
+
+/// The whole configuration of one relay, validated. Built only by `ConfigLoader`.
+public struct RelayConfig: Sendable, Equatable {
+    public var file: String
+    public var relay: RelaySettings
+    public var servers: [String: ServerConfig]
+    public var jumps: [String: JumpConfig]
+    public var clients: [String: ClientConfig]
+
+    public static let defaultPath = "/etc/borg-relay/relay.toml"
+
+    /// The client named `name`, or a `ConfigError` listing the configured ones.
+    public func client(_ name: String) throws(ConfigError) -> ClientConfig {
+        guard let c = clients[name] else {
+            throw ConfigError(file: file, table: "clients", key: nil,
+                              kind: .unknownClient(name: name, known: clients.keys.sorted()))
+        }
+        return c
+    }
+
+    public func server(for client: ClientConfig) -> ServerConfig {
+        // The loader guarantees that every client names an existing server.
+        servers[client.server]!
+    }
+}
+
+public struct RelaySettings: Sendable, Equatable {
+    public var stateDir: String
+    public var socket: String
+    public var knownHosts: String
+    public var maxParallel: Int
+    /// Seconds between keepalive probes on an idle session.
+    public var keepaliveInterval: Int
+    /// Unanswered probes after which a peer counts as dead.
+    public var keepaliveCount: Int
+    /// Seconds allowed for TCP connect, key exchange and authentication.
+    public var connectTimeout: Int
+
+    public var vaultSecretKeyPath: String { stateDir + "/vault.key" }
+    public var vaultPublicKeyPath: String { stateDir + "/vault.pub" }
+    public var logDir: String { stateDir + "/logs" }
+}
+
+/// Where and how to reach one SSH host (a server, a client or a jump).
+public struct HostEndpoint: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var key: String
+    public var via: [String]
+
+    /// `user@host:port` as shown in messages.
+    public var display: String { "\(user)@\(host):\(port)" }
+    /// The name the host is pinned under in known_hosts (`[host]:port` unless port 22).
+    public var knownHostsName: String { port == 22 ? host : "[\(host)]:\(port)" }
+}
+
+public struct ServerConfig: Sendable, Equatable {
+    public var name: String
+    public var endpoint: HostEndpoint
+    public var maintenanceKey: String?
+}
+
+public struct JumpConfig: Sendable, Equatable {
+    public var name: String
+    public var endpoint: HostEndpoint
+}
+
+public enum Transport: String, Sendable, Equatable {
+    case tcp
+    case unix
+}
+
+public struct Retention: Sendable, Equatable {
+    public var within: String?
+    public var hourly: Int?
+    public var daily: Int?
+    public var weekly: Int?
+    public var monthly: Int?
+    public var yearly: Int?
+}
+
+public struct ClientConfig: Sendable, Equatable {
+    public var name: String
+    public var endpoint: HostEndpoint
+    public var server: String
+    public var repository: String
+    /// `sealed:<base64>` as printed by `relayctl seal`; nil for an unencrypted repository.
+    public var passphrase: SealedValue?
+    public var paths: [String]
+    public var exclude: [String]
+    public var compression: String?
+    public var archive: String
+    public var transport: Transport
+    /// The borg executable on the client (`borg` from PATH unless set).
+    public var borgPath: String
+    public var schedule: String?
+    public var retention: Retention?
+    public var pre: String?
+    public var post: String?
+}
+
+/// A passphrase sealed to the vault's public key. Holding one reveals nothing.
+public struct SealedValue: Sendable, Equatable, CustomStringConvertible {
+    public static let prefix = "sealed:"
+    public let base64: String
+
+    public init(base64: String) { self.base64 = base64 }
+
+    /// Parses `sealed:<base64>`; nil if the text does not have that shape.
+    public init?(text: String) {
+        guard text.hasPrefix(Self.prefix) else { return nil }
+        let b = String(text.dropFirst(Self.prefix.count))
+        guard !b.isEmpty, Data(base64Encoded: b) != nil else { return nil }
+        self.base64 = b
+    }
+
+    public var description: String { Self.prefix + base64 }
+}

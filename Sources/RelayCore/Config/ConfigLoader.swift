@@ -1,0 +1,368 @@
+import Foundation
+import TOMLKit
+
+/// Reads the TOML config into a validated `RelayConfig`. Each mistake becomes one
+/// `ConfigError` naming the file, table and key; nothing here traps.
+public enum ConfigLoader {
+    /// Loads and validates `path`. `checkFiles` also verifies that key files and the
+    /// known_hosts file can be read (off for tools that only need the state directory).
+    public static func load(path: String, checkFiles: Bool = true) throws(ConfigError) -> RelayConfig {
+        let text: String
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            guard let s = String(data: data, encoding: .utf8) else {
+                throw ConfigError(file: path, table: "", key: nil,
+                                  kind: .unreadableFile(reason: "the file is not valid UTF-8"))
+            }
+            text = s
+        } catch let e as ConfigError {
+            throw e
+        } catch {
+            throw ConfigError(file: path, table: "", key: nil,
+                              kind: .unreadableFile(reason: describeFileError(path: path, error: error)))
+        }
+        return try parse(text, file: path, checkFiles: checkFiles)
+    }
+
+    /// Validates config text; `file` is only used in messages.
+    public static func parse(_ text: String, file: String, checkFiles: Bool = true) throws(ConfigError) -> RelayConfig {
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw ConfigError(file: file, table: "", key: nil,
+                              kind: .syntax(line: e.source.begin.line, column: e.source.begin.column,
+                                            reason: e.description))
+        } catch {
+            throw ConfigError(file: file, table: "", key: nil,
+                              kind: .syntax(line: 0, column: 0, reason: "\(error)"))
+        }
+
+        let top = TableReader(table: root, file: file, path: "")
+        try top.allowOnly(["relay", "servers", "jumps", "clients"])
+        let relayTable = try top.requiredTable("relay")
+        let relay = try parseRelay(relayTable)
+
+        var servers: [String: ServerConfig] = [:]
+        if let t = try top.optionalTable("servers") {
+            for name in t.keys {
+                let s = try t.requiredTable(name)
+                servers[name] = try parseServer(name: name, s)
+            }
+        }
+        var jumps: [String: JumpConfig] = [:]
+        if let t = try top.optionalTable("jumps") {
+            for name in t.keys {
+                let j = try t.requiredTable(name)
+                jumps[name] = JumpConfig(name: name, endpoint: try parseEndpoint(j, defaultUser: nil))
+                try j.allowOnly(endpointKeys)
+            }
+        }
+        var clients: [String: ClientConfig] = [:]
+        if let t = try top.optionalTable("clients") {
+            for name in t.keys {
+                let c = try t.requiredTable(name)
+                clients[name] = try parseClient(name: name, c, servers: servers)
+            }
+        }
+
+        // Every `via` must name defined jumps, without loops.
+        for (name, s) in servers { try checkVia(s.endpoint.via, table: "servers.\(name)", jumps: jumps, file: file) }
+        for (name, c) in clients { try checkVia(c.endpoint.via, table: "clients.\(name)", jumps: jumps, file: file) }
+        for (name, j) in jumps { try checkVia(j.endpoint.via, table: "jumps.\(name)", jumps: jumps, file: file) }
+
+        let config = RelayConfig(file: file, relay: relay, servers: servers, jumps: jumps, clients: clients)
+        if checkFiles {
+            try checkReadable(config)
+        }
+        return config
+    }
+
+    // MARK: - Tables
+
+    static let endpointKeys: Set<String> = ["host", "port", "user", "key", "via"]
+
+    static func parseRelay(_ t: TableReader) throws(ConfigError) -> RelaySettings {
+        try t.allowOnly(["state_dir", "socket", "known_hosts", "max_parallel",
+                         "keepalive_interval", "keepalive_count", "connect_timeout"])
+        let stateDir = try t.absolutePath("state_dir", default: "/var/lib/borg-relay")
+        let socket = try t.absolutePath("socket", default: "/run/borg-relay/control.sock")
+        let knownHosts = try t.absolutePath("known_hosts", default: "/etc/borg-relay/known_hosts")
+        let maxParallel = try t.int("max_parallel", default: 4, range: 1...1000)
+        let interval = try t.int("keepalive_interval", default: 30, range: 1...3600)
+        let count = try t.int("keepalive_count", default: 4, range: 1...100)
+        let connectTimeout = try t.int("connect_timeout", default: 30, range: 1...3600)
+        return RelaySettings(stateDir: stateDir, socket: socket, knownHosts: knownHosts,
+                             maxParallel: maxParallel, keepaliveInterval: interval,
+                             keepaliveCount: count, connectTimeout: connectTimeout)
+    }
+
+    static func parseEndpoint(_ t: TableReader, defaultUser: String?) throws(ConfigError) -> HostEndpoint {
+        let host = try t.requiredString("host")
+        if host.isEmpty || host.contains(where: { $0.isWhitespace || $0 == "/" }) {
+            throw t.error("host", .invalidValue(reason: "'\(host)' is not a host name or address"))
+        }
+        let port = try t.int("port", default: 22, range: 1...65535)
+        let user: String
+        if let d = defaultUser {
+            user = try t.optionalString("user") ?? d
+        } else {
+            user = try t.requiredString("user")
+        }
+        if user.isEmpty || user.contains(where: { $0.isWhitespace || $0 == "@" || $0 == ":" }) {
+            throw t.error("user", .invalidValue(reason: "'\(user)' is not a valid user name"))
+        }
+        let key = try t.requiredAbsolutePath("key")
+        let via = try t.stringArray("via") ?? []
+        return HostEndpoint(host: host, port: port, user: user, key: key, via: via)
+    }
+
+    static func parseServer(name: String, _ t: TableReader) throws(ConfigError) -> ServerConfig {
+        try t.allowOnly(endpointKeys.union(["maintenance_key"]))
+        let endpoint = try parseEndpoint(t, defaultUser: nil)
+        let maint = try t.optionalAbsolutePath("maintenance_key")
+        return ServerConfig(name: name, endpoint: endpoint, maintenanceKey: maint)
+    }
+
+    static func parseClient(name: String, _ t: TableReader, servers: [String: ServerConfig]) throws(ConfigError) -> ClientConfig {
+        try t.allowOnly(endpointKeys.union([
+            "server", "repository", "passphrase", "paths", "exclude", "compression", "archive",
+            "transport", "borg_path", "schedule", "retention", "pre", "post",
+        ]))
+        let endpoint = try parseEndpoint(t, defaultUser: nil)
+        let server = try t.requiredString("server")
+        guard servers[server] != nil else {
+            throw t.error("server", .unknownReference(kind: "server", name: server, known: servers.keys.sorted()))
+        }
+        let repository = try t.requiredAbsolutePath("repository")
+        var passphrase: SealedValue?
+        if let p = try t.optionalString("passphrase") {
+            guard let sealed = SealedValue(text: p) else {
+                throw t.error("passphrase", .invalidValue(reason:
+                    "must be a sealed value ('sealed:…' as printed by `relayctl seal`); plain passphrases are not accepted in the config"))
+            }
+            passphrase = sealed
+        }
+        guard let paths = try t.stringArray("paths") else {
+            throw t.error("paths", .missingKey)
+        }
+        if paths.isEmpty {
+            throw t.error("paths", .invalidValue(reason: "lists no path to back up"))
+        }
+        for p in paths where p.isEmpty || p.contains("\0") {
+            throw t.error("paths", .invalidValue(reason: "contains an empty path or a NUL byte"))
+        }
+        let exclude = try t.stringArray("exclude") ?? []
+        for p in exclude where p.isEmpty || p.contains("\0") {
+            throw t.error("exclude", .invalidValue(reason: "contains an empty pattern or a NUL byte"))
+        }
+        let compression = try t.optionalString("compression")
+        if let c = compression, c.isEmpty || c.contains(where: { $0.isWhitespace }) {
+            throw t.error("compression", .invalidValue(reason: "'\(c)' is not a borg compression spec (e.g. \"zstd,3\", \"lz4\")"))
+        }
+        let archive = try t.optionalString("archive") ?? "{hostname}-{now}"
+        if archive.isEmpty || archive.contains("/") || archive.contains("::") || archive.contains("\n") {
+            throw t.error("archive", .invalidValue(reason: "'\(archive)' is not a valid archive name template"))
+        }
+        let transportText = try t.optionalString("transport") ?? "tcp"
+        guard let transport = Transport(rawValue: transportText) else {
+            throw t.error("transport", .invalidValue(reason: "must be \"tcp\" or \"unix\", not '\(transportText)'"))
+        }
+        if transport == .unix {
+            throw t.error("transport", .invalidValue(reason:
+                "the unix-socket transport is not available in this version of borg-relay; use \"tcp\""))
+        }
+        let borgPath = try t.optionalString("borg_path") ?? "borg"
+        if borgPath.isEmpty || borgPath.contains("\n") {
+            throw t.error("borg_path", .invalidValue(reason: "must name the borg executable on the client"))
+        }
+        let schedule = try t.optionalString("schedule")
+        let retention = try t.optionalTable("retention").map { r throws(ConfigError) in try parseRetention(r) }
+        let pre = try t.optionalString("pre")
+        let post = try t.optionalString("post")
+        return ClientConfig(name: name, endpoint: endpoint, server: server, repository: repository,
+                            passphrase: passphrase, paths: paths, exclude: exclude,
+                            compression: compression, archive: archive, transport: transport,
+                            borgPath: borgPath, schedule: schedule, retention: retention,
+                            pre: pre, post: post)
+    }
+
+    static func parseRetention(_ t: TableReader) throws(ConfigError) -> Retention {
+        try t.allowOnly(["within", "hourly", "daily", "weekly", "monthly", "yearly"])
+        let r = Retention(
+            within: try t.optionalString("within"),
+            hourly: try t.optionalInt("hourly", range: 0...100_000),
+            daily: try t.optionalInt("daily", range: 0...100_000),
+            weekly: try t.optionalInt("weekly", range: 0...100_000),
+            monthly: try t.optionalInt("monthly", range: 0...100_000),
+            yearly: try t.optionalInt("yearly", range: 0...100_000))
+        return r
+    }
+
+    static func checkVia(_ via: [String], table: String, jumps: [String: JumpConfig], file: String) throws(ConfigError) {
+        var seen: [String] = []
+        var queue = via
+        while let next = queue.first {
+            queue.removeFirst()
+            guard let j = jumps[next] else {
+                throw ConfigError(file: file, table: table, key: "via",
+                                  kind: .unknownReference(kind: "jump", name: next, known: jumps.keys.sorted()))
+            }
+            if seen.contains(next) {
+                throw ConfigError(file: file, table: table, key: "via",
+                                  kind: .invalidValue(reason: "the jump chain loops: \((seen + [next]).joined(separator: " -> "))"))
+            }
+            seen.append(next)
+            queue = j.endpoint.via + queue
+        }
+    }
+
+    static func checkReadable(_ c: RelayConfig) throws(ConfigError) {
+        func check(_ path: String, table: String, key: String) throws(ConfigError) {
+            if let reason = unreadableReason(path) {
+                throw ConfigError(file: c.file, table: table, key: key, kind: .unreadablePath(path: path, reason: reason))
+            }
+        }
+        try check(c.relay.knownHosts, table: "relay", key: "known_hosts")
+        for name in c.servers.keys.sorted() {
+            let s = c.servers[name]!
+            try check(s.endpoint.key, table: "servers.\(name)", key: "key")
+            if let m = s.maintenanceKey { try check(m, table: "servers.\(name)", key: "maintenance_key") }
+        }
+        for name in c.jumps.keys.sorted() {
+            try check(c.jumps[name]!.endpoint.key, table: "jumps.\(name)", key: "key")
+        }
+        for name in c.clients.keys.sorted() {
+            try check(c.clients[name]!.endpoint.key, table: "clients.\(name)", key: "key")
+        }
+    }
+
+    /// Why `path` cannot be opened for reading, or nil if it can.
+    static func unreadableReason(_ path: String) -> String? {
+        var st = stat()
+        if stat(path, &st) != 0 {
+            return String(cString: strerror(errno))
+        }
+        if (st.st_mode & S_IFMT) != S_IFREG {
+            return "not a regular file"
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            return String(cString: strerror(errno))
+        }
+        close(fd)
+        return nil
+    }
+
+    static func describeFileError(path: String, error: Error) -> String {
+        if let reason = unreadableReason(path) { return reason }
+        return "\(error)"
+    }
+}
+
+/// Reads typed values out of one TOML table and turns every mismatch into a `ConfigError`.
+struct TableReader {
+    let table: TOMLTable
+    let file: String
+    let path: String
+
+    var keys: [String] { table.keys.sorted() }
+
+    func error(_ key: String?, _ kind: ConfigError.Kind) -> ConfigError {
+        ConfigError(file: file, table: path, key: key, kind: kind)
+    }
+
+    func allowOnly(_ allowed: Set<String>) throws(ConfigError) {
+        for k in table.keys.sorted() where !allowed.contains(k) {
+            throw error(k, .unknownKey)
+        }
+    }
+
+    private func value(_ key: String) -> TOMLValueConvertible? { table[key] }
+
+    func optionalTable(_ key: String) throws(ConfigError) -> TableReader? {
+        guard let v = value(key) else { return nil }
+        guard let t = v.table else { throw error(key, .wrongType(expected: "a table", found: Self.describe(v))) }
+        return TableReader(table: t, file: file, path: path.isEmpty ? key : "\(path).\(key)")
+    }
+
+    func requiredTable(_ key: String) throws(ConfigError) -> TableReader {
+        guard let t = try optionalTable(key) else {
+            if path.isEmpty { throw ConfigError(file: file, table: key, key: nil, kind: .missingKey) }
+            throw error(key, .missingKey)
+        }
+        return t
+    }
+
+    func optionalString(_ key: String) throws(ConfigError) -> String? {
+        guard let v = value(key) else { return nil }
+        guard v.type == .string, let s = v.string else {
+            throw error(key, .wrongType(expected: "a string", found: Self.describe(v)))
+        }
+        return s
+    }
+
+    func requiredString(_ key: String) throws(ConfigError) -> String {
+        guard let s = try optionalString(key) else { throw error(key, .missingKey) }
+        return s
+    }
+
+    func optionalInt(_ key: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+        guard let v = value(key) else { return nil }
+        guard v.type == .int, let i = v.int else {
+            throw error(key, .wrongType(expected: "an integer", found: Self.describe(v)))
+        }
+        guard range.contains(i) else {
+            throw error(key, .invalidValue(reason: "\(i) is out of range (\(range.lowerBound)…\(range.upperBound))"))
+        }
+        return i
+    }
+
+    func int(_ key: String, default d: Int, range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        try optionalInt(key, range: range) ?? d
+    }
+
+    func stringArray(_ key: String) throws(ConfigError) -> [String]? {
+        guard let v = value(key) else { return nil }
+        guard let a = v.array else {
+            throw error(key, .wrongType(expected: "an array of strings", found: Self.describe(v)))
+        }
+        var out: [String] = []
+        for i in 0..<a.count {
+            let e = a[i]
+            guard e.type == .string, let s = e.string else {
+                throw error(key, .wrongType(expected: "an array of strings", found: "an array containing \(Self.describe(e))"))
+            }
+            out.append(s)
+        }
+        return out
+    }
+
+    func optionalAbsolutePath(_ key: String) throws(ConfigError) -> String? {
+        guard let s = try optionalString(key) else { return nil }
+        guard s.hasPrefix("/") else { throw error(key, .relativePath(value: s)) }
+        return s
+    }
+
+    func requiredAbsolutePath(_ key: String) throws(ConfigError) -> String {
+        guard let s = try optionalAbsolutePath(key) else { throw error(key, .missingKey) }
+        return s
+    }
+
+    func absolutePath(_ key: String, default d: String) throws(ConfigError) -> String {
+        try optionalAbsolutePath(key) ?? d
+    }
+
+    static func describe(_ v: TOMLValueConvertible) -> String {
+        switch v.type {
+        case .string: return "a string"
+        case .int: return "an integer"
+        case .double: return "a float"
+        case .bool: return "a boolean"
+        case .table: return "a table"
+        case .array: return "an array"
+        case .date, .time, .dateTime: return "a date/time"
+        @unknown default: return "a value of another type"
+        }
+    }
+}

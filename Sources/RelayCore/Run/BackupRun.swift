@@ -1,0 +1,477 @@
+import CLibSSH
+import Foundation
+import Logging
+import Synchronization
+
+/// Asks a run to stop from any thread: a write to an eventfd that the run's event loop polls.
+public final class RunCanceller: Sendable {
+    let fd: Int32
+
+    public init() throws(RunError) {
+        fd = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        if fd < 0 { throw RunError.setup("eventfd failed: \(String(cString: strerror(errno)))") }
+    }
+
+    deinit { Glibc.close(fd) }
+
+    public func cancel() {
+        var one: UInt64 = 1
+        _ = Glibc.write(fd, &one, 8)
+    }
+}
+
+/// One relayed backup: `borg create` on the client T, its repository connection spliced
+/// through the relay into `borg serve` on the backup server B.
+///
+/// `execute()` runs the whole run on the calling thread: after connecting, one
+/// `ssh_event` on that thread polls both sessions, and every libssh call for them and
+/// their channels happens there.
+public final class BackupRun: @unchecked Sendable {
+    // @unchecked: all mutable state is touched only by the thread inside `execute()`;
+    // other threads only use `canceller`, which is Sendable.
+    public let runID: String
+    public let client: ClientConfig
+    public let server: ServerConfig
+    let options: SessionOptions
+    let logger: Logger
+    public let canceller: RunCanceller
+    private var passphrase: SecretBytes?
+    private let logFile: String?
+
+    /// Seconds the splice may take to wind down after borg on the client has exited.
+    var drainGrace: TimeInterval = 30
+    /// Seconds borg on the client has to exit once the run is being torn down.
+    var exitGrace: TimeInterval = 15
+    static let maxStdout = 16 * 1024 * 1024
+
+    /// `passphrase` is wiped as soon as it has been written to borg's stdin.
+    public init(runID: String, client: ClientConfig, server: ServerConfig, options: SessionOptions,
+                passphrase: SecretBytes?, logger: Logger, logFile: String?) throws(RunError) {
+        self.runID = runID
+        self.client = client
+        self.server = server
+        self.options = options
+        self.passphrase = passphrase
+        self.logger = logger
+        self.logFile = logFile
+        self.canceller = try RunCanceller()
+    }
+
+    deinit { passphrase?.wipe() }
+
+    // MARK: - State of the event loop (loop thread only)
+
+    private var t: SSHSession?
+    private var b: SSHSession?
+    private var create: SSHChannel?
+    private var splice: Splice?
+    private var events: [ChannelEvents] = []
+    private var forwardPort: Int32 = 0
+    private var forwardActive = false
+    private var cancelForwardPending = false
+    private var acceptedConnection = false
+    private var cancelRequested = false
+    private var stdout = Data()
+    private var stdoutTruncated = false
+    private var clientLog: LineCollector!
+    private var serverLog: LineCollector!
+    private var failure: Error?
+    private var warnings: [String] = []
+
+    // MARK: - The run
+
+    /// Runs the backup to its end and reports what happened. Never throws: every failure
+    /// is in the report, and everything opened on the way is closed again.
+    public func execute() -> RunReport {
+        var report = RunReport(runID: runID, client: client.name, server: server.name, started: Date())
+        report.logFile = logFile
+        let plan = BackupPlan(client: client)
+        clientLog = LineCollector { [logger] line in logger.info("\(line)", metadata: ["relay.origin": "T borg"]) }
+        serverLog = LineCollector { [logger] line in logger.info("\(line)", metadata: ["relay.origin": "B borg serve"]) }
+        logger.info("run \(runID): backup of client \(client.name) (\(client.endpoint.display)) to server \(server.name) (\(server.endpoint.display)), repository \(client.repository)")
+
+        do {
+            try connect()
+            report.clientCipher = t?.cipher
+            report.serverCipher = b?.cipher
+            logger.info("connected; ciphers: client \(report.clientCipher ?? "?"), server \(report.serverCipher ?? "?")")
+            try start(plan)
+            try loop()
+        } catch {
+            recordFailure(error)
+        }
+        passphrase?.wipe()
+        passphrase = nil
+        clientLog.finish()
+        serverLog.finish()
+        teardown()
+
+        report.ended = Date()
+        report.bytesToServer = splice?.up.delivered ?? 0
+        report.bytesFromServer = splice?.down.delivered ?? 0
+        report.borgExitStatus = create?.exitStatus
+        report.archive = ArchiveSummary.parse(borgJSON: stdout)
+        report.warnings = warnings
+        finishReport(&report)
+        logger.info("run \(runID) \(report.state.rawValue)\(report.error.map { ": \($0)" } ?? "")")
+        return report
+    }
+
+    private func recordFailure(_ error: Error) {
+        if failure == nil { failure = error }
+        logger.error("\(error)")
+    }
+
+    private func finishReport(_ report: inout RunReport) {
+        let status = create?.exitStatus
+        let borgDetail = Self.errorLines(clientLog.tail)
+        if cancelRequested {
+            report.state = .cancelled
+            report.error = RunError.cancelled.description
+            return
+        }
+        if let f = failure {
+            report.state = .failed
+            var text = "\(f)"
+            if !borgDetail.isEmpty && !(f is RunError) { text += " (borg on the client said: \(borgDetail))" }
+            report.error = text
+            return
+        }
+        if let sig = create?.exitSignal {
+            report.state = .failed
+            report.error = RunError.borgKilled(signal: sig, detail: borgDetail).description
+            return
+        }
+        switch status {
+        case 0?:
+            report.state = .succeeded
+        case 1?:
+            report.state = .succeeded
+            report.warnings.append("borg finished with warnings: \(borgDetail.isEmpty ? "see the run log" : borgDetail)")
+        case let s?:
+            report.state = .failed
+            var detail = borgDetail
+            let serverDetail = Self.errorLines(serverLog.tail)
+            if !serverDetail.isEmpty { detail += (detail.isEmpty ? "" : "; ") + "borg serve on the server said: \(serverDetail)" }
+            report.error = RunError.borgFailed(status: s, detail: detail).description
+        case nil:
+            report.state = .failed
+            report.error = RunError.protocolFailure("borg create on the client ended without an exit status").description
+        }
+        if report.state == .succeeded && report.archive == nil {
+            report.warnings.append("borg printed no JSON statistics")
+        }
+    }
+
+    /// The lines of borg's stderr worth showing in a one-line error.
+    static func errorLines(_ lines: [String]) -> String {
+        let useful = lines.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return useful.suffix(6).joined(separator: " | ")
+    }
+
+    // MARK: Connecting
+
+    private func connect() throws {
+        let ts = try SSHSession(label: "client \(client.name)", endpoint: client.endpoint, options: options)
+        let bs = try SSHSession(label: "server \(server.name)", endpoint: server.endpoint, options: options)
+        t = ts
+        b = bs
+        // Both in parallel; each session is used by exactly one thread here, then handed
+        // to this thread once both are done.
+        let errors = Mutex<[Int: Error]>([:])
+        let sessions = [ts, bs]
+        DispatchQueue.concurrentPerform(iterations: 2) { i in
+            do { try sessions[i].open() } catch { errors.withLock { $0[i] = error } }
+        }
+        let errs = errors.withLock { $0 }
+        // Report the server first: its errors (host key, forced command) matter most.
+        if let e = errs[1] { throw e }
+        if let e = errs[0] { throw e }
+    }
+
+    // MARK: Starting
+
+    private func start(_ plan: BackupPlan) throws {
+        guard let t, let b else { return }
+        let th = try t.require()
+
+        // 1. The remote forward on T's loopback, port chosen by T's sshd.
+        var bound: Int32 = 0
+        if ssh_channel_listen_forward(th, "127.0.0.1", 0, &bound) != SSH_OK {
+            throw SSHError.forwardRefused(host: t.label, detail: t.lastError)
+        }
+        forwardPort = bound
+        forwardActive = true
+        logger.info("client is listening on 127.0.0.1:\(bound) for borg's connection (single use)")
+
+        // 2. borg serve on B, waiting for the connection. B's forced command decides
+        //    what really runs; the string only has to be a valid borg serve line.
+        let serve = try b.newChannel(label: "borg serve")
+        let sp = Splice(serverChannel: serve, serverLog: serverLog)
+        splice = sp
+        install(serve) { data, isStderr in
+            if isStderr {
+                sp.serverLog.append(data)
+                return data.count
+            }
+            return sp.down.accept(data)
+        }
+        try openExec(serve, on: b, command: BackupPlan.serveCommand, what: "starting borg serve")
+
+        // 3. Accept exactly one forwarded connection, from the moment borg can start.
+        ssh_set_message_callback(th, { _, msg, user in
+            guard let msg, let user else { return 1 }
+            return Unmanaged<BackupRun>.fromOpaque(user).takeUnretainedValue().handleMessage(msg)
+        }, Unmanaged.passUnretained(self).toOpaque())
+
+        // 4. borg create on T; the passphrase goes to its stdin (BORG_PASSPHRASE_FD=0), then EOF.
+        let e = try t.newChannel(label: "borg create")
+        create = e
+        install(e) { [unowned self] data, isStderr in
+            if isStderr {
+                self.clientLog.append(data)
+            } else if self.stdout.count + data.count <= Self.maxStdout {
+                self.stdout.append(data.bindMemory(to: UInt8.self))
+            } else {
+                self.stdoutTruncated = true
+            }
+            return data.count
+        }
+        let command = plan.createCommand(port: Int(bound), withPassphrase: passphrase != nil)
+        logger.info("client runs: \(command)")
+        try openExec(e, on: t, command: command, what: "starting borg create")
+        if let p = passphrase {
+            try writeAll(p, to: e, on: t)
+            p.wipe()
+            passphrase = nil
+        }
+        e.sendEOF()
+    }
+
+    private func openExec(_ c: SSHChannel, on s: SSHSession, command: String, what: String) throws {
+        guard let h = c.handle else { throw SSHError.channel(host: s.label, what: what, detail: "channel freed") }
+        if ssh_channel_open_session(h) != SSH_OK {
+            throw SSHError.channel(host: s.label, what: "\(what): opening a session channel", detail: s.lastError)
+        }
+        if ssh_channel_request_exec(h, command) != SSH_OK {
+            throw SSHError.channel(host: s.label, what: what, detail: s.lastError)
+        }
+    }
+
+    private func writeAll(_ secret: SecretBytes, to c: SSHChannel, on s: SSHSession) throws {
+        guard let h = c.handle else { return }
+        var failed = false
+        secret.withUnsafeBytes { buf in
+            var off = 0
+            while off < buf.count {
+                let rc = ssh_channel_write(h, buf.baseAddress! + off, UInt32(buf.count - off))
+                if rc <= 0 { failed = true; return }
+                off += Int(rc)
+            }
+        }
+        if failed {
+            throw SSHError.channel(host: s.label, what: "passing the passphrase to borg", detail: s.lastError)
+        }
+    }
+
+    /// Channel-open requests from T: the first connection to our forward is accepted and
+    /// spliced; anything else is refused.
+    fileprivate func handleMessage(_ msg: ssh_message) -> Int32 {
+        guard ssh_message_type(msg) == Int32(SSH_REQUEST_CHANNEL_OPEN.rawValue),
+              ssh_message_subtype(msg) == Int32(SSH_CHANNEL_FORWARDED_TCPIP.rawValue) else {
+            return 1
+        }
+        let port = ssh_message_channel_request_open_destination_port(msg)
+        let origin = ssh_message_channel_request_open_originator(msg).map { String(cString: $0) } ?? "?"
+        let originPort = ssh_message_channel_request_open_originator_port(msg)
+        guard port == forwardPort, !acceptedConnection, forwardActive, let t, let splice else {
+            logger.warning("refused a further connection to the forward on the client (from \(origin):\(originPort)); the forward is single-use")
+            return 1
+        }
+        guard let ch = ssh_message_channel_request_open_reply_accept(msg) else {
+            recordFailure(SSHError.channel(host: t.label, what: "accepting borg's forwarded connection", detail: t.lastError))
+            return 0
+        }
+        acceptedConnection = true
+        cancelForwardPending = true
+        let fwd = t.adopt(ch, label: "forwarded connection")
+        install(fwd) { data, isStderr in
+            isStderr ? data.count : splice.up.accept(data)
+        }
+        splice.attachClient(fwd)
+        logger.info("borg connected from \(origin):\(originPort); splicing it into borg serve; closing the forward")
+        return 0
+    }
+
+    // MARK: The loop
+
+    private func loop() throws {
+        guard let t, let b, let create, let splice else { return }
+        guard let event = ssh_event_new() else { throw RunError.setup("ssh_event_new failed") }
+        let th = try t.require(), bh = try b.require()
+        t.setBlocking(false)
+        b.setBlocking(false)
+        ssh_event_add_session(event, th)
+        ssh_event_add_session(event, bh)
+        let cancelFD = canceller.fd
+        ssh_event_add_fd(event, cancelFD, Int16(POLLIN), { fd, _, user in
+            var v: UInt64 = 0
+            _ = Glibc.read(fd, &v, 8)
+            if let user { Unmanaged<BackupRun>.fromOpaque(user).takeUnretainedValue().cancelRequested = true }
+            return 0
+        }, Unmanaged.passUnretained(self).toOpaque())
+        defer {
+            ssh_event_remove_fd(event, cancelFD)
+            // ssh_event_free in 0.10.6 only restores the first session's poll handle;
+            // remove every session first.
+            ssh_event_remove_session(event, th)
+            ssh_event_remove_session(event, bh)
+            ssh_event_free(event)
+            t.setBlocking(true)
+            b.setBlocking(true)
+        }
+
+        var deadline: Date?
+        var tearingDown = false
+        var pollErrors = 0
+        while true {
+            // Decide what to do with what the last poll brought.
+            if cancelRequested && !tearingDown {
+                logger.warning("cancel requested: stopping borg on the client and closing the splice")
+                tearingDown = true
+                create.sendSignal("TERM")
+                splice.abort()
+                deadline = Date().addingTimeInterval(exitGrace)
+            }
+            if !t.isAlive {
+                recordFailure(SSHError.connectionLost(host: t.label, detail: t.lastError))
+                splice.abort()  // borg serve on B sees EOF at once and releases its lock
+                return
+            }
+            if !b.isAlive && !tearingDown {
+                recordFailure(SSHError.connectionLost(host: b.label, detail: b.lastError))
+                tearingDown = true
+                splice.abort()  // borg on T sees its connection close and exits
+                deadline = Date().addingTimeInterval(exitGrace)
+            }
+            if failure != nil && !tearingDown {
+                tearingDown = true
+                splice.abort()
+                create.sendSignal("TERM")
+                deadline = Date().addingTimeInterval(exitGrace)
+            }
+            if cancelForwardPending {
+                let rc = ssh_channel_cancel_forward(th, "127.0.0.1", forwardPort)
+                if rc != SSH_AGAIN {
+                    cancelForwardPending = false
+                    forwardActive = false
+                    if rc == SSH_OK {
+                        logger.info("forward on the client closed")
+                    } else {
+                        logger.warning("closing the forward on the client failed (\(t.lastError)); it ends with the session")
+                    }
+                }
+            }
+            splice.pump()
+            if create.remoteClosed {
+                if !acceptedConnection {
+                    splice.abort()  // borg never connected: let borg serve on B go
+                    if forwardActive && !cancelForwardPending { cancelForwardPending = true; continue }
+                }
+                if !splice.isFinished && deadline == nil {
+                    deadline = Date().addingTimeInterval(drainGrace)
+                }
+                create.close()
+            }
+            if create.remoteClosed && splice.isFinished && !cancelForwardPending {
+                return
+            }
+            if let d = deadline, Date() >= d {
+                let what = create.remoteClosed ? "the splice did not finish" : "borg on the client did not exit"
+                logger.warning("\(what) in time; closing everything")
+                if failure == nil && !cancelRequested {
+                    warnings.append("\(what) within the grace period; channels were closed")
+                }
+                splice.abort()
+                create.close()
+                return
+            }
+
+            // Wait for the next event: no timer unless a deadline is pending.
+            let timeout: Int32 = deadline.map { Int32(max(0, min(60_000, $0.timeIntervalSinceNow * 1000)) + 1) } ?? -1
+            let rc = ssh_event_dopoll(event, timeout)
+            if rc == SSH_ERROR {
+                pollErrors += 1
+                if pollErrors > 1000 {
+                    throw RunError.protocolFailure("polling the SSH sessions keeps failing; giving up")
+                }
+            } else {
+                pollErrors = 0
+            }
+        }
+    }
+
+    // MARK: Teardown
+
+    private func teardown() {
+        cancelForwardIfNeeded()
+        for c in [splice?.clientChannel, splice?.serverChannel, create] { c?.free() }
+        events.removeAll()
+        t?.close()
+        b?.close()
+    }
+
+    private func cancelForwardIfNeeded() {
+        guard forwardActive, let t, t.isAlive, let th = t.handle else { return }
+        t.setBlocking(true)
+        if ssh_channel_cancel_forward(th, "127.0.0.1", forwardPort) != SSH_OK {
+            logger.warning("closing the forward on the client failed (\(t.lastError)); it ends with the session")
+        }
+        forwardActive = false
+    }
+
+    // MARK: Callbacks
+
+    /// Routes a channel's C callbacks to `onData` and the channel's flags.
+    private func install(_ c: SSHChannel, onData: @escaping (UnsafeRawBufferPointer, Bool) -> Int) {
+        let ev = ChannelEvents(channel: c, onData: onData)
+        events.append(ev)
+        c.setCallbacks({ cb in
+            cb.channel_data_function = { _, _, data, len, isStderr, user in
+                guard let user, let data else { return 0 }
+                let ev = Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue()
+                return Int32(ev.onData(UnsafeRawBufferPointer(start: data, count: Int(len)), isStderr != 0))
+            }
+            cb.channel_eof_function = { _, _, user in
+                guard let user else { return }
+                Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel?.remoteEOF = true
+            }
+            cb.channel_close_function = { _, _, user in
+                guard let user else { return }
+                let ch = Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel
+                ch?.remoteEOF = true
+                ch?.remoteClosed = true
+            }
+            cb.channel_exit_status_function = { _, _, status, user in
+                guard let user else { return }
+                Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel?.exitStatus = status
+            }
+            cb.channel_exit_signal_function = { _, _, signal, _, _, _, user in
+                guard let user else { return }
+                Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel?.exitSignal =
+                    signal.map { String(cString: $0) } ?? "?"
+            }
+        }, userdata: Unmanaged.passUnretained(ev).toOpaque())
+    }
+}
+
+/// The userdata behind one channel's C callbacks; kept alive by the run.
+final class ChannelEvents {
+    weak var channel: SSHChannel?
+    let onData: (UnsafeRawBufferPointer, Bool) -> Int
+
+    init(channel: SSHChannel, onData: @escaping (UnsafeRawBufferPointer, Bool) -> Int) {
+        self.channel = channel
+        self.onData = onData
+    }
+}

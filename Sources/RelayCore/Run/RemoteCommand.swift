@@ -1,0 +1,75 @@
+/// Builds the command lines the relay sends to remote hosts. Everything is built as an
+/// argument vector and quoted for the remote POSIX shell by `Shell.quote`, the one
+/// quoting helper: no user value is ever pasted into a command unquoted.
+public enum Shell {
+    /// Quotes one word for a POSIX shell. Words made only of safe characters stay bare.
+    public static func quote(_ word: String) -> String {
+        if !word.isEmpty && word.unicodeScalars.allSatisfy({ safe.contains($0) }) {
+            return word
+        }
+        return "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// Quotes and joins an argument vector into one command line.
+    public static func join(_ argv: [String]) -> String {
+        argv.map(quote).joined(separator: " ")
+    }
+
+    private static let safe = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%_+=:,./-".unicodeScalars)
+}
+
+/// The commands of one backup run.
+public struct BackupPlan: Sendable, Equatable {
+    /// The repository URL borg on the client uses. The host part is a constant: the
+    /// connector ignores it, and a constant location keeps borg's "repository moved"
+    /// check quiet although the forwarded port changes every run.
+    public let repositoryURL: String
+    public let archive: String
+
+    public init(client: ClientConfig) {
+        self.repositoryURL = "ssh://borg-relay" + client.repository
+        self.archive = client.archive
+        self.client = client
+    }
+
+    let client: ClientConfig
+
+    /// The command the channel on the backup server asks for. B's forced command
+    /// replaces it, but borg serve parses it (SSH_ORIGINAL_COMMAND) and rejects anything
+    /// that is not a `borg serve` line.
+    public static let serveCommand = "borg serve --info"
+
+    /// `BORG_RSH` for the client: a connector to the forwarded port. borg appends the
+    /// host and `borg serve …`; they become `$0 $1 …` of sh and are ignored.
+    public static func connector(port: Int) -> String {
+        "sh -c 'exec socat STDIO TCP:127.0.0.1:\(port)'"
+    }
+
+    /// borg create's argument vector (after the program name).
+    public var createArguments: [String] {
+        var args = ["create", "--json"]
+        if let c = client.compression { args.append("--compression=\(c)") }
+        for e in client.exclude { args.append("--exclude=\(e)") }
+        args.append("--")
+        args.append("\(repositoryURL)::\(archive)")
+        args.append(contentsOf: client.paths)
+        return args
+    }
+
+    /// The full command line for the client's exec channel. The passphrase is not in
+    /// it: borg reads it from fd 0 (`BORG_PASSPHRASE_FD=0`), which is the channel's stdin.
+    /// Variables that would override the fd (BORG_PASSPHRASE, BORG_PASSCOMMAND) are unset.
+    public func createCommand(port: Int, withPassphrase: Bool) -> String {
+        var argv = ["exec", "env", "-u", "BORG_PASSPHRASE", "-u", "BORG_PASSCOMMAND", "-u", "BORG_REPO"]
+        if withPassphrase {
+            argv.append("BORG_PASSPHRASE_FD=0")
+        } else {
+            argv += ["-u", "BORG_PASSPHRASE_FD"]
+        }
+        argv.append("BORG_RSH=\(Self.connector(port: port))")
+        argv.append(client.borgPath)
+        argv += createArguments
+        // `exec` must stay a bare shell word.
+        return "exec " + Shell.join(Array(argv.dropFirst()))
+    }
+}

@@ -1,0 +1,172 @@
+import Foundation
+
+public enum RunState: String, Codable, Sendable {
+    case succeeded
+    case failed
+    case cancelled
+}
+
+/// borg's own figures for the archive a run created (from `borg create --json`).
+public struct ArchiveSummary: Codable, Sendable, Equatable {
+    public var name: String
+    public var id: String?
+    public var nfiles: Int64
+    public var originalSize: Int64
+    public var compressedSize: Int64
+    public var deduplicatedSize: Int64
+    public var duration: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case name, id, nfiles, duration
+        case originalSize = "original_size"
+        case compressedSize = "compressed_size"
+        case deduplicatedSize = "deduplicated_size"
+    }
+
+    /// Parses the JSON document `borg create --json` prints on stdout.
+    public static func parse(borgJSON data: Data) -> ArchiveSummary? {
+        struct Output: Decodable {
+            struct Archive: Decodable {
+                struct Stats: Decodable {
+                    var original_size: Int64
+                    var compressed_size: Int64
+                    var deduplicated_size: Int64
+                    var nfiles: Int64
+                }
+                var name: String
+                var id: String?
+                var duration: Double?
+                var stats: Stats
+            }
+            var archive: Archive
+        }
+        guard let o = try? JSONDecoder().decode(Output.self, from: data) else { return nil }
+        let a = o.archive
+        return ArchiveSummary(name: a.name, id: a.id, nfiles: a.stats.nfiles,
+                              originalSize: a.stats.original_size, compressedSize: a.stats.compressed_size,
+                              deduplicatedSize: a.stats.deduplicated_size, duration: a.duration)
+    }
+}
+
+/// What one run did, for the human summary and for `--json`.
+public struct RunReport: Codable, Sendable {
+    public var runID: String
+    public var client: String
+    public var server: String
+    public var state: RunState
+    public var error: String?
+    public var started: Date
+    public var ended: Date
+    public var borgExitStatus: Int32?
+    public var archive: ArchiveSummary?
+    public var bytesToServer: UInt64 = 0
+    public var bytesFromServer: UInt64 = 0
+    public var warnings: [String] = []
+    public var logFile: String?
+    public var clientCipher: String?
+    public var serverCipher: String?
+
+    enum CodingKeys: String, CodingKey {
+        case runID = "run_id"
+        case client, server, state, error, started, ended, archive, warnings
+        case borgExitStatus = "borg_exit_status"
+        case bytesToServer = "bytes_to_server"
+        case bytesFromServer = "bytes_from_server"
+        case logFile = "log_file"
+        case clientCipher = "client_cipher"
+        case serverCipher = "server_cipher"
+        case durationSeconds = "duration_seconds"
+    }
+
+    public init(runID: String, client: String, server: String, started: Date) {
+        self.runID = runID
+        self.client = client
+        self.server = server
+        self.state = .failed
+        self.started = started
+        self.ended = started
+    }
+
+    public var durationSeconds: Double { ended.timeIntervalSince(started) }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        runID = try c.decode(String.self, forKey: .runID)
+        client = try c.decode(String.self, forKey: .client)
+        server = try c.decode(String.self, forKey: .server)
+        state = try c.decode(RunState.self, forKey: .state)
+        error = try c.decodeIfPresent(String.self, forKey: .error)
+        started = try c.decode(Date.self, forKey: .started)
+        ended = try c.decode(Date.self, forKey: .ended)
+        borgExitStatus = try c.decodeIfPresent(Int32.self, forKey: .borgExitStatus)
+        archive = try c.decodeIfPresent(ArchiveSummary.self, forKey: .archive)
+        bytesToServer = try c.decode(UInt64.self, forKey: .bytesToServer)
+        bytesFromServer = try c.decode(UInt64.self, forKey: .bytesFromServer)
+        warnings = try c.decode([String].self, forKey: .warnings)
+        logFile = try c.decodeIfPresent(String.self, forKey: .logFile)
+        clientCipher = try c.decodeIfPresent(String.self, forKey: .clientCipher)
+        serverCipher = try c.decodeIfPresent(String.self, forKey: .serverCipher)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(runID, forKey: .runID)
+        try c.encode(client, forKey: .client)
+        try c.encode(server, forKey: .server)
+        try c.encode(state, forKey: .state)
+        try c.encode(error, forKey: .error)
+        try c.encode(started, forKey: .started)
+        try c.encode(ended, forKey: .ended)
+        try c.encode((durationSeconds * 1000).rounded() / 1000, forKey: .durationSeconds)
+        try c.encode(borgExitStatus, forKey: .borgExitStatus)
+        try c.encode(archive, forKey: .archive)
+        try c.encode(bytesToServer, forKey: .bytesToServer)
+        try c.encode(bytesFromServer, forKey: .bytesFromServer)
+        try c.encode(warnings, forKey: .warnings)
+        try c.encode(logFile, forKey: .logFile)
+        try c.encode(clientCipher, forKey: .clientCipher)
+        try c.encode(serverCipher, forKey: .serverCipher)
+    }
+
+    public func jsonString() -> String {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        enc.dateEncodingStrategy = .iso8601
+        guard let d = try? enc.encode(self) else { return "{}" }
+        return String(decoding: d, as: UTF8.self)
+    }
+
+    /// A few lines for a person.
+    public func summary() -> String {
+        var lines: [String] = []
+        let dur = String(format: "%.1f s", durationSeconds)
+        switch state {
+        case .succeeded:
+            lines.append("\(client) -> \(server): backup succeeded in \(dur)")
+        case .failed:
+            lines.append("\(client) -> \(server): backup FAILED after \(dur)")
+        case .cancelled:
+            lines.append("\(client) -> \(server): backup cancelled after \(dur)")
+        }
+        if let a = archive {
+            lines.append("  archive       \(a.name)")
+            lines.append("  files         \(a.nfiles)")
+            lines.append("  original      \(Self.size(a.originalSize))")
+            lines.append("  compressed    \(Self.size(a.compressedSize))")
+            lines.append("  deduplicated  \(Self.size(a.deduplicatedSize))")
+        }
+        lines.append("  spliced       \(Self.size(Int64(bytesToServer))) to the server, \(Self.size(Int64(bytesFromServer))) back")
+        for w in warnings { lines.append("  warning       \(w)") }
+        if let e = error { lines.append("  error         \(e)") }
+        if let l = logFile { lines.append("  log           \(l)") }
+        return lines.joined(separator: "\n")
+    }
+
+    public static func size(_ n: Int64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+        var v = Double(n)
+        var i = 0
+        while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
+        return i == 0 ? "\(n) B" : String(format: "%.2f %@", v, units[i])
+    }
+}

@@ -1,0 +1,50 @@
+/// Failures talking to a server, client or jump host over SSH. Each message names the
+/// host (role, name and address) and, where it helps, the key fingerprints and the fix.
+public enum SSHError: Error, CustomStringConvertible, Equatable, Sendable {
+    case setup(host: String, detail: String)
+    case connect(host: String, detail: String)
+    case hostKeyUnknown(host: String, knownHosts: String, pinName: String, offered: String, keyType: String)
+    case hostKeyChanged(host: String, knownHosts: String, expected: String, offered: String)
+    case hostKeyOtherType(host: String, knownHosts: String, expected: String?, offered: String, keyType: String)
+    case hostKeyCheckFailed(host: String, knownHosts: String, detail: String)
+    case keyFile(host: String, path: String, detail: String)
+    case authDenied(host: String, keyPath: String, fingerprint: String, detail: String)
+    case channel(host: String, what: String, detail: String)
+    case forwardRefused(host: String, detail: String)
+    case connectionLost(host: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case .setup(let host, let detail):
+            return "\(host): cannot set up the SSH session: \(detail)"
+        case .connect(let host, let detail):
+            return "\(host): cannot connect: \(detail)"
+        case .hostKeyUnknown(let host, let kh, let pinName, let offered, let keyType):
+            return "\(host): host key is not pinned in \(kh) (the host offers \(keyType) \(offered)); "
+                + "no connection is trusted on first use. Verify the fingerprint on the host "
+                + "(ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub) and add its line for '\(pinName)' to \(kh)"
+        case .hostKeyChanged(let host, let kh, let expected, let offered):
+            return "\(host): HOST KEY CHANGED: \(kh) pins \(expected) but the host offers \(offered). "
+                + "Stopped before authenticating. If the change is expected (reinstalled host), "
+                + "replace the host's line in \(kh); otherwise treat this as an attack"
+        case .hostKeyOtherType(let host, let kh, let expected, let offered, let keyType):
+            let pinned = expected.map { "pins \($0)" } ?? "pins a key of another type"
+            return "\(host): host key mismatch: \(kh) \(pinned) but the host offers \(keyType) \(offered). "
+                + "Stopped before authenticating; pin the host's \(keyType) key in \(kh) if it is genuine"
+        case .hostKeyCheckFailed(let host, let kh, let detail):
+            return "\(host): cannot check the host key against \(kh): \(detail)"
+        case .keyFile(let host, let path, let detail):
+            return "\(host): cannot load the private key \(path): \(detail)"
+        case .authDenied(let host, let path, let fp, let detail):
+            return "\(host): authentication with key \(path) (\(fp)) was refused\(detail.isEmpty ? "" : ": \(detail)"); "
+                + "check that the key's line is in the host's authorized_keys (`relayctl authorized-keys`)"
+        case .channel(let host, let what, let detail):
+            return "\(host): \(what) failed: \(detail)"
+        case .forwardRefused(let host, let detail):
+            return "\(host): the remote forward on 127.0.0.1 was refused (\(detail)); the key's authorized_keys line "
+                + "needs 'port-forwarding,permitlisten=\"127.0.0.1:*\"' and sshd must allow TCP forwarding"
+        case .connectionLost(let host, let detail):
+            return "\(host): connection lost: \(detail)"
+        }
+    }
+}

@@ -1,0 +1,267 @@
+import CLibSSH
+import Foundation
+
+/// Options shared by every session the relay opens.
+public struct SessionOptions: Sendable {
+    public var knownHosts: String
+    public var connectTimeout: Int
+    public var keepaliveInterval: Int
+    public var keepaliveCount: Int
+
+    public init(knownHosts: String, connectTimeout: Int, keepaliveInterval: Int, keepaliveCount: Int) {
+        self.knownHosts = knownHosts
+        self.connectTimeout = connectTimeout
+        self.keepaliveInterval = keepaliveInterval
+        self.keepaliveCount = keepaliveCount
+    }
+
+    public init(_ relay: RelaySettings) {
+        self.init(knownHosts: relay.knownHosts, connectTimeout: relay.connectTimeout,
+                  keepaliveInterval: relay.keepaliveInterval, keepaliveCount: relay.keepaliveCount)
+    }
+
+    /// AES-GCM first where the CPU has AES instructions, chacha20-poly1305 first otherwise.
+    static let ciphers: String = {
+        let gcm = "aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+        let chacha = "chacha20-poly1305@openssh.com"
+        let ctr = "aes128-ctr,aes256-ctr"
+        return CPU.hasAES ? "\(gcm),\(chacha),\(ctr)" : "\(chacha),\(gcm),\(ctr)"
+    }()
+}
+
+enum CPU {
+    static let hasAES: Bool = {
+        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return false }
+        for line in info.split(separator: "\n") where line.hasPrefix("flags") {
+            return line.split(separator: " ").contains("aes")
+        }
+        return false
+    }()
+}
+
+/// One libssh session (`ssh_session`) and the channels opened on it.
+///
+/// libssh requires that a session and its channels be used by one thread at a time.
+/// `@unchecked Sendable` lets a session move from the thread that connected it to the
+/// run's event-loop thread; after that hand-over only the loop thread touches it.
+public final class SSHSession: @unchecked Sendable {
+    /// How the host appears in messages: "server vault (borg@b.example:22)".
+    public let label: String
+    public let endpoint: HostEndpoint
+    let options: SessionOptions
+    private(set) var handle: ssh_session?
+    private var channels: [WeakChannel] = []
+
+    public init(label: String, endpoint: HostEndpoint, options: SessionOptions) throws(SSHError) {
+        self.label = "\(label) (\(endpoint.display))"
+        self.endpoint = endpoint
+        self.options = options
+        guard let s = ssh_new() else {
+            throw SSHError.setup(host: self.label, detail: "ssh_new failed (out of memory)")
+        }
+        handle = s
+        try setOptions(s)
+    }
+
+    deinit { close() }
+
+    private func setOptions(_ s: ssh_session) throws(SSHError) {
+        func check(_ rc: Int32, _ what: String) throws(SSHError) {
+            if rc != SSH_OK { throw SSHError.setup(host: label, detail: "option \(what): \(lastError)") }
+        }
+        try check(relay_ssh_opt_string(s, SSH_OPTIONS_HOST, endpoint.host), "host")
+        try check(relay_ssh_opt_uint(s, SSH_OPTIONS_PORT, UInt32(endpoint.port)), "port")
+        try check(relay_ssh_opt_string(s, SSH_OPTIONS_USER, endpoint.user), "user")
+        // Only the pinned file counts: no ~/.ssh/config, no global known_hosts.
+        try check(relay_ssh_opt_bool(s, SSH_OPTIONS_PROCESS_CONFIG, 0), "process_config")
+        try check(relay_ssh_opt_string(s, SSH_OPTIONS_KNOWNHOSTS, options.knownHosts), "knownhosts")
+        try check(relay_ssh_opt_string(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null"), "global_knownhosts")
+        try check(relay_ssh_opt_string(s, SSH_OPTIONS_SSH_DIR, "/nonexistent-borg-relay"), "ssh_dir")
+        try check(relay_ssh_opt_int(s, SSH_OPTIONS_NODELAY, 1), "nodelay")
+        try check(relay_ssh_opt_long(s, SSH_OPTIONS_TIMEOUT, options.connectTimeout), "timeout")
+        try check(relay_ssh_opt_string(s, SSH_OPTIONS_CIPHERS_C_S, SessionOptions.ciphers), "ciphers")
+        try check(relay_ssh_opt_string(s, SSH_OPTIONS_CIPHERS_S_C, SessionOptions.ciphers), "ciphers")
+        try check(relay_ssh_opt_string(s, SSH_OPTIONS_COMPRESSION, "no"), "compression")
+        try check(relay_ssh_opt_int(s, SSH_OPTIONS_LOG_VERBOSITY, Int32(SSH_LOG_NOLOG)), "log_verbosity")
+    }
+
+    /// libssh's error text for this session; read it right after a failing call.
+    var lastError: String {
+        guard let s = handle, let p = ssh_get_error(UnsafeMutableRawPointer(s)) else { return "no session" }
+        let text = String(cString: p)
+        return text.isEmpty ? "unknown error" : text
+    }
+
+    func require() throws(SSHError) -> ssh_session {
+        guard let s = handle else { throw SSHError.connectionLost(host: label, detail: "session already closed") }
+        return s
+    }
+
+    // MARK: - Connecting
+
+    /// Connects, checks the host key against the pinned known_hosts file (before any
+    /// authentication) and authenticates with the endpoint's key. Blocking; call it on
+    /// the thread that owns the session.
+    public func open() throws(SSHError) {
+        try connect()
+        try verifyHostKey()
+        try authenticate()
+        tuneSocket()
+    }
+
+    func connect() throws(SSHError) {
+        let s = try require()
+        ssh_set_blocking(s, 1)
+        if ssh_connect(s) != SSH_OK {
+            throw SSHError.connect(host: label, detail: lastError)
+        }
+    }
+
+    func verifyHostKey() throws(SSHError) {
+        let s = try require()
+        let offered = try serverKeyInfo(s)
+        let state = ssh_session_is_known_server(s)
+        switch state {
+        case SSH_KNOWN_HOSTS_OK:
+            return
+        case SSH_KNOWN_HOSTS_CHANGED:
+            throw SSHError.hostKeyChanged(host: label, knownHosts: options.knownHosts,
+                                          expected: pinnedFingerprint(s) ?? "another key",
+                                          offered: offered.fingerprint)
+        case SSH_KNOWN_HOSTS_OTHER:
+            throw SSHError.hostKeyOtherType(host: label, knownHosts: options.knownHosts,
+                                            expected: pinnedFingerprint(s), offered: offered.fingerprint,
+                                            keyType: offered.type)
+        case SSH_KNOWN_HOSTS_UNKNOWN, SSH_KNOWN_HOSTS_NOT_FOUND:
+            throw SSHError.hostKeyUnknown(host: label, knownHosts: options.knownHosts,
+                                          pinName: endpoint.knownHostsName,
+                                          offered: offered.fingerprint, keyType: offered.type)
+        default:
+            throw SSHError.hostKeyCheckFailed(host: label, knownHosts: options.knownHosts, detail: lastError)
+        }
+    }
+
+    private func serverKeyInfo(_ s: ssh_session) throws(SSHError) -> (fingerprint: String, type: String) {
+        var key: ssh_key?
+        guard ssh_get_server_publickey(s, &key) == SSH_OK, let k = key else {
+            throw SSHError.hostKeyCheckFailed(host: label, knownHosts: options.knownHosts,
+                                              detail: "the host sent no public key: \(lastError)")
+        }
+        defer { ssh_key_free(k) }
+        let type = ssh_key_type_to_char(ssh_key_type(k)).map { String(cString: $0) } ?? "unknown"
+        return (SSHKeys.fingerprint(k) ?? "SHA256:?", type)
+    }
+
+    /// The fingerprint of the key pinned for this host, if the file has one.
+    private func pinnedFingerprint(_ s: ssh_session) -> String? {
+        var entry: UnsafeMutablePointer<ssh_knownhosts_entry>?
+        _ = ssh_session_get_known_hosts_entry(s, &entry)
+        guard let e = entry else { return nil }
+        defer { ssh_knownhosts_entry_free(e) }
+        guard let k = e.pointee.publickey else { return nil }
+        let type = ssh_key_type_to_char(ssh_key_type(k)).map { String(cString: $0) } ?? ""
+        return SSHKeys.fingerprint(k).map { type.isEmpty ? $0 : "\(type) \($0)" }
+    }
+
+    func authenticate() throws(SSHError) {
+        let s = try require()
+        let path = endpoint.key
+        var key: ssh_key?
+        if ssh_pki_import_privkey_file(path, nil, nil, nil, &key) != SSH_OK || key == nil {
+            let reason = ConfigLoader.unreadableReason(path)
+                ?? "not a private key libssh can read, or protected by a passphrase (the relay needs an unencrypted key file, mode 0600)"
+            throw SSHError.keyFile(host: label, path: path, detail: reason)
+        }
+        defer { ssh_key_free(key) }
+        let fp = SSHKeys.fingerprint(key!) ?? "SHA256:?"
+        let rc = ssh_userauth_publickey(s, nil, key)
+        if rc != SSH_AUTH_SUCCESS.rawValue {
+            let detail = rc == SSH_AUTH_ERROR.rawValue ? lastError : ""
+            throw SSHError.authDenied(host: label, keyPath: path, fingerprint: fp, detail: detail)
+        }
+    }
+
+    /// TCP keepalives and a user timeout so that a dead peer or a cut link is noticed
+    /// within about keepalive_interval × keepalive_count seconds.
+    private func tuneSocket() {
+        guard let s = handle else { return }
+        let fd = ssh_get_fd(s)
+        guard fd >= 0 else { return }
+        var one: Int32 = 1
+        var idle = Int32(options.keepaliveInterval)
+        var count = Int32(options.keepaliveCount)
+        var userTimeout = UInt32(options.keepaliveInterval * options.keepaliveCount * 1000)
+        let sz = socklen_t(MemoryLayout<Int32>.size)
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sz)
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, sz)
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, &idle, sz)
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, &count, sz)
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_USER_TIMEOUT, &userTimeout, socklen_t(MemoryLayout<UInt32>.size))
+    }
+
+    /// The negotiated cipher, e.g. "aes128-gcm@openssh.com".
+    public var cipher: String {
+        guard let s = handle, let c = ssh_get_cipher_out(s) else { return "?" }
+        return String(cString: c)
+    }
+
+    /// True while the transport is up.
+    var isAlive: Bool {
+        guard let s = handle else { return false }
+        let status = ssh_get_status(s)
+        return status & (SSH_CLOSED | SSH_CLOSED_ERROR) == 0 && ssh_is_connected(s) != 0
+    }
+
+    func setBlocking(_ blocking: Bool) {
+        if let s = handle { ssh_set_blocking(s, blocking ? 1 : 0) }
+    }
+
+    // MARK: - Channels
+
+    /// A new session channel object (not yet opened).
+    func newChannel(label: String) throws(SSHError) -> SSHChannel {
+        let s = try require()
+        guard let c = ssh_channel_new(s) else {
+            throw SSHError.channel(host: self.label, what: "creating a channel", detail: lastError)
+        }
+        return adopt(c, label: label)
+    }
+
+    /// Takes ownership of a channel libssh created on this session (e.g. an accepted forward).
+    func adopt(_ c: ssh_channel, label: String) -> SSHChannel {
+        let ch = SSHChannel(session: self, handle: c, label: label)
+        channels.removeAll { $0.channel == nil }
+        channels.append(WeakChannel(channel: ch))
+        return ch
+    }
+
+    /// Disconnects and frees the session. `ssh_free` frees every channel still attached,
+    /// so the channel objects are told first and will not free theirs again.
+    public func close() {
+        guard let s = handle else { return }
+        for w in channels { w.channel?.sessionWillFree() }
+        channels.removeAll()
+        ssh_disconnect(s)
+        ssh_free(s)
+        handle = nil
+    }
+}
+
+private struct WeakChannel {
+    weak var channel: SSHChannel?
+}
+
+public enum SSHKeys {
+    /// `SHA256:<base64>` of a libssh key, as `ssh-keygen -l` prints it.
+    static func fingerprint(_ key: ssh_key) -> String? {
+        var hash: UnsafeMutablePointer<UInt8>?
+        var len: Int = 0
+        guard ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &hash, &len) == SSH_OK, let h = hash else {
+            return nil
+        }
+        defer { ssh_clean_pubkey_hash(&hash) }
+        guard let fp = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, h, len) else { return nil }
+        defer { ssh_string_free_char(fp) }
+        return String(cString: fp)
+    }
+}
