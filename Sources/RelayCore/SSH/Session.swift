@@ -152,15 +152,24 @@ public final class SSHSession: @unchecked Sendable {
         return (SSHKeys.fingerprint(k) ?? "SHA256:?", type)
     }
 
-    /// The fingerprint of the key pinned for this host, if the file has one.
+    /// The keys the pinned file holds for this host ("ssh-ed25519 SHA256:…"), or nil if none.
+    /// Read with libssh's own line parser, so `[host]:port` and hashed names match as in the check.
     private func pinnedFingerprint(_ s: ssh_session) -> String? {
-        var entry: UnsafeMutablePointer<ssh_knownhosts_entry>?
-        _ = ssh_session_get_known_hosts_entry(s, &entry)
-        guard let e = entry else { return nil }
-        defer { ssh_knownhosts_entry_free(e) }
-        guard let k = e.pointee.publickey else { return nil }
-        let type = ssh_key_type_to_char(ssh_key_type(k)).map { String(cString: $0) } ?? ""
-        return SSHKeys.fingerprint(k).map { type.isEmpty ? $0 : "\(type) \($0)" }
+        guard let text = try? String(contentsOfFile: options.knownHosts, encoding: .utf8) else { return nil }
+        var found: [String] = []
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+            var entry: UnsafeMutablePointer<ssh_knownhosts_entry>?
+            guard ssh_known_hosts_parse_line(endpoint.knownHostsName, trimmed, &entry) == SSH_OK, let e = entry else {
+                continue
+            }
+            defer { ssh_knownhosts_entry_free(e) }
+            guard let k = e.pointee.publickey, let fp = SSHKeys.fingerprint(k) else { continue }
+            let type = ssh_key_type_to_char(ssh_key_type(k)).map { String(cString: $0) } ?? "key"
+            found.append("\(type) \(fp)")
+        }
+        return found.isEmpty ? nil : found.joined(separator: ", ")
     }
 
     func authenticate() throws(SSHError) {

@@ -1,0 +1,483 @@
+import Foundation
+import Testing
+
+/// The result of a finished process.
+struct ProcessResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var output: String { stdout + stderr }
+}
+
+enum Proc {
+    /// Directory holding relay-agent and relayctl: RELAY_BIN_DIR, else next to the test binary.
+    static let binDir: String = {
+        if let d = ProcessInfo.processInfo.environment["RELAY_BIN_DIR"] { return d }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        while dir.path != "/" && !FileManager.default.fileExists(atPath: dir.appendingPathComponent("relay-agent").path) {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir.path
+    }()
+
+    static func binary(_ name: String) throws -> String {
+        let p = binDir + "/" + name
+        guard FileManager.default.isExecutableFile(atPath: p) else {
+            throw FixtureError("\(p) not found: run `swift build` before `swift test`, or set RELAY_BIN_DIR")
+        }
+        return p
+    }
+
+    /// Runs a program to completion (killed after `timeout` seconds) with output in files,
+    /// so large output cannot deadlock a pipe.
+    @discardableResult
+    static func run(_ exe: String, _ args: [String], env: [String: String]? = nil, stdin: Data? = nil,
+                    cwd: String? = nil, timeout: TimeInterval = 600) throws -> ProcessResult {
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("proc-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let outPath = tmp.appendingPathComponent("out").path, errPath = tmp.appendingPathComponent("err").path
+        var inPath = "/dev/null"
+        if let stdin {
+            inPath = tmp.appendingPathComponent("in").path
+            try stdin.write(to: URL(fileURLWithPath: inPath))
+        }
+        let child = try Spawned(exe, args, env: env, stdin: inPath, stdout: outPath, stderr: errPath, cwd: cwd)
+        guard let status = child.wait(timeout: timeout) else {
+            child.kill(SIGKILL)
+            _ = child.wait(timeout: 10)
+            throw FixtureError("\(exe) \(args.joined(separator: " ")) did not finish within \(Int(timeout)) s")
+        }
+        return ProcessResult(status: status,
+                             stdout: String(decoding: try Data(contentsOf: URL(fileURLWithPath: outPath)), as: UTF8.self),
+                             stderr: String(decoding: try Data(contentsOf: URL(fileURLWithPath: errPath)), as: UTF8.self))
+    }
+
+    /// Runs and requires exit 0.
+    @discardableResult
+    static func check(_ exe: String, _ args: [String], env: [String: String]? = nil, stdin: Data? = nil,
+                      cwd: String? = nil) throws -> ProcessResult {
+        let r = try run(exe, args, env: env, stdin: stdin, cwd: cwd)
+        guard r.status == 0 else {
+            throw FixtureError("\(exe) \(args.joined(separator: " ")) exited \(r.status): \(r.output)")
+        }
+        return r
+    }
+}
+
+struct FixtureError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// A started sshd playing B or T, stopped by PID.
+final class SSHD {
+    let name: String
+    let dir: String
+    let port: Int
+    let address: String
+    let process: Spawned
+    let logPath: String
+    var hostPublicKey: String
+
+    init(name: String, dir: String, address: String = "127.0.0.1", port: Int, authorizedKeys: String,
+         allowForwarding: Bool, extraEnv: String, netns: String? = nil) throws {
+        self.name = name
+        self.dir = dir
+        self.port = port
+        self.address = address
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try Proc.check("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "\(name)-host", "-f", "\(dir)/host_key"])
+        hostPublicKey = try String(contentsOfFile: "\(dir)/host_key.pub", encoding: .utf8)
+            .split(separator: " ").prefix(2).joined(separator: " ")
+        try authorizedKeys.write(toFile: "\(dir)/authorized_keys", atomically: true, encoding: .utf8)
+        let config = """
+            Port \(port)
+            ListenAddress \(address)
+            HostKey \(dir)/host_key
+            PidFile \(dir)/sshd.pid
+            AuthorizedKeysFile \(dir)/authorized_keys
+            UsePAM no
+            StrictModes no
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            PermitRootLogin prohibit-password
+            AllowTcpForwarding \(allowForwarding ? "remote" : "no")
+            AllowAgentForwarding no
+            X11Forwarding no
+            LogLevel VERBOSE
+            ClientAliveInterval 5
+            ClientAliveCountMax 3
+            SetEnv \(extraEnv)
+
+            """
+        try config.write(toFile: "\(dir)/sshd_config", atomically: true, encoding: .utf8)
+        try? FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
+        logPath = "\(dir)/sshd.log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        var argv = ["/usr/sbin/sshd", "-D", "-e", "-f", "\(dir)/sshd_config"]
+        if let ns = netns { argv = ["/usr/sbin/ip", "netns", "exec", ns] + argv }
+        process = try Spawned(argv[0], Array(argv.dropFirst()), stdin: "/dev/null", stdout: "/dev/null", stderr: logPath)
+        let deadline = Date().addingTimeInterval(10)
+        while !log.contains("Server listening") {
+            if !process.isRunning() || Date() > deadline {
+                throw FixtureError("sshd \(name) did not start: \(log)")
+            }
+            usleep(20_000)
+        }
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// known_hosts line pinning this host.
+    var knownHostsLine: String { "[\(address)]:\(port) \(hostPublicKey)" }
+
+    /// PIDs of this sshd's session processes (children of the listener).
+    func sessionPIDs() -> [Int32] {
+        Proc.descendants(of: process.pid).filter { Proc.commandLine($0).hasPrefix("sshd:") && !Proc.commandLine($0).contains("[listener]") }
+    }
+
+    func stop() {
+        guard process.isRunning() else { return }
+        process.kill(SIGTERM)
+        if process.wait(timeout: 10) == nil {
+            process.kill(SIGKILL)
+            _ = process.wait(timeout: 10)
+        }
+    }
+
+    deinit { stop() }
+}
+
+/// A child process started with posix_spawn and reaped with waitpid by this object alone.
+final class Spawned {
+    let pid: pid_t
+    private var status: Int32?
+
+    init(_ exe: String, _ args: [String], env: [String: String]? = nil, stdin: String, stdout: String,
+         stderr: String, cwd: String? = nil) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        // Default signal dispositions and an empty mask in the child.
+        var all = sigset_t()
+        sigfillset(&all)
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        posix_spawnattr_setsigmask(&attr, &none)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        let environment = (env ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        // A working directory through coreutils' env -C (posix_spawn has no portable chdir).
+        let argv = cwd.map { ["/usr/bin/env", "-C", $0, exe] } ?? [exe]
+        let program = argv[0]
+        var cArgs = (argv + args).map { strdup($0) } + [nil]
+        var cEnv = environment.map { strdup($0) } + [nil]
+        defer {
+            cArgs.forEach { free($0) }
+            cEnv.forEach { free($0) }
+        }
+        var p: pid_t = 0
+        let rc = posix_spawn(&p, program, &actions, &attr, &cArgs, &cEnv)
+        guard rc == 0 else { throw FixtureError("cannot start \(exe): \(String(cString: strerror(rc)))") }
+        pid = p
+    }
+
+    func isRunning() -> Bool {
+        if status != nil { return false }
+        var st: Int32 = 0
+        if waitpid(pid, &st, WNOHANG) == pid { status = Self.decode(st); return false }
+        return true
+    }
+
+    /// Exit status (128+signal when killed), or nil on timeout.
+    func wait(timeout: TimeInterval) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while isRunning() {
+            if Date() > deadline { return nil }
+            usleep(10_000)
+        }
+        return status
+    }
+
+    func kill(_ sig: Int32) {
+        if status == nil { Glibc.kill(pid, sig) }
+    }
+
+    private static func decode(_ st: Int32) -> Int32 {
+        let sig = st & 0x7f
+        return sig == 0 ? (st >> 8) & 0xff : 128 + sig
+    }
+
+    deinit {
+        if isRunning() {
+            kill(SIGKILL)
+            _ = wait(timeout: 5)
+        }
+    }
+}
+
+extension Proc {
+    static func commandLine(_ pid: Int32) -> String {
+        guard let d = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return "" }
+        return String(decoding: d.map { $0 == 0 ? 32 : $0 }, as: UTF8.self).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Direct children of `pid`, from /proc.
+    static func children(of pid: Int32) -> [Int32] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        var out: [Int32] = []
+        for e in entries {
+            guard let p = Int32(e),
+                  let stat = try? String(contentsOfFile: "/proc/\(e)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, Int32(fields[1]) == pid { out.append(p) }
+        }
+        return out
+    }
+
+    /// All descendants of `pid`.
+    static func descendants(of pid: Int32) -> [Int32] {
+        var all: [Int32] = []
+        var queue = [pid]
+        while let p = queue.popLast() {
+            let c = children(of: p)
+            all += c
+            queue += c
+        }
+        return all
+    }
+
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
+        }
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// True if something accepts TCP connections on 127.0.0.1:port.
+    static func canConnect(port: Int, host: String = "127.0.0.1") -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr(host)
+        addr.sin_port = UInt16(port).bigEndian
+        let rc = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        return rc == 0
+    }
+}
+
+/// A relay setup on this machine: B and T as two sshd on loopback, a repository on B,
+/// keys and known_hosts for R, a sealed passphrase and a config. Removed by `close()`.
+final class Sandbox {
+    let dir: String
+    let user: String
+    let b: SSHD
+    let t: SSHD
+    let repo: String
+    let passphrase: String
+    let configPath: String
+    var clientExtra: [String] = []
+    var paths: [String]
+
+    /// `netns`: names of namespaces for B and T (sshd runs inside them) and the addresses
+    /// R uses to reach them; nil for plain loopback.
+    init(name: String, netns: (b: String, bAddr: String, t: String, tAddr: String)? = nil,
+         initRepo: Bool = true) throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("borg-relay-it-\(name)-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        chmod(dir, 0o755)
+        user = String(cString: getpwuid(geteuid())!.pointee.pw_name)
+        // A passphrase unique to this sandbox, so a match anywhere can only be a leak.
+        passphrase = "pp-" + UUID().uuidString.replacingOccurrences(of: "-", with: "") + "-zQ"
+        repo = "\(dir)/b/repo"
+        let keys = "\(dir)/relay/keys"
+        try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
+        try Proc.check("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "relay-to-b", "-f", "\(keys)/b"])
+        try Proc.check("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "relay-to-t", "-f", "\(keys)/t"])
+        let bPub = try String(contentsOfFile: "\(keys)/b.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let tPub = try String(contentsOfFile: "\(keys)/t.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        b = try SSHD(name: "b", dir: "\(dir)/b", address: netns?.bAddr ?? "127.0.0.1", port: netns == nil ? Proc.freePort() : 22,
+                     authorizedKeys: "command=\"borg serve --append-only --restrict-to-repository \(repo)\",restrict \(bPub)\n",
+                     allowForwarding: false, extraEnv: "BORG_BASE_DIR=\(dir)/b/borg-base", netns: netns?.b)
+        t = try SSHD(name: "t", dir: "\(dir)/t", address: netns?.tAddr ?? "127.0.0.1", port: netns == nil ? Proc.freePort() : 22,
+                     authorizedKeys: "restrict,port-forwarding,permitlisten=\"127.0.0.1:*\",permitopen=\"127.0.0.1:9\" \(tPub)\n",
+                     allowForwarding: true, extraEnv: "BORG_BASE_DIR=\(dir)/t/borg-base", netns: netns?.t)
+        configPath = "\(dir)/relay/relay.toml"
+        paths = ["\(dir)/t/data"]
+        try (b.knownHostsLine + "\n" + t.knownHostsLine + "\n").write(toFile: knownHosts, atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: "\(dir)/t/data", withIntermediateDirectories: true)
+        if initRepo {
+            try borg(["init", "--encryption=repokey-blake2", repo])
+        }
+        try Proc.check(try Proc.binary("relayctl"), ["vault", "init", "--config", try writeConfig(sealed: nil)])
+    }
+
+    var knownHosts: String { "\(dir)/relay/known_hosts" }
+    var stateDir: String { "\(dir)/relay/state" }
+    var dataDir: String { "\(dir)/t/data" }
+
+    /// Writes the config; `sealed` is the client's passphrase value.
+    @discardableResult
+    func writeConfig(sealed: String?, extraClient: [String] = []) throws -> String {
+        func q(_ s: String) -> String {
+            "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                .replacingOccurrences(of: "\n", with: "\\n") + "\""
+        }
+        var text = """
+            [relay]
+            state_dir = \(q(stateDir))
+            known_hosts = \(q(knownHosts))
+            connect_timeout = 20
+
+            [servers.vault]
+            host = \(q(b.address))
+            port = \(b.port)
+            user = \(q(user))
+            key = \(q(dir + "/relay/keys/b"))
+
+            [clients.web1]
+            host = \(q(t.address))
+            port = \(t.port)
+            user = \(q(user))
+            key = \(q(dir + "/relay/keys/t"))
+            server = "vault"
+            repository = \(q(repo))
+            paths = [\(paths.map(q).joined(separator: ", "))]
+            compression = "lz4"
+            archive = "test-{now:%Y-%m-%dT%H:%M:%S.%f}"
+
+            """
+        if let s = sealed { text += "passphrase = \(q(s))\n" }
+        for line in clientExtra + extraClient { text += line + "\n" }
+        try FileManager.default.createDirectory(atPath: "\(dir)/relay", withIntermediateDirectories: true)
+        try text.write(toFile: configPath, atomically: true, encoding: .utf8)
+        return configPath
+    }
+
+    /// Seals `passphrase` (default: the sandbox's) with relayctl and writes the config.
+    func configure(passphrase p: String? = nil) throws {
+        let r = try Proc.check(try Proc.binary("relayctl"), ["seal", "--config", configPath],
+                               stdin: Data((p ?? passphrase).utf8))
+        try writeConfig(sealed: r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// Runs `relay-agent run web1`.
+    func runAgent(_ extra: [String] = [], netns: String? = nil) throws -> ProcessResult {
+        let agent = try Proc.binary("relay-agent")
+        if let ns = netns {
+            return try Proc.run("/usr/sbin/ip", ["netns", "exec", ns, agent, "run", "web1", "--config", configPath] + extra)
+        }
+        return try Proc.run(agent, ["run", "web1", "--config", configPath] + extra)
+    }
+
+    /// Local borg against B's repository; the passphrase goes in on stdin (BORG_PASSPHRASE_FD=0).
+    @discardableResult
+    func borg(_ args: [String], cwd: String? = nil, passphrase p: String? = nil) throws -> ProcessResult {
+        var env = ProcessInfo.processInfo.environment
+        env["BORG_BASE_DIR"] = "\(dir)/check-borg-base"
+        env["BORG_PASSPHRASE_FD"] = "0"
+        env.removeValue(forKey: "BORG_PASSPHRASE")
+        return try Proc.check("/usr/bin/borg", args, env: env, stdin: Data((p ?? passphrase).utf8), cwd: cwd)
+    }
+
+    /// Archive names in the repository.
+    func archives() throws -> [String] {
+        try borg(["list", "--short", repo]).stdout.split(separator: "\n").map(String.init)
+    }
+
+    /// Paths in an archive, exactly as stored (NUL-separated, so newlines survive).
+    func archivePaths(_ archive: String) throws -> [String] {
+        let out = try borg(["list", "--format", "{path}{NUL}", "\(repo)::\(archive)"]).stdout
+        return out.split(separator: "\0").map(String.init)
+    }
+
+    func close() {
+        t.stop()
+        b.stop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+/// Compares two trees: names, types, file bytes, symlink targets.
+enum TreeCompare {
+    static func differences(_ a: String, _ b: String) -> [String] {
+        var diffs: [String] = []
+        let fm = FileManager.default
+        func walk(_ rel: String) {
+            let pa = a + rel, pb = b + rel
+            var sa = stat(), sb = stat()
+            guard lstat(pa, &sa) == 0 else { diffs.append("missing in original: \(rel)"); return }
+            guard lstat(pb, &sb) == 0 else { diffs.append("missing in copy: \(rel)"); return }
+            let ta = sa.st_mode & S_IFMT, tb = sb.st_mode & S_IFMT
+            guard ta == tb else { diffs.append("type differs: \(rel)"); return }
+            switch ta {
+            case S_IFDIR:
+                let ea = Set((try? fm.contentsOfDirectory(atPath: pa)) ?? [])
+                let eb = Set((try? fm.contentsOfDirectory(atPath: pb)) ?? [])
+                for extra in eb.subtracting(ea) { diffs.append("extra in copy: \(rel)/\(extra)") }
+                for e in ea.sorted() { walk(rel + "/" + e) }
+            case S_IFLNK:
+                if (try? fm.destinationOfSymbolicLink(atPath: pa)) != (try? fm.destinationOfSymbolicLink(atPath: pb)) {
+                    diffs.append("symlink target differs: \(rel)")
+                }
+            case S_IFREG:
+                if sa.st_size != sb.st_size || !sameBytes(pa, pb) { diffs.append("content differs: \(rel)") }
+            default:
+                break
+            }
+        }
+        walk("")
+        return diffs
+    }
+
+    static func sameBytes(_ a: String, _ b: String) -> Bool {
+        guard let ha = FileHandle(forReadingAtPath: a), let hb = FileHandle(forReadingAtPath: b) else { return false }
+        defer { try? ha.close(); try? hb.close() }
+        while true {
+            let da = ha.readData(ofLength: 1 << 20), db = hb.readData(ofLength: 1 << 20)
+            if da != db { return false }
+            if da.isEmpty { return true }
+        }
+    }
+}
+
+/// Writes `count` random bytes to `path` in 1 MiB pieces.
+func writeRandomFile(_ path: String, count: Int) throws {
+    _ = FileManager.default.createFile(atPath: path, contents: nil)
+    let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    defer { try? h.close() }
+    var left = count
+    var rng = SystemRandomNumberGenerator()
+    while left > 0 {
+        let n = min(left, 1 << 20)
+        var chunk = [UInt8](repeating: 0, count: n)
+        chunk.withUnsafeMutableBytes { buf in
+            let words = buf.bindMemory(to: UInt64.self)
+            for i in 0..<words.count { words[i] = rng.next() }
+        }
+        h.write(Data(chunk))
+        left -= n
+    }
+}
