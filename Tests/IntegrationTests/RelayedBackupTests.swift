@@ -269,3 +269,71 @@ final class ProcScanner: Sendable {
         return false
     }
 }
+
+@Suite("Relayed failures and cancellation (real sshd, real borg)", .serialized)
+struct RelayedFailureTests {
+    @Test("a repository path B does not allow, and a client command that is not borg, fail with the reason")
+    func failuresOnEitherSide() throws {
+        let s = try Sandbox(name: "fail")
+        defer { s.close() }
+        try Data("x".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/x"))
+        try s.configure()
+        let sealed = try RelayedBackupTests().sealedValue(s)
+
+        // B's forced command restricts borg serve to the real repository.
+        let text = try String(contentsOfFile: s.configPath, encoding: .utf8)
+        try text.replacingOccurrences(of: "repository = \"\(s.repo)\"", with: "repository = \"/srv/not-allowed\"")
+            .write(toFile: s.configPath, atomically: true, encoding: .utf8)
+        var r = try s.runAgent()
+        #expect(r.status == 1, "\(r.output)")
+        #expect(r.output.contains("Repository path not allowed"), "borg's reason is missing: \(r.output)")
+
+        // Exit status 1 without archive statistics is a failure, not "success with warnings".
+        try s.writeConfig(sealed: sealed, extraClient: ["borg_path = \"/bin/false\""])
+        r = try s.runAgent(["--json"])
+        #expect(r.status == 1, "\(r.output)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(report["state"] as? String == "failed")
+        #expect(report["borg_exit_status"] as? Int == 1)
+        #expect(try s.archives().isEmpty)
+        for sshd in [s.t, s.b] {
+            var left = sshd.sessionPIDs()
+            for _ in 0..<100 where !left.isEmpty { usleep(50_000); left = sshd.sessionPIDs() }
+            #expect(left.isEmpty, "session processes left on \(sshd.name): \(left)")
+        }
+    }
+
+    @Test("SIGINT mid-run cancels cleanly: nothing left on T or B, the repository stays consistent, the next run works")
+    func cancelMidRun() throws {
+        let s = try Sandbox(name: "cancel")
+        defer { s.close() }
+        try writeRandomFile("\(s.dataDir)/big.bin", count: 400 * 1024 * 1024)
+        try s.configure()
+        let out = "\(s.dir)/agent.out"
+        let agent = try Spawned(try Proc.binary("relay-agent"), ["run", "web1", "--config", s.configPath],
+                                stdin: "/dev/null", stdout: out, stderr: out)
+        // Wait until borg create runs on T, then interrupt the agent.
+        var sawBorg = false
+        for _ in 0..<400 where !sawBorg {
+            sawBorg = Proc.descendants(of: s.t.process.pid).contains { Proc.commandLine($0).contains("ssh://borg-relay") }
+            if !sawBorg { usleep(50_000) }
+        }
+        #expect(sawBorg, "borg create never started on T")
+        usleep(500_000)
+        agent.kill(SIGINT)
+        let status = agent.wait(timeout: 30)
+        #expect(status == 1, "agent exit status: \(String(describing: status))")
+        let output = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        #expect(output.contains("backup cancelled"), "\(output)")
+        for sshd in [s.t, s.b] {
+            var left = sshd.sessionPIDs()
+            for _ in 0..<100 where !left.isEmpty { usleep(50_000); left = sshd.sessionPIDs() }
+            #expect(left.isEmpty, "session processes left on \(sshd.name): \(left)")
+        }
+        try s.borg(["check", s.repo])
+        try FileManager.default.removeItem(atPath: "\(s.dataDir)/big.bin")
+        try Data("small".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/small"))
+        let r = try s.runAgent()
+        #expect(r.status == 0, "the run after a cancel failed: \(r.output)")
+    }
+}

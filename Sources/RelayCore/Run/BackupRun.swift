@@ -18,6 +18,12 @@ public final class RunCanceller: Sendable {
         var one: UInt64 = 1
         _ = Glibc.write(fd, &one, 8)
     }
+
+    /// Consumes a pending cancel request, if any (non-blocking).
+    func takeRequest() -> Bool {
+        var v: UInt64 = 0
+        return Glibc.read(fd, &v, 8) == 8
+    }
 }
 
 /// One relayed backup: `borg create` on the client T, its repository connection spliced
@@ -95,8 +101,12 @@ public final class BackupRun: @unchecked Sendable {
             report.clientCipher = t?.cipher
             report.serverCipher = b?.cipher
             logger.info("connected; ciphers: client \(report.clientCipher ?? "?"), server \(report.serverCipher ?? "?")")
-            try start(plan)
-            try loop()
+            if canceller.takeRequest() {
+                cancelRequested = true  // cancelled while connecting: start nothing on T or B
+            } else {
+                try start(plan)
+                try loop()
+            }
         } catch {
             recordFailure(error)
         }
@@ -145,7 +155,8 @@ public final class BackupRun: @unchecked Sendable {
         switch status {
         case 0?:
             report.state = .succeeded
-        case 1?:
+        case 1? where report.archive != nil:
+            // borg's "warning" status: the archive exists (e.g. a file changed while read).
             report.state = .succeeded
             report.warnings.append("borg finished with warnings: \(borgDetail.isEmpty ? "see the run log" : borgDetail)")
         case let s?:

@@ -463,21 +463,19 @@ enum TreeCompare {
     }
 }
 
-/// Writes `count` random bytes to `path` in 1 MiB pieces.
+/// Writes `count` random (incompressible) bytes from /dev/urandom to `path`.
 func writeRandomFile(_ path: String, count: Int) throws {
-    _ = FileManager.default.createFile(atPath: path, contents: nil)
-    let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-    defer { try? h.close() }
+    guard FileManager.default.createFile(atPath: path, contents: nil),
+          let src = FileHandle(forReadingAtPath: "/dev/urandom") else {
+        throw FixtureError("cannot create \(path)")
+    }
+    let dst = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    defer { try? src.close(); try? dst.close() }
     var left = count
-    var rng = SystemRandomNumberGenerator()
     while left > 0 {
-        let n = min(left, 1 << 20)
-        var chunk = [UInt8](repeating: 0, count: n)
-        chunk.withUnsafeMutableBytes { buf in
-            let words = buf.bindMemory(to: UInt64.self)
-            for i in 0..<words.count { words[i] = rng.next() }
-        }
-        h.write(Data(chunk))
-        left -= n
+        let chunk = src.readData(ofLength: min(left, 1 << 20))
+        guard !chunk.isEmpty else { throw FixtureError("/dev/urandom returned nothing") }
+        dst.write(chunk)
+        left -= chunk.count
     }
 }
