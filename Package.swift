@@ -34,10 +34,18 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]
         ),
+        .target(
+            name: "RelayCLI",
+            dependencies: [
+                "RelayCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .executableTarget(
             name: "RelayAgent",
             dependencies: [
                 "RelayCore",
+                "RelayCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -46,6 +54,7 @@ let package = Package(
             name: "RelayCtl",
             dependencies: [
                 "RelayCore",
+                "RelayCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import RelayCLI
 import RelayCore
 
 @main
@@ -10,19 +11,7 @@ struct RelayCtl: ParsableCommand {
         subcommands: [VaultCommand.self, SealCommand.self]
     )
 
-    /// Usage errors exit with 2, as the command contract says (argument-parser uses 64).
-    static func main() {
-        do {
-            var command = try parseAsRoot()
-            try command.run()
-        } catch let code as ExitCode {
-            Foundation.exit(code.rawValue)
-        } catch {
-            if exitCode(for: error) == .success { exit(withError: error) }
-            CLI.printError(fullMessage(for: error))
-            Foundation.exit(CLI.Exit.usage)
-        }
-    }
+    static func main() { mainWithContractExitCodes() }
 }
 
 struct ConfigOption: ParsableArguments {

@@ -23,7 +23,7 @@ struct ReportTests {
 
     @Test func jsonRoundTripsAndSummaryReads() throws {
         var r = RunReport(runID: "id1", client: "web1", server: "vault", started: Date(timeIntervalSince1970: 0))
-        r.ended = Date(timeIntervalSince1970: 12.5)
+        r.finish(at: Date(timeIntervalSince1970: 12.5))
         r.state = .succeeded
         r.archive = ArchiveSummary.parse(borgJSON: Data(Self.borgJSON.utf8))
         r.bytesToServer = 3 * 1024 * 1024

@@ -116,7 +116,7 @@ public final class BackupRun: @unchecked Sendable {
         serverLog.finish()
         teardown()
 
-        report.ended = Date()
+        report.finish()
         report.bytesToServer = splice?.up.delivered ?? 0
         report.bytesFromServer = splice?.down.delivered ?? 0
         report.borgExitStatus = create?.exitStatus

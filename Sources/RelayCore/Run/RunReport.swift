@@ -65,6 +65,7 @@ public struct RunReport: Codable, Sendable {
     public var logFile: String?
     public var clientCipher: String?
     public var serverCipher: String?
+    public var durationSeconds: Double = 0
 
     enum CodingKeys: String, CodingKey {
         case runID = "run_id"
@@ -87,45 +88,10 @@ public struct RunReport: Codable, Sendable {
         self.ended = started
     }
 
-    public var durationSeconds: Double { ended.timeIntervalSince(started) }
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        runID = try c.decode(String.self, forKey: .runID)
-        client = try c.decode(String.self, forKey: .client)
-        server = try c.decode(String.self, forKey: .server)
-        state = try c.decode(RunState.self, forKey: .state)
-        error = try c.decodeIfPresent(String.self, forKey: .error)
-        started = try c.decode(Date.self, forKey: .started)
-        ended = try c.decode(Date.self, forKey: .ended)
-        borgExitStatus = try c.decodeIfPresent(Int32.self, forKey: .borgExitStatus)
-        archive = try c.decodeIfPresent(ArchiveSummary.self, forKey: .archive)
-        bytesToServer = try c.decode(UInt64.self, forKey: .bytesToServer)
-        bytesFromServer = try c.decode(UInt64.self, forKey: .bytesFromServer)
-        warnings = try c.decode([String].self, forKey: .warnings)
-        logFile = try c.decodeIfPresent(String.self, forKey: .logFile)
-        clientCipher = try c.decodeIfPresent(String.self, forKey: .clientCipher)
-        serverCipher = try c.decodeIfPresent(String.self, forKey: .serverCipher)
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(runID, forKey: .runID)
-        try c.encode(client, forKey: .client)
-        try c.encode(server, forKey: .server)
-        try c.encode(state, forKey: .state)
-        try c.encode(error, forKey: .error)
-        try c.encode(started, forKey: .started)
-        try c.encode(ended, forKey: .ended)
-        try c.encode((durationSeconds * 1000).rounded() / 1000, forKey: .durationSeconds)
-        try c.encode(borgExitStatus, forKey: .borgExitStatus)
-        try c.encode(archive, forKey: .archive)
-        try c.encode(bytesToServer, forKey: .bytesToServer)
-        try c.encode(bytesFromServer, forKey: .bytesFromServer)
-        try c.encode(warnings, forKey: .warnings)
-        try c.encode(logFile, forKey: .logFile)
-        try c.encode(clientCipher, forKey: .clientCipher)
-        try c.encode(serverCipher, forKey: .serverCipher)
+    /// Sets the end time and the duration (rounded to milliseconds).
+    public mutating func finish(at date: Date = Date()) {
+        ended = date
+        durationSeconds = (date.timeIntervalSince(started) * 1000).rounded() / 1000
     }
 
     public func jsonString() -> String {
