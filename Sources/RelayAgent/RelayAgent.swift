@@ -8,7 +8,7 @@ struct RelayAgent: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay-agent",
         abstract: "Relays borg backups from clients to backup servers that cannot reach each other.",
-        subcommands: [RunCommand.self]
+        subcommands: [RunCommand.self, BenchSpliceCommand.self]
     )
 
     static func main() { mainWithContractExitCodes() }

@@ -36,6 +36,8 @@ public struct RelaySettings: Sendable, Equatable {
     public var keepaliveCount: Int
     /// Seconds allowed for TCP connect, key exchange and authentication.
     public var connectTimeout: Int
+    /// Cipher list to offer instead of the default (AES-GCM first with AES-NI, else chacha20).
+    public var ciphers: String?
 
     public var vaultSecretKeyPath: String { stateDir + "/vault.key" }
     public var vaultPublicKeyPath: String { stateDir + "/vault.pub" }

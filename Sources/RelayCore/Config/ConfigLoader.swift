@@ -84,7 +84,7 @@ public enum ConfigLoader {
 
     static func parseRelay(_ t: TableReader) throws(ConfigError) -> RelaySettings {
         try t.allowOnly(["state_dir", "socket", "known_hosts", "max_parallel",
-                         "keepalive_interval", "keepalive_count", "connect_timeout"])
+                         "keepalive_interval", "keepalive_count", "connect_timeout", "ciphers"])
         let stateDir = try t.absolutePath("state_dir", default: "/var/lib/borg-relay")
         let socket = try t.absolutePath("socket", default: "/run/borg-relay/control.sock")
         let knownHosts = try t.absolutePath("known_hosts", default: "/etc/borg-relay/known_hosts")
@@ -92,9 +92,19 @@ public enum ConfigLoader {
         let interval = try t.int("keepalive_interval", default: 30, range: 1...3600)
         let count = try t.int("keepalive_count", default: 4, range: 1...100)
         let connectTimeout = try t.int("connect_timeout", default: 30, range: 1...3600)
+        let ciphers = try t.optionalString("ciphers")
+        if let c = ciphers {
+            let known: Set<String> = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+                                      "aes128-ctr", "aes192-ctr", "aes256-ctr"]
+            let names = c.split(separator: ",").map(String.init)
+            if names.isEmpty || names.contains(where: { !known.contains($0) }) {
+                throw t.error("ciphers", .invalidValue(reason:
+                    "'\(c)' is not a comma-separated list of \(known.sorted().joined(separator: ", "))"))
+            }
+        }
         return RelaySettings(stateDir: stateDir, socket: socket, knownHosts: knownHosts,
                              maxParallel: maxParallel, keepaliveInterval: interval,
-                             keepaliveCount: count, connectTimeout: connectTimeout)
+                             keepaliveCount: count, connectTimeout: connectTimeout, ciphers: ciphers)
     }
 
     static func parseEndpoint(_ t: TableReader, defaultUser: String?) throws(ConfigError) -> HostEndpoint {

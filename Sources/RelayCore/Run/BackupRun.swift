@@ -26,6 +26,15 @@ public final class RunCanceller: Sendable {
     }
 }
 
+/// What runs on the client during a relayed run.
+public enum Workload: Sendable, Equatable {
+    /// `borg create` of the client's paths (the normal run).
+    case backup
+    /// A command of the caller's (benchmarks): `{port}` in it becomes the forwarded port.
+    /// It should connect to 127.0.0.1:{port} once and write to it.
+    case raw(commandTemplate: String)
+}
+
 /// One relayed backup: `borg create` on the client T, its repository connection spliced
 /// through the relay into `borg serve` on the backup server B.
 ///
@@ -43,6 +52,7 @@ public final class BackupRun: @unchecked Sendable {
     public let canceller: RunCanceller
     private var passphrase: SecretBytes?
     private let logFile: String?
+    public let workload: Workload
 
     /// Seconds the splice may take to wind down after borg on the client has exited.
     var drainGrace: TimeInterval = 30
@@ -52,8 +62,10 @@ public final class BackupRun: @unchecked Sendable {
 
     /// `passphrase` is wiped as soon as it has been written to borg's stdin.
     public init(runID: String, client: ClientConfig, server: ServerConfig, options: SessionOptions,
-                passphrase: SecretBytes?, logger: Logger, logFile: String?) throws(RunError) {
+                passphrase: SecretBytes?, logger: Logger, logFile: String?,
+                workload: Workload = .backup) throws(RunError) {
         self.runID = runID
+        self.workload = workload
         self.client = client
         self.server = server
         self.options = options
@@ -169,7 +181,7 @@ public final class BackupRun: @unchecked Sendable {
             report.state = .failed
             report.error = RunError.protocolFailure("borg create on the client ended without an exit status").description
         }
-        if report.state == .succeeded && report.archive == nil {
+        if report.state == .succeeded && report.archive == nil && workload == .backup {
             report.warnings.append("borg printed no JSON statistics")
         }
     }
@@ -248,7 +260,13 @@ public final class BackupRun: @unchecked Sendable {
             }
             return data.count
         }
-        let command = plan.createCommand(port: Int(bound), withPassphrase: passphrase != nil)
+        let command: String
+        switch workload {
+        case .backup:
+            command = plan.createCommand(port: Int(bound), withPassphrase: passphrase != nil)
+        case .raw(let template):
+            command = template.replacingOccurrences(of: "{port}", with: String(bound))
+        }
         logger.info("client runs: \(command)")
         try openExec(e, on: t, command: command, what: "starting borg create")
         if let p = passphrase {

@@ -7,21 +7,26 @@ public struct SessionOptions: Sendable {
     public var connectTimeout: Int
     public var keepaliveInterval: Int
     public var keepaliveCount: Int
+    /// Cipher preference list offered to every host.
+    public var ciphers: String
 
-    public init(knownHosts: String, connectTimeout: Int, keepaliveInterval: Int, keepaliveCount: Int) {
+    public init(knownHosts: String, connectTimeout: Int, keepaliveInterval: Int, keepaliveCount: Int,
+                ciphers: String? = nil) {
         self.knownHosts = knownHosts
         self.connectTimeout = connectTimeout
         self.keepaliveInterval = keepaliveInterval
         self.keepaliveCount = keepaliveCount
+        self.ciphers = ciphers ?? Self.defaultCiphers
     }
 
     public init(_ relay: RelaySettings) {
         self.init(knownHosts: relay.knownHosts, connectTimeout: relay.connectTimeout,
-                  keepaliveInterval: relay.keepaliveInterval, keepaliveCount: relay.keepaliveCount)
+                  keepaliveInterval: relay.keepaliveInterval, keepaliveCount: relay.keepaliveCount,
+                  ciphers: relay.ciphers)
     }
 
     /// AES-GCM first where the CPU has AES instructions, chacha20-poly1305 first otherwise.
-    static let ciphers: String = {
+    public static let defaultCiphers: String = {
         let gcm = "aes128-gcm@openssh.com,aes256-gcm@openssh.com"
         let chacha = "chacha20-poly1305@openssh.com"
         let ctr = "aes128-ctr,aes256-ctr"
@@ -79,8 +84,8 @@ public final class SSHSession: @unchecked Sendable {
         try check(relay_ssh_opt_string(s, SSH_OPTIONS_SSH_DIR, "/nonexistent-borg-relay"), "ssh_dir")
         try check(relay_ssh_opt_int(s, SSH_OPTIONS_NODELAY, 1), "nodelay")
         try check(relay_ssh_opt_long(s, SSH_OPTIONS_TIMEOUT, options.connectTimeout), "timeout")
-        try check(relay_ssh_opt_string(s, SSH_OPTIONS_CIPHERS_C_S, SessionOptions.ciphers), "ciphers")
-        try check(relay_ssh_opt_string(s, SSH_OPTIONS_CIPHERS_S_C, SessionOptions.ciphers), "ciphers")
+        try check(relay_ssh_opt_string(s, SSH_OPTIONS_CIPHERS_C_S, options.ciphers), "ciphers")
+        try check(relay_ssh_opt_string(s, SSH_OPTIONS_CIPHERS_S_C, options.ciphers), "ciphers")
         try check(relay_ssh_opt_string(s, SSH_OPTIONS_COMPRESSION, "no"), "compression")
         try check(relay_ssh_opt_int(s, SSH_OPTIONS_LOG_VERBOSITY, Int32(SSH_LOG_NOLOG)), "log_verbosity")
     }

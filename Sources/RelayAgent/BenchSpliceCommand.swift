@@ -1,0 +1,118 @@
+import ArgumentParser
+import Foundation
+import RelayCore
+import Synchronization
+
+/// For contrib/bench: K relayed runs at once through this one agent process, each running
+/// a raw command on the client instead of borg create, with the agent's own CPU, memory,
+/// thread and descriptor figures. Same connect, forward and splice code as `run`.
+struct BenchSpliceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-splice",
+        abstract: "Benchmark helper: K concurrent relayed runs of a raw command (see contrib/bench).",
+        shouldDisplay: false
+    )
+
+    @Argument(help: "The client whose host, key and server are used.")
+    var client: String
+
+    @Option(name: .long, help: "The config file.")
+    var config: String = RelayConfig.defaultPath
+
+    @Option(name: .long, help: "Command run on the client; {port} becomes the forwarded port.")
+    var command: String
+
+    @Option(name: .long, help: "How many runs at once.")
+    var parallel: Int = 1
+
+    func validate() throws {
+        guard (1...1000).contains(parallel) else { throw ValidationError("--parallel must be 1…1000") }
+        guard command.contains("{port}") else { throw ValidationError("--command must contain {port}") }
+    }
+
+    func run() throws {
+        signal(SIGPIPE, SIG_IGN)
+        let cfg: RelayConfig
+        let c: ClientConfig
+        do {
+            cfg = try ConfigLoader.load(path: config)
+            c = try cfg.client(client)
+        } catch {
+            CLI.printError("relay-agent: \(error)")
+            throw ExitCode(CLI.Exit.usage)
+        }
+        let server = cfg.server(for: c)
+        let sink = try RunLogSink(path: nil, echoToStderr: false)
+        let logger = sink.logger(label: "borg-relay.bench", level: .warning)
+        let sampler = ResourceSampler()
+        sampler.start()
+        let started = Date()
+        let reports = Mutex<[RunReport]>([])
+        let runs = try (0..<parallel).map { i in
+            try BackupRun(runID: "bench-\(i)", client: c, server: server, options: SessionOptions(cfg.relay),
+                          passphrase: nil, logger: logger, logFile: nil, workload: .raw(commandTemplate: command))
+        }
+        // One thread per run: each run's event loop owns its two sessions.
+        let threads = runs.map { run in
+            Thread {
+                let r = run.execute()
+                reports.withLock { $0.append(r) }
+            }
+        }
+        for t in threads {
+            t.stackSize = 512 * 1024
+            t.start()
+        }
+        while reports.withLock({ $0.count }) < parallel { usleep(20_000) }
+        let wall = Date().timeIntervalSince(started)
+        let peak = sampler.stop()
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let all = reports.withLock { $0 }
+        let failed = all.filter { $0.state != .succeeded }
+        let out: [String: Any] = [
+            "runs": parallel,
+            "succeeded": all.count - failed.count,
+            "bytes": all.reduce(UInt64(0)) { $0 + $1.bytesToServer },
+            "wall_seconds": wall,
+            "cpu_user_seconds": Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6,
+            "cpu_system_seconds": Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6,
+            "max_rss_kib": usage.ru_maxrss,
+            "max_threads": peak.threads,
+            "max_fds": peak.fds,
+            "client_cipher": all.first?.clientCipher ?? "",
+            "server_cipher": all.first?.serverCipher ?? "",
+            "errors": Array(Set(failed.compactMap { $0.error })).sorted(),
+        ]
+        let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+        if !failed.isEmpty { throw ExitCode(CLI.Exit.runFailed) }
+    }
+}
+
+/// Samples the process's thread and descriptor counts in the background.
+final class ResourceSampler: Sendable {
+    struct Peak: Sendable { var threads = 0; var fds = 0 }
+    private let peak = Mutex(Peak())
+    private let running = Atomic<Bool>(true)
+    private let finished = Atomic<Bool>(false)
+
+    func start() {
+        let t = Thread { [self] in
+            while running.load(ordering: .relaxed) {
+                let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0
+                let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+                peak.withLock { $0.threads = max($0.threads, threads); $0.fds = max($0.fds, fds) }
+                usleep(100_000)
+            }
+            finished.store(true, ordering: .relaxed)
+        }
+        t.start()
+    }
+
+    func stop() -> Peak {
+        running.store(false, ordering: .relaxed)
+        while !finished.load(ordering: .relaxed) { usleep(5_000) }
+        return peak.withLock { $0 }
+    }
+}
