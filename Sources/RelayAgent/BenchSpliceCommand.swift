@@ -42,28 +42,42 @@ struct BenchSpliceCommand: ParsableCommand {
             throw ExitCode(CLI.Exit.usage)
         }
         let server = cfg.server(for: c)
-        let sink = try RunLogSink(path: nil, echoToStderr: false)
-        let logger = sink.logger(label: "borg-relay.bench", level: .warning)
+        let stamp = CLI.newRunID()
         let sampler = ResourceSampler()
         sampler.start()
         let started = Date()
         let reports = Mutex<[RunReport]>([])
         let runs = try (0..<parallel).map { i in
-            try BackupRun(runID: "bench-\(i)", client: c, server: server, options: SessionOptions(cfg.relay),
-                          passphrase: nil, logger: logger, logFile: nil, workload: .raw(commandTemplate: command))
+            let path = "\(cfg.relay.logDir)/bench/\(stamp)-\(i).log"
+            let sink = try RunLogSink(path: path, echoToStderr: false)
+            return try BackupRun(runID: "bench-\(i)", client: c, server: server, options: SessionOptions(cfg.relay),
+                                 passphrase: nil, logger: sink.logger(label: "borg-relay.bench"), logFile: path,
+                                 workload: .raw(commandTemplate: command))
         }
         // One thread per run: each run's event loop owns its two sessions.
+        let done = DispatchSemaphore(value: 0)
         let threads = runs.map { run in
             Thread {
                 let r = run.execute()
                 reports.withLock { $0.append(r) }
+                done.signal()
             }
         }
         for t in threads {
             t.stackSize = 512 * 1024
             t.start()
         }
-        while reports.withLock({ $0.count }) < parallel { usleep(20_000) }
+        // Cancel every run on SIGINT/SIGTERM (the idle benchmark ends runs this way).
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let sources = [SIGINT, SIGTERM].map { sig in
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { runs.forEach { $0.canceller.cancel() } }
+            s.resume()
+            return s
+        }
+        for _ in 0..<parallel { done.wait() }
+        sources.forEach { $0.cancel() }
         let wall = Date().timeIntervalSince(started)
         let peak = sampler.stop()
         var usage = rusage()
@@ -103,7 +117,7 @@ final class ResourceSampler: Sendable {
                 let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0
                 let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
                 peak.withLock { $0.threads = max($0.threads, threads); $0.fds = max($0.fds, fds) }
-                usleep(100_000)
+                usleep(1_000_000)
             }
             finished.store(true, ordering: .relaxed)
         }

@@ -54,8 +54,9 @@ public final class BackupRun: @unchecked Sendable {
     private let logFile: String?
     public let workload: Workload
 
-    /// Seconds the splice may take to wind down after borg on the client has exited.
-    var drainGrace: TimeInterval = 30
+    /// Seconds the splice may go without moving a byte, once borg on the client has
+    /// exited, before it is closed.
+    var drainGrace: TimeInterval = 120
     /// Seconds borg on the client has to exit once the run is being torn down.
     var exitGrace: TimeInterval = 15
     static let maxStdout = 16 * 1024 * 1024
@@ -95,6 +96,8 @@ public final class BackupRun: @unchecked Sendable {
     private var serverLog: LineCollector!
     private var failure: Error?
     private var warnings: [String] = []
+    /// The splice was closed before it had finished (grace period, cancel, failure).
+    private var spliceCut = false
 
     // MARK: - The run
 
@@ -162,6 +165,12 @@ public final class BackupRun: @unchecked Sendable {
         if let sig = create?.exitSignal {
             report.state = .failed
             report.error = RunError.borgKilled(signal: sig, detail: borgDetail).description
+            return
+        }
+        if case .raw = workload, spliceCut || (splice?.up.dropped ?? 0) > 0 {
+            report.state = .failed
+            report.error = RunError.protocolFailure(
+                "the splice did not deliver everything to the server (\(splice?.up.dropped ?? 0) bytes dropped)").description
             return
         }
         switch status {
@@ -363,6 +372,9 @@ public final class BackupRun: @unchecked Sendable {
         var deadline: Date?
         var tearingDown = false
         var pollErrors = 0
+        var lastMoved: UInt64 = 0
+        var lastProgress = Date()
+        var exitedAt: Date?
         while true {
             // Decide what to do with what the last poll brought.
             if cancelRequested && !tearingDown {
@@ -402,13 +414,22 @@ public final class BackupRun: @unchecked Sendable {
                 }
             }
             splice.pump()
+            let moved = splice.up.delivered + splice.down.delivered
+            if moved != lastMoved {
+                lastMoved = moved
+                lastProgress = Date()
+            }
             if create.remoteClosed {
                 if !acceptedConnection {
                     splice.abort()  // borg never connected: let borg serve on B go
                     if forwardActive && !cancelForwardPending { cancelForwardPending = true; continue }
                 }
-                if !splice.isFinished && deadline == nil {
-                    deadline = Date().addingTimeInterval(drainGrace)
+                // The splice may still be draining (it can hold bytes the client's command
+                // had already handed to its socket): wait while it makes progress.
+                if !splice.isFinished && !tearingDown {
+                    if exitedAt == nil { exitedAt = Date() }
+                    let idleUntil = max(lastProgress, exitedAt!).addingTimeInterval(drainGrace)
+                    if deadline.map({ $0 < idleUntil }) ?? true { deadline = idleUntil }
                 }
                 create.close()
             }
@@ -416,11 +437,14 @@ public final class BackupRun: @unchecked Sendable {
                 return
             }
             if let d = deadline, Date() >= d {
-                let what = create.remoteClosed ? "the splice did not finish" : "borg on the client did not exit"
-                logger.warning("\(what) in time; closing everything")
+                let what = create.remoteClosed
+                    ? "the splice moved no byte for \(Int(drainGrace)) s after the client's command exited"
+                    : "borg on the client did not exit"
+                logger.warning("\(what); closing everything")
                 if failure == nil && !cancelRequested {
-                    warnings.append("\(what) within the grace period; channels were closed")
+                    warnings.append("\(what); channels were closed")
                 }
+                if !splice.isFinished { spliceCut = true }
                 splice.abort()
                 create.close()
                 return
