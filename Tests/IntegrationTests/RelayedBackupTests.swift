@@ -336,4 +336,45 @@ struct RelayedFailureTests {
         let r = try s.runAgent()
         #expect(r.status == 0, "the run after a cancel failed: \(r.output)")
     }
+
+    @Test("a backup server that stops answering (sshd frozen, TCP alive) is detected by SSH keepalives")
+    func frozenServerDetected() throws {
+        let s = try Sandbox(name: "keepalive")
+        defer { s.close() }
+        s.relayExtra = ["keepalive_interval = 1", "keepalive_count = 3"]
+        try writeRandomFile("\(s.dataDir)/big.bin", count: 400 * 1024 * 1024)
+        try s.configure()
+        let out = "\(s.dir)/agent.out"
+        let agent = try Spawned(try Proc.binary("relay-agent"), ["run", "web1", "--config", s.configPath],
+                                stdin: "/dev/null", stdout: out, stderr: out)
+        var sawBorg = false
+        for _ in 0..<400 where !sawBorg {
+            sawBorg = Proc.descendants(of: s.t.process.pid).contains { Proc.commandLine($0).contains("ssh://borg-relay") }
+            if !sawBorg { usleep(50_000) }
+        }
+        #expect(sawBorg, "borg create never started on T")
+        usleep(300_000)
+        // Freeze B's session: its sshd and borg serve stop, the kernel keeps TCP alive.
+        let frozen = Proc.descendants(of: s.b.process.pid)
+        #expect(!frozen.isEmpty)
+        frozen.forEach { kill($0, SIGSTOP) }
+        let t0 = Date()
+        let status = agent.wait(timeout: 60)
+        let took = Date().timeIntervalSince(t0)
+        frozen.forEach { kill($0, SIGCONT) }
+        let output = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        #expect(status == 1, "agent exit status \(String(describing: status)): \(output)")
+        #expect(output.contains("server vault") && output.contains("no answer to SSH keepalives"), "\(output)")
+        #expect(took < 20, "detection took \(took) s with keepalive_interval=1, keepalive_count=3")
+        // borg on T ends (its connection was closed), and B's borg serve once it runs again.
+        for sshd in [s.t, s.b] {
+            var left = sshd.sessionPIDs()
+            for _ in 0..<200 where !left.isEmpty { usleep(50_000); left = sshd.sessionPIDs() }
+            #expect(left.isEmpty, "session processes left on \(sshd.name): \(left)")
+        }
+        try FileManager.default.removeItem(atPath: "\(s.dataDir)/big.bin")
+        try Data("small".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/small"))
+        let r = try s.runAgent()
+        #expect(r.status == 0, "the run after the frozen server failed: \(r.output)")
+    }
 }

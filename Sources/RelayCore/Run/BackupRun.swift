@@ -375,6 +375,9 @@ public final class BackupRun: @unchecked Sendable {
         var lastMoved: UInt64 = 0
         var lastProgress = Date()
         var exitedAt: Date?
+        var tWatch = KeepaliveWatch(interval: options.keepaliveInterval, count: options.keepaliveCount)
+        var bWatch = KeepaliveWatch(interval: options.keepaliveInterval, count: options.keepaliveCount)
+        var nextKeepaliveCheck = Date()
         while true {
             // Decide what to do with what the last poll brought.
             if cancelRequested && !tearingDown {
@@ -384,13 +387,29 @@ public final class BackupRun: @unchecked Sendable {
                 splice.abort()
                 deadline = Date().addingTimeInterval(exitGrace)
             }
-            if !t.isAlive {
-                recordFailure(SSHError.connectionLost(host: t.label, detail: t.lastError))
+            // SSH keepalives; none on T while its forward is open (one global request at a time).
+            var tDead: TimeInterval?, bDead: TimeInterval?
+            if Date() >= nextKeepaliveCheck {
+                var next = Date().addingTimeInterval(3600)
+                switch tWatch.check(t, probing: !forwardActive && !cancelForwardPending) {
+                case .alive(let at): next = min(next, at)
+                case .dead(let silent): tDead = silent
+                }
+                switch bWatch.check(b, probing: true) {
+                case .alive(let at): next = min(next, at)
+                case .dead(let silent): bDead = silent
+                }
+                nextKeepaliveCheck = next
+            }
+            if !t.isAlive || tDead != nil {
+                let detail = tDead.map { "no answer to SSH keepalives for \(Int($0)) s" } ?? t.lastError
+                recordFailure(SSHError.connectionLost(host: t.label, detail: detail))
                 splice.abort()  // borg serve on B sees EOF at once and releases its lock
                 return
             }
-            if !b.isAlive && !tearingDown {
-                recordFailure(SSHError.connectionLost(host: b.label, detail: b.lastError))
+            if (!b.isAlive || bDead != nil) && !tearingDown {
+                let detail = bDead.map { "no answer to SSH keepalives for \(Int($0)) s" } ?? b.lastError
+                recordFailure(SSHError.connectionLost(host: b.label, detail: detail))
                 tearingDown = true
                 splice.abort()  // borg on T sees its connection close and exits
                 deadline = Date().addingTimeInterval(exitGrace)
@@ -450,8 +469,9 @@ public final class BackupRun: @unchecked Sendable {
                 return
             }
 
-            // Wait for the next event: no timer unless a deadline is pending.
-            let timeout: Int32 = deadline.map { Int32(max(0, min(60_000, $0.timeIntervalSinceNow * 1000)) + 1) } ?? -1
+            // Wait for the next event or timer (a deadline, or the next keepalive check).
+            let wake = min(deadline ?? nextKeepaliveCheck, nextKeepaliveCheck)
+            let timeout = Int32(max(0, min(3_600_000, wake.timeIntervalSinceNow * 1000)) + 1)
             let rc = ssh_event_dopoll(event, timeout)
             if rc == SSH_ERROR {
                 pollErrors += 1
@@ -515,6 +535,46 @@ public final class BackupRun: @unchecked Sendable {
                     signal.map { String(cString: $0) } ?? "?"
             }
         }, userdata: Unmanaged.passUnretained(ev).toOpaque())
+    }
+}
+
+/// SSH-level liveness of one session: probes after `interval` seconds of silence, and
+/// declares the peer dead after `interval × count` seconds without any packet.
+struct KeepaliveWatch {
+    let interval: TimeInterval
+    let count: Int
+    private var lastPackets: UInt64 = 0
+    private var lastHeard = Date()
+    private var lastProbe: Date?
+
+    init(interval: Int, count: Int) {
+        self.interval = TimeInterval(interval)
+        self.count = count
+    }
+
+    enum Verdict { case alive(nextCheck: Date), dead(silentFor: TimeInterval) }
+
+    /// `probing`: whether keepalives may be sent now (and so silence can be judged).
+    mutating func check(_ session: SSHSession, probing: Bool, now: Date = Date()) -> Verdict {
+        let n = session.packetsReceived
+        if n != lastPackets {
+            lastPackets = n
+            lastHeard = now
+            lastProbe = nil
+        }
+        guard probing else {
+            lastHeard = max(lastHeard, now.addingTimeInterval(-interval))
+            return .alive(nextCheck: now.addingTimeInterval(interval))
+        }
+        let silent = now.timeIntervalSince(lastHeard)
+        if silent >= interval * Double(count) { return .dead(silentFor: silent) }
+        if silent >= interval && lastProbe.map({ now.timeIntervalSince($0) >= interval }) ?? true {
+            session.sendKeepalive()
+            lastProbe = now
+        }
+        let nextProbe = (lastProbe ?? lastHeard).addingTimeInterval(interval)
+        let deadAt = lastHeard.addingTimeInterval(interval * Double(count))
+        return .alive(nextCheck: min(max(nextProbe, now.addingTimeInterval(0.01)), deadAt))
     }
 }
 

@@ -56,6 +56,8 @@ public final class SSHSession: @unchecked Sendable {
     let options: SessionOptions
     private(set) var handle: ssh_session?
     private var channels: [WeakChannel] = []
+    /// libssh's packet counters for this session (received packets prove the peer is alive).
+    private var counter: UnsafeMutablePointer<ssh_counter_struct>?
 
     public init(label: String, endpoint: HostEndpoint, options: SessionOptions) throws(SSHError) {
         self.label = "\(label) (\(endpoint.display))"
@@ -230,6 +232,32 @@ public final class SSHSession: @unchecked Sendable {
         if let s = handle { ssh_set_blocking(s, blocking ? 1 : 0) }
     }
 
+    // MARK: - Liveness
+
+    /// Packets received so far (counting starts with the first call).
+    var packetsReceived: UInt64 {
+        guard let s = handle else { return 0 }
+        if counter == nil {
+            let c = UnsafeMutablePointer<ssh_counter_struct>.allocate(capacity: 1)
+            c.initialize(to: ssh_counter_struct())
+            counter = c
+            ssh_set_counters(s, nil, c)
+        }
+        return counter!.pointee.in_packets
+    }
+
+    /// Sends an SSH keepalive (`keepalive@openssh.com` global request; OpenSSH answers it).
+    /// In non-blocking mode libssh 0.10 keeps the answer of the previous request as the
+    /// global-request state until the next call, which then only settles it: the first call
+    /// settles a finished exchange, the second sends. With a probe still unanswered both
+    /// calls only wait, so at most one is ever outstanding. Never call this while another
+    /// global request (e.g. cancel-tcpip-forward) is in progress.
+    func sendKeepalive() {
+        guard let s = handle else { return }
+        _ = ssh_send_keepalive(s)
+        _ = ssh_send_keepalive(s)
+    }
+
     // MARK: - Channels
 
     /// A new session channel object (not yet opened).
@@ -253,6 +281,11 @@ public final class SSHSession: @unchecked Sendable {
     /// so the channel objects are told first and will not free theirs again.
     public func close() {
         guard let s = handle else { return }
+        if let c = counter {
+            ssh_set_counters(s, nil, nil)
+            c.deallocate()
+            counter = nil
+        }
         for w in channels { w.channel?.sessionWillFree() }
         channels.removeAll()
         ssh_disconnect(s)

@@ -299,6 +299,7 @@ final class Sandbox {
     let passphrase: String
     let configPath: String
     var clientExtra: [String] = []
+    var relayExtra: [String] = []
     var paths: [String]
 
     /// `netns`: names of namespaces for B and T (sshd runs inside them) and the addresses
@@ -350,6 +351,7 @@ final class Sandbox {
             state_dir = \(q(stateDir))
             known_hosts = \(q(knownHosts))
             connect_timeout = 20
+            \(relayExtra.joined(separator: "\n"))
 
             [servers.vault]
             host = \(q(b.address))
