@@ -45,6 +45,11 @@ struct RunCommand: ParsableCommand {
         let report = run.execute()
         sources.forEach { $0.cancel() }
         prepared.sink.close()
+        do {
+            try prepared.history.finish(report)
+        } catch {
+            CLI.printError("relay-agent: warning: the run could not be recorded: \(error)")
+        }
         if json {
             print(report.jsonString())
         } else {
@@ -56,6 +61,7 @@ struct RunCommand: ParsableCommand {
     struct Prepared {
         var run: BackupRun
         var sink: RunLogSink
+        var history: HistoryStore
     }
 
     /// Everything that can fail because of the config or the vault (exit 2).
@@ -75,8 +81,13 @@ struct RunCommand: ParsableCommand {
         }
         let runID = CLI.newRunID()
         let logPath = "\(cfg.relay.logDir)/\(c.name)/\(runID).log"
+        let history = try HistoryStore(path: cfg.relay.historyPath)
         let sink = try RunLogSink(path: logPath, echoToStderr: verbose)
         let logger = sink.logger(label: "borg-relay.run")
+        // Runs left "running" by an agent that was killed are interrupted, not running.
+        for id in try history.markInterrupted() {
+            logger.warning("run \(id) was interrupted (its agent ended mid-run); marked in the history")
+        }
         for (key, value) in [("pre", c.pre), ("post", c.post)] where value != nil {
             logger.warning("[clients.\(c.name)] '\(key)' hooks are not run by this version of relay-agent")
         }
@@ -85,6 +96,7 @@ struct RunCommand: ParsableCommand {
         }
         let run = try BackupRun(runID: runID, client: c, server: s, options: SessionOptions(cfg.relay),
                                 passphrase: passphrase, logger: logger, logFile: logPath)
-        return Prepared(run: run, sink: sink)
+        try history.insert(.starting(runID: runID, client: c.name, server: s.name, logFile: logPath))
+        return Prepared(run: run, sink: sink, history: history)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+import RelayCore
 
 /// End-to-end runs of the real relay-agent against real sshd and real borg.
 @Suite("Relayed backup (real sshd, real borg)", .serialized)
@@ -376,5 +377,44 @@ struct RelayedFailureTests {
         try Data("small".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/small"))
         let r = try s.runAgent()
         #expect(r.status == 0, "the run after the frozen server failed: \(r.output)")
+    }
+
+    @Test("SIGKILL of the agent mid-run: the next run marks it interrupted and succeeds; history records both")
+    func killedAgentIsInterrupted() throws {
+        let s = try Sandbox(name: "sigkill")
+        defer { s.close() }
+        try writeRandomFile("\(s.dataDir)/big.bin", count: 400 * 1024 * 1024)
+        try s.configure()
+        let out = "\(s.dir)/agent.out"
+        let agent = try Spawned(try Proc.binary("relay-agent"), ["run", "web1", "--config", s.configPath],
+                                stdin: "/dev/null", stdout: out, stderr: out)
+        var sawBorg = false
+        for _ in 0..<400 where !sawBorg {
+            sawBorg = Proc.descendants(of: s.t.process.pid).contains { Proc.commandLine($0).contains("ssh://borg-relay") }
+            if !sawBorg { usleep(50_000) }
+        }
+        #expect(sawBorg, "borg create never started on T")
+        agent.kill(SIGKILL)
+        _ = agent.wait(timeout: 10)
+        let history = try HistoryStore(path: "\(s.stateDir)/history.sqlite")
+        let killed = try #require(try history.recent(client: "web1").first)
+        #expect(killed.state == "running")
+
+        // Once B and T notice the dropped connections their processes end; the next run
+        // then succeeds and records the killed one as interrupted.
+        for sshd in [s.t, s.b] {
+            var left = sshd.sessionPIDs()
+            for _ in 0..<300 where !left.isEmpty { usleep(50_000); left = sshd.sessionPIDs() }
+            #expect(left.isEmpty, "session processes left on \(sshd.name): \(left)")
+        }
+        try FileManager.default.removeItem(atPath: "\(s.dataDir)/big.bin")
+        try Data("small".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/small"))
+        let r = try s.runAgent()
+        #expect(r.status == 0, "the run after SIGKILL failed: \(r.output)")
+        let runs = try history.recent(client: "web1")
+        #expect(runs.count == 2)
+        #expect(runs.first { $0.id == killed.id }?.state == "interrupted")
+        #expect(runs.first { $0.id != killed.id }?.state == "succeeded")
+        #expect(runs.first { $0.id != killed.id }?.archive != nil)
     }
 }

@@ -42,6 +42,7 @@ public struct RelaySettings: Sendable, Equatable {
     public var vaultSecretKeyPath: String { stateDir + "/vault.key" }
     public var vaultPublicKeyPath: String { stateDir + "/vault.pub" }
     public var logDir: String { stateDir + "/logs" }
+    public var historyPath: String { stateDir + "/history.sqlite" }
 }
 
 /// Where and how to reach one SSH host (a server, a client or a jump).
