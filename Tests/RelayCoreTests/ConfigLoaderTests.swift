@@ -215,4 +215,20 @@ struct ConfigLoaderTests {
             #expect(e.description.contains("must be \"tcp\" or \"unix\""))
         }
     }
+
+    @Test func scheduleIsValidated() throws {
+        let f = try Files()
+        let c = try ConfigLoader.parse(f.valid(client: "schedule = \"30 2 * * *\"\njitter = 600\ncatch_up = true"), file: "r.toml")
+        let web1 = try c.client("web1")
+        #expect(web1.schedule?.text == "30 2 * * *")
+        #expect(web1.jitter == 600)
+        #expect(web1.catchUp)
+        expectError(f.valid(client: "schedule = \"30 25 * * *\"")) { e in
+            #expect(e.key == "schedule")
+            #expect(e.description.contains("hour '25' is not in 0…23"))
+        }
+        expectError(f.valid(client: "catch_up = \"yes\"")) { e in
+            #expect(e.kind == .wrongType(expected: "true or false", found: "a string"))
+        }
+    }
 }

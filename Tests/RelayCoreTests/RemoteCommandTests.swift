@@ -38,7 +38,7 @@ struct RemoteCommandTests {
         ClientConfig(name: "web1", endpoint: HostEndpoint(host: "h", port: 22, user: "root", key: "/k", via: []),
                      server: "vault", repository: "/srv/borg/web 1", passphrase: nil, paths: paths,
                      exclude: exclude, compression: compression, archive: "{hostname}-{now}", transport: .tcp,
-                     borgPath: "borg", schedule: nil, retention: nil, pre: nil, post: nil)
+                     borgPath: "borg", schedule: nil, jitter: 0, catchUp: false, retention: nil, pre: nil, post: nil)
     }
 
     @Test func createArgumentsEndOptionsBeforePaths() {

@@ -98,7 +98,11 @@ public struct ClientConfig: Sendable, Equatable {
     public var transport: Transport
     /// The borg executable on the client (`borg` from PATH unless set).
     public var borgPath: String
-    public var schedule: String?
+    public var schedule: CronSchedule?
+    /// Seconds of random delay added to each scheduled start (spreads load).
+    public var jitter: Int
+    /// Run once at start-up if a scheduled time passed while the daemon was down.
+    public var catchUp: Bool
     public var retention: Retention?
     public var pre: String?
     public var post: String?

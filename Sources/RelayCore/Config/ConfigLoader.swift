@@ -137,7 +137,7 @@ public enum ConfigLoader {
     static func parseClient(name: String, _ t: TableReader, servers: [String: ServerConfig]) throws(ConfigError) -> ClientConfig {
         try t.allowOnly(endpointKeys.union([
             "server", "repository", "passphrase", "paths", "exclude", "compression", "archive",
-            "transport", "borg_path", "schedule", "retention", "pre", "post",
+            "transport", "borg_path", "schedule", "jitter", "catch_up", "retention", "pre", "post",
         ]))
         let endpoint = try parseEndpoint(t, defaultUser: nil)
         let server = try t.requiredString("server")
@@ -186,14 +186,24 @@ public enum ConfigLoader {
         if borgPath.isEmpty || borgPath.contains("\n") {
             throw t.error("borg_path", .invalidValue(reason: "must name the borg executable on the client"))
         }
-        let schedule = try t.optionalString("schedule")
+        var schedule: CronSchedule?
+        if let text = try t.optionalString("schedule") {
+            do {
+                schedule = try CronSchedule(text)
+            } catch {
+                throw t.error("schedule", .invalidValue(reason: "\(error.reason) (e.g. \"30 2 * * *\" or \"@daily\")"))
+            }
+        }
+        let jitter = try t.int("jitter", default: 0, range: 0...86_400)
+        let catchUp = try t.optionalBool("catch_up") ?? false
         let retention = try t.optionalTable("retention").map { r throws(ConfigError) in try parseRetention(r) }
         let pre = try t.optionalString("pre")
         let post = try t.optionalString("post")
         return ClientConfig(name: name, endpoint: endpoint, server: server, repository: repository,
                             passphrase: passphrase, paths: paths, exclude: exclude,
                             compression: compression, archive: archive, transport: transport,
-                            borgPath: borgPath, schedule: schedule, retention: retention,
+                            borgPath: borgPath, schedule: schedule, jitter: jitter, catchUp: catchUp,
+                            retention: retention,
                             pre: pre, post: post)
     }
 
@@ -315,6 +325,14 @@ struct TableReader {
     func requiredString(_ key: String) throws(ConfigError) -> String {
         guard let s = try optionalString(key) else { throw error(key, .missingKey) }
         return s
+    }
+
+    func optionalBool(_ key: String) throws(ConfigError) -> Bool? {
+        guard let v = value(key) else { return nil }
+        guard v.type == .bool, let b = v.bool else {
+            throw error(key, .wrongType(expected: "true or false", found: Self.describe(v)))
+        }
+        return b
     }
 
     func optionalInt(_ key: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
