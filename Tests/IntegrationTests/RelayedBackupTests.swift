@@ -100,11 +100,7 @@ struct RelayedBackupTests {
         #expect(try s.archives().isEmpty)
 
         // No session process left on T, and the forward is gone.
-        var left = s.t.sessionPIDs()
-        for _ in 0..<100 where !left.isEmpty {
-            usleep(50_000)
-            left = s.t.sessionPIDs()
-        }
+        let left = s.sessionsLeft(on: [s.t], within: 5)
         #expect(left.isEmpty, "processes left on T: \(left)")
         let log = try logText(s)
         let port = try #require(forwardPort(in: log), "no forward port in the run log: \(log)")
@@ -297,11 +293,8 @@ struct RelayedFailureTests {
         #expect(report["state"] as? String == "failed")
         #expect(report["borg_exit_status"] as? Int == 1)
         #expect(try s.archives().isEmpty)
-        for sshd in [s.t, s.b] {
-            var left = sshd.sessionPIDs()
-            for _ in 0..<100 where !left.isEmpty { usleep(50_000); left = sshd.sessionPIDs() }
-            #expect(left.isEmpty, "session processes left on \(sshd.name): \(left)")
-        }
+        let left = s.sessionsLeft(on: [s.t, s.b], within: 5)
+        #expect(left.isEmpty, "session processes left: \(left)")
     }
 
     @Test("SIGINT mid-run cancels cleanly: nothing left on T or B, the repository stays consistent, the next run works")
@@ -311,14 +304,8 @@ struct RelayedFailureTests {
         try writeRandomFile("\(s.dataDir)/big.bin", count: 400 * 1024 * 1024)
         try s.configure()
         let out = "\(s.dir)/agent.out"
-        let agent = try Spawned(try Proc.binary("relay-agent"), ["run", "web1", "--config", s.configPath],
-                                stdin: "/dev/null", stdout: out, stderr: out)
         // Wait until borg create runs on T, then interrupt the agent.
-        var sawBorg = false
-        for _ in 0..<400 where !sawBorg {
-            sawBorg = Proc.descendants(of: s.t.process.pid).contains { Proc.commandLine($0).contains("ssh://borg-relay") }
-            if !sawBorg { usleep(50_000) }
-        }
+        let (agent, sawBorg) = try s.startAgentUntilBorgRuns(output: out)
         #expect(sawBorg, "borg create never started on T")
         usleep(500_000)
         agent.kill(SIGINT)
@@ -326,14 +313,10 @@ struct RelayedFailureTests {
         #expect(status == 1, "agent exit status: \(String(describing: status))")
         let output = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
         #expect(output.contains("backup cancelled"), "\(output)")
-        for sshd in [s.t, s.b] {
-            var left = sshd.sessionPIDs()
-            for _ in 0..<100 where !left.isEmpty { usleep(50_000); left = sshd.sessionPIDs() }
-            #expect(left.isEmpty, "session processes left on \(sshd.name): \(left)")
-        }
+        let left = s.sessionsLeft(on: [s.t, s.b], within: 5)
+        #expect(left.isEmpty, "session processes left: \(left)")
         try s.borg(["check", s.repo])
-        try FileManager.default.removeItem(atPath: "\(s.dataDir)/big.bin")
-        try Data("small".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/small"))
+        try s.replaceWithSmallData(removing: "big.bin")
         let r = try s.runAgent()
         #expect(r.status == 0, "the run after a cancel failed: \(r.output)")
     }
@@ -346,13 +329,7 @@ struct RelayedFailureTests {
         try writeRandomFile("\(s.dataDir)/big.bin", count: 400 * 1024 * 1024)
         try s.configure()
         let out = "\(s.dir)/agent.out"
-        let agent = try Spawned(try Proc.binary("relay-agent"), ["run", "web1", "--config", s.configPath],
-                                stdin: "/dev/null", stdout: out, stderr: out)
-        var sawBorg = false
-        for _ in 0..<400 where !sawBorg {
-            sawBorg = Proc.descendants(of: s.t.process.pid).contains { Proc.commandLine($0).contains("ssh://borg-relay") }
-            if !sawBorg { usleep(50_000) }
-        }
+        let (agent, sawBorg) = try s.startAgentUntilBorgRuns(output: out)
         #expect(sawBorg, "borg create never started on T")
         usleep(300_000)
         // Freeze B's session: its sshd and borg serve stop, the kernel keeps TCP alive.
@@ -368,13 +345,9 @@ struct RelayedFailureTests {
         #expect(output.contains("server vault") && output.contains("no answer to SSH keepalives"), "\(output)")
         #expect(took < 20, "detection took \(took) s with keepalive_interval=1, keepalive_count=3")
         // borg on T ends (its connection was closed), and B's borg serve once it runs again.
-        for sshd in [s.t, s.b] {
-            var left = sshd.sessionPIDs()
-            for _ in 0..<200 where !left.isEmpty { usleep(50_000); left = sshd.sessionPIDs() }
-            #expect(left.isEmpty, "session processes left on \(sshd.name): \(left)")
-        }
-        try FileManager.default.removeItem(atPath: "\(s.dataDir)/big.bin")
-        try Data("small".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/small"))
+        let left = s.sessionsLeft(on: [s.t, s.b], within: 10)
+        #expect(left.isEmpty, "session processes left: \(left)")
+        try s.replaceWithSmallData(removing: "big.bin")
         let r = try s.runAgent()
         #expect(r.status == 0, "the run after the frozen server failed: \(r.output)")
     }
@@ -386,13 +359,7 @@ struct RelayedFailureTests {
         try writeRandomFile("\(s.dataDir)/big.bin", count: 400 * 1024 * 1024)
         try s.configure()
         let out = "\(s.dir)/agent.out"
-        let agent = try Spawned(try Proc.binary("relay-agent"), ["run", "web1", "--config", s.configPath],
-                                stdin: "/dev/null", stdout: out, stderr: out)
-        var sawBorg = false
-        for _ in 0..<400 where !sawBorg {
-            sawBorg = Proc.descendants(of: s.t.process.pid).contains { Proc.commandLine($0).contains("ssh://borg-relay") }
-            if !sawBorg { usleep(50_000) }
-        }
+        let (agent, sawBorg) = try s.startAgentUntilBorgRuns(output: out)
         #expect(sawBorg, "borg create never started on T")
         agent.kill(SIGKILL)
         _ = agent.wait(timeout: 10)
@@ -402,13 +369,9 @@ struct RelayedFailureTests {
 
         // Once B and T notice the dropped connections their processes end; the next run
         // then succeeds and records the killed one as interrupted.
-        for sshd in [s.t, s.b] {
-            var left = sshd.sessionPIDs()
-            for _ in 0..<300 where !left.isEmpty { usleep(50_000); left = sshd.sessionPIDs() }
-            #expect(left.isEmpty, "session processes left on \(sshd.name): \(left)")
-        }
-        try FileManager.default.removeItem(atPath: "\(s.dataDir)/big.bin")
-        try Data("small".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/small"))
+        let left = s.sessionsLeft(on: [s.t, s.b], within: 15)
+        #expect(left.isEmpty, "session processes left: \(left)")
+        try s.replaceWithSmallData(removing: "big.bin")
         let r = try s.runAgent()
         #expect(r.status == 0, "the run after SIGKILL failed: \(r.output)")
         let runs = try history.recent(client: "web1")

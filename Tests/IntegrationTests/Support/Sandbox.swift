@@ -415,6 +415,43 @@ final class Sandbox {
         return out.split(separator: "\0").map(String.init)
     }
 
+    /// Starts `relay-agent run web1` in the background (output to `output`) and waits up to
+    /// 20 s until borg create runs on T; `sawBorg` tells whether it did.
+    func startAgentUntilBorgRuns(output: String) throws -> (agent: Spawned, sawBorg: Bool) {
+        let agent = try Spawned(try Proc.binary("relay-agent"), ["run", "web1", "--config", configPath],
+                                stdin: "/dev/null", stdout: output, stderr: output)
+        for _ in 0..<400 {
+            if Proc.descendants(of: t.process.pid).contains(where: { Proc.commandLine($0).contains("ssh://borg-relay") }) {
+                return (agent, true)
+            }
+            usleep(50_000)
+        }
+        return (agent, false)
+    }
+
+    /// Waits up to `seconds` until the given hosts have no session process; returns the
+    /// PIDs still left per host name (empty when all are gone).
+    func sessionsLeft(on hosts: [SSHD], within seconds: Double) -> [String: [Int32]] {
+        var left: [String: [Int32]] = [:]
+        let deadline = Date().addingTimeInterval(seconds)
+        repeat {
+            left = [:]
+            for h in hosts {
+                let pids = h.sessionPIDs()
+                if !pids.isEmpty { left[h.name] = pids }
+            }
+            if left.isEmpty { break }
+            usleep(50_000)
+        } while Date() < deadline
+        return left
+    }
+
+    /// Replaces the data file `name` by a small file (for a quick follow-up run).
+    func replaceWithSmallData(removing name: String) throws {
+        try FileManager.default.removeItem(atPath: "\(dataDir)/\(name)")
+        try Data("small".utf8).write(to: URL(fileURLWithPath: "\(dataDir)/small"))
+    }
+
     func close() {
         t.stop()
         b.stop()
