@@ -50,6 +50,8 @@ public final class BackupRun: @unchecked Sendable {
     let options: SessionOptions
     let logger: Logger
     public let canceller: RunCanceller
+    /// Live figures of the run, readable from any thread.
+    public let progress = ProgressBoard()
     private var passphrase: SecretBytes?
     private let logFile: String?
     public let workload: Workload
@@ -107,8 +109,31 @@ public final class BackupRun: @unchecked Sendable {
         var report = RunReport(runID: runID, client: client.name, server: server.name, started: Date())
         report.logFile = logFile
         let plan = BackupPlan(client: client)
-        clientLog = LineCollector { [logger] line in logger.info("\(line)", metadata: ["relay.origin": "T borg"]) }
-        serverLog = LineCollector { [logger] line in logger.info("\(line)", metadata: ["relay.origin": "B borg serve"]) }
+        clientLog = LineCollector { [logger, progress] line in
+            switch BorgLogLine.parse(line) {
+            case .text(let text):
+                logger.info("\(text)", metadata: ["relay.origin": "T borg"])
+                return text
+            case .message(let level, let text):
+                let prefix = level == "INFO" ? "" : "\(level): "
+                logger.info("\(prefix)\(text)", metadata: ["relay.origin": "T borg"])
+                return text
+            case .archiveProgress(let files, let size, let dedup, let path):
+                progress.update { p in
+                    p.files = files ?? p.files
+                    p.originalSize = size ?? p.originalSize
+                    p.deduplicatedSize = dedup ?? p.deduplicatedSize
+                    if let path, !path.isEmpty { p.currentPath = path }
+                }
+                return nil
+            case .progressMessage:
+                return nil
+            }
+        }
+        serverLog = LineCollector { [logger] line in
+            logger.info("\(line)", metadata: ["relay.origin": "B borg serve"])
+            return line
+        }
         logger.info("run \(runID): backup of client \(client.name) (\(client.endpoint.display)) to server \(server.name) (\(server.endpoint.display)), repository \(client.repository)")
 
         do {
@@ -119,6 +144,7 @@ public final class BackupRun: @unchecked Sendable {
             if canceller.takeRequest() {
                 cancelRequested = true  // cancelled while connecting: start nothing on T or B
             } else {
+                progress.update { $0.phase = "running" }
                 try start(plan)
                 try loop()
             }
@@ -127,6 +153,7 @@ public final class BackupRun: @unchecked Sendable {
         }
         passphrase?.wipe()
         passphrase = nil
+        progress.update { $0.phase = "finishing" }
         clientLog.finish()
         serverLog.finish()
         teardown()
@@ -437,6 +464,8 @@ public final class BackupRun: @unchecked Sendable {
             if moved != lastMoved {
                 lastMoved = moved
                 lastProgress = Date()
+                let up = splice.up.delivered, down = splice.down.delivered
+                progress.update { $0.bytesToServer = up; $0.bytesFromServer = down }
             }
             if create.remoteClosed {
                 if !acceptedConnection {

@@ -47,7 +47,9 @@ public struct BackupPlan: Sendable, Equatable {
 
     /// borg create's argument vector (after the program name).
     public var createArguments: [String] {
-        var args = ["create", "--json"]
+        // --log-json --progress: borg's log and progress as JSON lines on stderr, which
+        // the relay turns into the run log and the live progress of `relayctl run --follow`.
+        var args = ["create", "--json", "--log-json", "--progress"]
         if let c = client.compression { args.append("--compression=\(c)") }
         for e in client.exclude { args.append("--exclude=\(e)") }
         args.append("--")

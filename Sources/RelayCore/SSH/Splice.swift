@@ -173,10 +173,11 @@ final class LineCollector {
     private var partial: [UInt8] = []
     private(set) var tail: [String] = []
     private let keep: Int
-    private let emit: (String) -> Void
+    /// Handles a complete line; returns the text to keep in `tail` (nil: keep nothing).
+    private let emit: (String) -> String?
     private static let maxLine = 64 * 1024
 
-    init(keep: Int = 50, emit: @escaping (String) -> Void) {
+    init(keep: Int = 50, emit: @escaping (String) -> String?) {
         self.keep = keep
         self.emit = emit
     }
@@ -199,8 +200,9 @@ final class LineCollector {
         var line = String(decoding: partial, as: UTF8.self)
         partial.removeAll(keepingCapacity: true)
         if line.hasSuffix("\r") { line.removeLast() }
-        tail.append(line)
-        if tail.count > keep { tail.removeFirst(tail.count - keep) }
-        emit(line)
+        if let kept = emit(line) {
+            tail.append(kept)
+            if tail.count > keep { tail.removeFirst(tail.count - keep) }
+        }
     }
 }
