@@ -52,6 +52,40 @@ struct HistoryStoreTests {
         #expect(try store.markInterrupted().isEmpty)
     }
 
+    @Test func aReusedPIDDoesNotKeepARunAlive() throws {
+        let d = Dir()
+        let store = try HistoryStore(path: "\(d.path)/h.sqlite")
+        // Same PID as this (live) process, but another start time: the agent that wrote
+        // the row is gone and the PID now belongs to someone else.
+        var reused = RunRecord.starting(runID: "reused", client: "a", server: "s", logFile: nil)
+        reused.agentStart = (reused.agentStart ?? 0) + 12345
+        try store.insert(reused)
+        var queued = RunRecord.starting(runID: "queued", client: "b", server: "s", logFile: nil, state: "queued")
+        queued.agentPID = 999_999_999
+        try store.insert(queued)
+        #expect(Set(try store.markInterrupted()) == ["reused", "queued"])
+        #expect(try store.get("queued")?.error?.contains("before the run started") == true)
+        #expect(try store.get("reused")?.state == "interrupted")
+    }
+
+    @Test func pruningKeepsTheNewestRunsPerClientAndDropsOldOnes() throws {
+        let d = Dir()
+        let store = try HistoryStore(path: "\(d.path)/h.sqlite")
+        let now = Date()
+        func add(_ id: String, _ client: String, daysAgo: Double, state: String = "succeeded") throws {
+            var r = RunRecord.starting(runID: id, client: client, server: "s", logFile: "/logs/\(id).log", state: state)
+            r.startedAt = now.addingTimeInterval(-daysAgo * 86400)
+            try store.insert(r)
+        }
+        for i in 0..<5 { try add("a\(i)", "a", daysAgo: Double(i)) }
+        try add("b-old", "b", daysAgo: 50)
+        try add("b-new", "b", daysAgo: 1)
+        try add("a-live", "a", daysAgo: 100, state: "running")  // never pruned while unfinished
+        let logs = try store.prune(keepPerClient: 3, maxAgeDays: 30, now: now)
+        #expect(Set(logs) == ["/logs/a3.log", "/logs/a4.log", "/logs/b-old.log"])
+        #expect(Set(try store.recent(limit: 100).map(\.id)) == ["a0", "a1", "a2", "b-new", "a-live"])
+    }
+
     @Test func unwritableLocationIsAClearError() {
         do {
             _ = try HistoryStore(path: "/proc/borg-relay-test/history.sqlite")

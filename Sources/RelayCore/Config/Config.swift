@@ -26,6 +26,7 @@ public struct RelayConfig: Sendable, Equatable {
 }
 
 public struct RelaySettings: Sendable, Equatable {
+    public static let defaultSocket = "/run/borg-relay/control.sock"
     public var stateDir: String
     public var socket: String
     public var knownHosts: String
@@ -38,6 +39,12 @@ public struct RelaySettings: Sendable, Equatable {
     public var connectTimeout: Int
     /// Cipher list to offer instead of the default (AES-GCM first with AES-NI, else chacha20).
     public var ciphers: String?
+    /// Seconds the daemon lets running runs finish after SIGTERM before cancelling them.
+    public var shutdownGrace: Int = 300
+    /// Runs kept in the history per client (older ones and their logs are pruned).
+    public var historyKeepRuns: Int = 1000
+    /// Days a run is kept in the history (0: no age limit).
+    public var historyKeepDays: Int = 400
 
     public var vaultSecretKeyPath: String { stateDir + "/vault.key" }
     public var vaultPublicKeyPath: String { stateDir + "/vault.pub" }

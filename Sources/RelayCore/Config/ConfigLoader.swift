@@ -84,9 +84,10 @@ public enum ConfigLoader {
 
     static func parseRelay(_ t: TableReader) throws(ConfigError) -> RelaySettings {
         try t.allowOnly(["state_dir", "socket", "known_hosts", "max_parallel",
-                         "keepalive_interval", "keepalive_count", "connect_timeout", "ciphers"])
+                         "keepalive_interval", "keepalive_count", "connect_timeout", "ciphers",
+                         "shutdown_grace", "history_keep_runs", "history_keep_days"])
         let stateDir = try t.absolutePath("state_dir", default: "/var/lib/borg-relay")
-        let socket = try t.absolutePath("socket", default: "/run/borg-relay/control.sock")
+        let socket = try t.absolutePath("socket", default: RelaySettings.defaultSocket)
         let knownHosts = try t.absolutePath("known_hosts", default: "/etc/borg-relay/known_hosts")
         let maxParallel = try t.int("max_parallel", default: 4, range: 1...1000)
         let interval = try t.int("keepalive_interval", default: 30, range: 1...3600)
@@ -102,9 +103,13 @@ public enum ConfigLoader {
                     "'\(c)' is not a comma-separated list of \(known.sorted().joined(separator: ", "))"))
             }
         }
-        return RelaySettings(stateDir: stateDir, socket: socket, knownHosts: knownHosts,
-                             maxParallel: maxParallel, keepaliveInterval: interval,
-                             keepaliveCount: count, connectTimeout: connectTimeout, ciphers: ciphers)
+        var r = RelaySettings(stateDir: stateDir, socket: socket, knownHosts: knownHosts,
+                              maxParallel: maxParallel, keepaliveInterval: interval,
+                              keepaliveCount: count, connectTimeout: connectTimeout, ciphers: ciphers)
+        r.shutdownGrace = try t.int("shutdown_grace", default: 300, range: 0...86400)
+        r.historyKeepRuns = try t.int("history_keep_runs", default: 1000, range: 1...10_000_000)
+        r.historyKeepDays = try t.int("history_keep_days", default: 400, range: 0...100_000)
+        return r
     }
 
     static func parseEndpoint(_ t: TableReader, defaultUser: String?) throws(ConfigError) -> HostEndpoint {

@@ -23,6 +23,13 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     public var logFile: String?
     /// The agent process that ran it (to tell a live run from one whose agent died).
     public var agentPID: Int32
+    /// That process's start time (clock ticks since boot, /proc/PID/stat), so that a
+    /// reused PID is not taken for the agent.
+    public var agentStart: Int64?
+    /// When the run was asked for (it may wait in the queue before `startedAt`).
+    public var queuedAt: Date?
+    /// What asked for it: cli (relay-agent run), api (relayctl run), schedule.
+    public var trigger: String?
 
     enum CodingKeys: String, CodingKey {
         case id, client, server, kind, state, archive, stats, error
@@ -33,14 +40,35 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
         case borgExitStatus = "borg_exit_status"
         case logFile = "log_file"
         case agentPID = "agent_pid"
+        case agentStart = "agent_start"
+        case queuedAt = "queued_at"
+        case trigger
     }
 
     /// A record for a run that is starting now in this process.
     public static func starting(runID: String, client: String, server: String, kind: String = "backup",
-                                logFile: String?) -> RunRecord {
-        RunRecord(id: runID, client: client, server: server, kind: kind, state: "running", startedAt: Date(),
-                  endedAt: nil, bytesToServer: 0, bytesFromServer: 0, borgExitStatus: nil, archive: nil,
-                  stats: nil, error: nil, logFile: logFile, agentPID: getpid())
+                                logFile: String?, state: String = "running", trigger: String = "cli") -> RunRecord {
+        let now = Date()
+        return RunRecord(id: runID, client: client, server: server, kind: kind, state: state, startedAt: now,
+                         endedAt: nil, bytesToServer: 0, bytesFromServer: 0, borgExitStatus: nil, archive: nil,
+                         stats: nil, error: nil, logFile: logFile, agentPID: getpid(),
+                         agentStart: ProcessIdentity.startTime(of: getpid()), queuedAt: now, trigger: trigger)
+    }
+
+    /// True once the run has ended (whatever the outcome).
+    public var isFinished: Bool { !["queued", "running"].contains(state) }
+}
+
+/// Tells a live process from a dead one whose PID was reused.
+public enum ProcessIdentity {
+    /// Field 22 of /proc/PID/stat: the start time in clock ticks after boot.
+    public static func startTime(of pid: Int32) -> Int64? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        // After "pid (comm)" the fields start at 3 (state); starttime is field 22.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 19 else { return nil }
+        return Int64(fields[19])
     }
 }
 
@@ -96,6 +124,14 @@ public final class HistoryStore: Sendable {
                 t.column("agent_pid", .integer).notNull()
             }
         }
+        m.registerMigration("v2") { db in
+            try db.alter(table: "run") { t in
+                t.add(column: "agent_start", .integer)
+                t.add(column: "queued_at", .datetime)
+                t.add(column: "trigger", .text)
+            }
+            try db.create(index: "run_started", on: "run", columns: ["started_at"])
+        }
         return m
     }
 
@@ -130,19 +166,92 @@ public final class HistoryStore: Sendable {
         }
     }
 
-    /// Marks runs still "running" whose agent process is gone (killed, crashed) as
-    /// interrupted; returns their ids.
+    /// Marks runs still "running" or "queued" whose agent process is gone (killed,
+    /// crashed) as interrupted; returns their ids.
     @discardableResult
-    public func markInterrupted(isAlive: @Sendable (Int32) -> Bool = HistoryStore.processAlive) throws(HistoryError) -> [String] {
+    public func markInterrupted(isAlive: @Sendable (RunRecord) -> Bool = HistoryStore.agentAlive) throws(HistoryError) -> [String] {
         try write { db in
-            let stale = try RunRecord.filter(Column("state") == "running").fetchAll(db).filter { !isAlive($0.agentPID) }
+            let stale = try RunRecord.filter(["running", "queued"].contains(Column("state"))).fetchAll(db)
+                .filter { !isAlive($0) }
             for var r in stale {
+                r.error = r.state == "queued"
+                    ? "the agent (pid \(r.agentPID)) ended before the run started"
+                    : "the agent (pid \(r.agentPID)) ended while the run was in progress"
                 r.state = "interrupted"
                 r.endedAt = Date()
-                r.error = "the agent (pid \(r.agentPID)) ended while the run was in progress"
                 try r.update(db)
             }
             return stale.map(\.id)
+        }
+    }
+
+    /// A queued run starts now.
+    public func markStarted(_ id: String) throws(HistoryError) {
+        try write { db in
+            guard var r = try RunRecord.fetchOne(db, key: id) else { return }
+            r.state = "running"
+            r.startedAt = Date()
+            try r.update(db)
+        }
+    }
+
+    /// A run that ends without a report (cancelled in the queue, setup failure).
+    public func markEnded(_ id: String, state: String, error: String?) throws(HistoryError) {
+        try write { db in
+            guard var r = try RunRecord.fetchOne(db, key: id) else { return }
+            r.state = state
+            r.endedAt = Date()
+            r.error = error
+            try r.update(db)
+        }
+    }
+
+    public func get(_ id: String) throws(HistoryError) -> RunRecord? {
+        try read { db in try RunRecord.fetchOne(db, key: id) }
+    }
+
+    /// The newest finished run of a client.
+    public func lastFinished(client: String) throws(HistoryError) -> RunRecord? {
+        try read { db in
+            try RunRecord.filter(Column("client") == client)
+                .filter(!["queued", "running"].contains(Column("state")))
+                .order(Column("started_at").desc).fetchOne(db)
+        }
+    }
+
+    /// When a client's newest run of any state was asked for (for catch-up after downtime).
+    public func lastQueued(client: String) throws(HistoryError) -> Date? {
+        try read { db in
+            try RunRecord.filter(Column("client") == client).order(Column("started_at").desc).fetchOne(db)
+                .map { $0.queuedAt ?? $0.startedAt }
+        }
+    }
+
+    /// Deletes finished runs beyond the newest `keepPerClient` of each client and runs
+    /// older than `maxAgeDays` (0: no age limit). Returns the log files of the deleted
+    /// runs, for the caller to remove.
+    @discardableResult
+    public func prune(keepPerClient: Int, maxAgeDays: Int, now: Date = Date()) throws(HistoryError) -> [String] {
+        try write { db in
+            let finished = RunRecord.filter(!["queued", "running"].contains(Column("state")))
+            var doomed: [RunRecord] = []
+            if maxAgeDays > 0 {
+                let cutoff = now.addingTimeInterval(-Double(maxAgeDays) * 86400)
+                doomed += try finished.filter(Column("started_at") < cutoff).fetchAll(db)
+            }
+            let clients = try String.fetchAll(db, sql: "SELECT DISTINCT client FROM run")
+            for c in clients {
+                doomed += try finished.filter(Column("client") == c)
+                    .order(Column("started_at").desc, Column("id").desc)
+                    .limit(Int.max / 2, offset: keepPerClient).fetchAll(db)
+            }
+            var seen = Set<String>()
+            var logs: [String] = []
+            for r in doomed where seen.insert(r.id).inserted {
+                try r.delete(db)
+                if let l = r.logFile { logs.append(l) }
+            }
+            return logs
         }
     }
 
@@ -157,5 +266,13 @@ public final class HistoryStore: Sendable {
 
     public static let processAlive: @Sendable (Int32) -> Bool = { pid in
         pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)
+    }
+
+    /// The run's agent still runs: its PID is alive and, where recorded, started at the
+    /// same time (not a reused PID).
+    public static let agentAlive: @Sendable (RunRecord) -> Bool = { r in
+        guard processAlive(r.agentPID) else { return false }
+        guard let recorded = r.agentStart else { return true }
+        return ProcessIdentity.startTime(of: r.agentPID) == recorded
     }
 }

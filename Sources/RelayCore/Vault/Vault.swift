@@ -112,6 +112,19 @@ public enum Vault {
         return sk
     }
 
+    /// A key pair that lives only in memory (the per-run key for a passphrase handed
+    /// over by `relayctl run --passphrase-stdin`); the secret half in guarded memory.
+    public static func ephemeralKeyPair() throws(VaultError) -> (secretKey: SecretBytes, publicKey: [UInt8]) {
+        try Sodium.ensureInitialised()
+        var pk = [UInt8](repeating: 0, count: publicKeyBytes)
+        let sk = try SecretBytes(capacity: secretKeyBytes)
+        sk.fill { buf in
+            crypto_box_keypair(&pk, buf.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            return secretKeyBytes
+        }
+        return (sk, pk)
+    }
+
     /// Seals `secret` to `publicKey`; returns the `sealed:<base64>` value.
     public static func seal(_ secret: SecretBytes, publicKey: [UInt8]) throws(VaultError) -> SealedValue {
         try Sodium.ensureInitialised()
