@@ -4,12 +4,12 @@ import RelayCLI
 import RelayCore
 
 @main
-struct RelayAgent: ParsableCommand {
+struct RelayAgent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay-agent",
         abstract: "Relays borg backups from clients to backup servers that cannot reach each other.",
-        subcommands: [RunCommand.self, BenchSpliceCommand.self]
+        subcommands: [ServeCommand.self, RunCommand.self, BenchSpliceCommand.self]
     )
 
-    static func main() { mainWithContractExitCodes() }
+    static func main() async { await asyncMainWithContractExitCodes() }
 }

@@ -19,3 +19,23 @@ extension ParsableCommand {
         }
     }
 }
+
+extension AsyncParsableCommand {
+    /// `mainWithContractExitCodes` for a root command with async subcommands.
+    public static func asyncMainWithContractExitCodes() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
+        } catch {
+            if exitCode(for: error) == .success { exit(withError: error) }
+            CLI.printError(fullMessage(for: error))
+            Foundation.exit(CLI.Exit.usage)
+        }
+    }
+}

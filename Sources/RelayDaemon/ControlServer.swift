@@ -1,0 +1,194 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import RelayCore
+
+/// The request context of the control API: Hummingbird's core context plus the
+/// connection, for the peer's credentials.
+struct ControlContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+
+    var maxUploadSize: Int { ControlAPI.maxRequestBody }
+}
+
+/// Who may use the control socket: root, the agent's own user, and members of the
+/// socket's group. The kernel tells who the peer is (SO_PEERCRED); the file mode (0660)
+/// is the first gate, this is the second.
+struct PeerPolicy: Sendable {
+    let agentUID: uid_t
+    let socketGID: gid_t
+
+    func allows(uid: uid_t, gid: gid_t, pid: Int32) -> Bool {
+        if uid == 0 || uid == agentUID || gid == socketGID { return true }
+        // The peer process's own supplementary groups where /proc shows them, else the
+        // group database's (ProtectProc=invisible hides other users' processes).
+        return Self.processGroups(pid).contains(socketGID) || Self.supplementaryGroups(of: uid).contains(socketGID)
+    }
+
+    /// The "Groups:" line of /proc/PID/status.
+    static func processGroups(_ pid: Int32) -> [gid_t] {
+        guard pid > 0, let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Groups:") }) else { return [] }
+        return line.dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { gid_t($0) }
+    }
+
+    static func supplementaryGroups(of uid: uid_t) -> [gid_t] {
+        guard let pw = getpwuid(uid) else { return [] }
+        var count: Int32 = 64
+        var groups = [gid_t](repeating: 0, count: Int(count))
+        if getgrouplist(pw.pointee.pw_name, pw.pointee.pw_gid, &groups, &count) == -1 {
+            groups = [gid_t](repeating: 0, count: Int(count))
+            _ = getgrouplist(pw.pointee.pw_name, pw.pointee.pw_gid, &groups, &count)
+        }
+        return Array(groups.prefix(Int(max(0, count))))
+    }
+}
+
+/// `struct ucred` of SO_PEERCRED (glibc shows it only under _GNU_SOURCE): pid, uid, gid.
+struct PeerCredentials: Sendable {
+    var pid: Int32 = 0
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
+}
+
+/// Refuses peers the policy does not allow; turns every error into a JSON body.
+struct GuardMiddleware: RouterMiddleware {
+    typealias Context = ControlContext
+    let policy: PeerPolicy
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let provider = context.channel as? SocketOptionProvider else {
+            return jsonError(ControlError(status: 403, body: .init(code: "forbidden", error: "peer credentials unavailable")))
+        }
+        let cred: PeerCredentials
+        do {
+            cred = try await provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET),
+                                                           name: SocketOptionName(SO_PEERCRED)).get()
+        } catch {
+            return jsonError(ControlError(status: 403, body: .init(code: "forbidden", error: "peer credentials unavailable: \(error)")))
+        }
+        guard policy.allows(uid: cred.uid, gid: cred.gid, pid: cred.pid) else {
+            logger.warning("control socket: refused a request from uid \(cred.uid) (pid \(cred.pid)): not root, not the agent's user, not in the socket's group")
+            return jsonError(ControlError(status: 403, body: .init(code: "forbidden",
+                error: "uid \(cred.uid) may not use this socket: only root, the agent's user (uid \(policy.agentUID)) and members of group \(policy.socketGID) may")))
+        }
+        do {
+            return try await next(request, context)
+        } catch let e as ControlError {
+            return jsonError(e)
+        } catch let e as HTTPError {
+            let code = e.status.code
+            return jsonError(ControlError(status: code, body: .init(code: code == 404 ? "not_found" : "bad_request",
+                                                                    error: e.body ?? e.status.reasonPhrase)))
+        } catch {
+            logger.error("control API: \(request.method) \(request.uri.path): \(error)")
+            return jsonError(ControlError.internalError("\(error)"))
+        }
+    }
+}
+
+func jsonResponse<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
+    let data = (try? ControlAPI.encoder().encode(value)) ?? Data("{}".utf8)
+    return Response(status: status, headers: [.contentType: "application/json"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+func jsonError(_ e: ControlError) -> Response {
+    jsonResponse(e.body, status: HTTPResponse.Status(code: e.status))
+}
+
+enum ControlRoutes {
+    static func router(manager: RunManager, policy: PeerPolicy, logger: Logger) -> Router<ControlContext> {
+        let router = Router(context: ControlContext.self)
+        router.add(middleware: GuardMiddleware(policy: policy, logger: logger))
+        let v1 = router.group(RouterPath(ControlAPI.prefix))
+
+        v1.get("status") { _, _ in
+            jsonResponse(await manager.status())
+        }
+        v1.post("keys") { _, _ in
+            jsonResponse(try await manager.newKey(), status: .created)
+        }
+        v1.post("runs") { request, context in
+            let body: ByteBuffer
+            do {
+                body = try await request.body.collect(upTo: context.maxUploadSize)
+            } catch is NIOTooManyBytesError {
+                throw ControlError(status: 413, body: .init(code: "too_large",
+                    error: "the request body is larger than \(ControlAPI.maxRequestBody) bytes"))
+            }
+            let req: RunRequest
+            do {
+                req = try ControlAPI.decoder().decode(RunRequest.self, from: Data(buffer: body))
+            } catch {
+                throw ControlError.badRequest("the body is not a valid run request (JSON with \"clients\": [...]): \(error)")
+            }
+            let runs = try await manager.submit(req, trigger: "api")
+            return jsonResponse(RunList(runs: runs), status: .accepted)
+        }
+        v1.get("runs") { request, _ in
+            let q = request.uri.queryParameters
+            var limit = 50
+            if let l = q["limit"] {
+                guard let n = Int(String(l)), (1...10_000).contains(n) else {
+                    throw ControlError.badRequest("limit must be a number from 1 to 10000")
+                }
+                limit = n
+            }
+            let client = q["client"].map(String.init)
+            return jsonResponse(RunList(runs: try await manager.runs(client: client, limit: limit)))
+        }
+        v1.get("runs/:id") { _, context in
+            jsonResponse(try await manager.run(try runID(context)))
+        }
+        v1.get("runs/:id/log") { request, context in
+            var offset = 0
+            if let o = request.uri.queryParameters["offset"] {
+                guard let n = Int(String(o)), n >= 0 else { throw ControlError.badRequest("offset must be a number, 0 or more") }
+                offset = n
+            }
+            return jsonResponse(try await manager.log(try runID(context), offset: offset))
+        }
+        v1.post("runs/:id/cancel") { _, context in
+            jsonResponse(try await manager.cancel(try runID(context)))
+        }
+        return router
+    }
+
+    static func runID(_ context: ControlContext) throws -> String {
+        guard let id = context.parameters.get("id"), id.count <= 64,
+              id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else {
+            throw ControlError.badRequest("not a run id")
+        }
+        return id
+    }
+}
+
+/// Prepares the socket's location: creates the directory (0755: relayctl users must
+/// reach the socket, whose own mode 0660 decides), and removes a stale socket left by
+/// an agent that died. A live agent on the path is an error.
+enum ControlSocket {
+    static func prepare(path: String) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o755])
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+            throw RunError.setup("\(path) exists and is not a socket; remove it or set [relay] socket to another path")
+        }
+        if UnixSocket.probe(path) == 0 {
+            throw RunError.setup("another relay-agent is already listening on \(path)")
+        }
+        unlink(path)
+    }
+}

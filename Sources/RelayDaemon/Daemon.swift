@@ -1,0 +1,134 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import RelayCore
+import ServiceLifecycle
+import UnixSignals
+
+/// `relay-agent serve`: the control API, the scheduler and the runs, as one
+/// swift-service-lifecycle group.
+///
+/// - SIGTERM/SIGINT: no new runs; running ones get `[relay] shutdown_grace` seconds to
+///   finish, then are cancelled cleanly; exit 0.
+/// - SIGHUP: the config is read again; a config with mistakes is refused (logged) and the
+///   old one stays.
+/// - With NOTIFY_SOCKET set (systemd `Type=notify`): READY=1 once the socket listens,
+///   RELOADING=1/READY=1 around a reload, STOPPING=1 at shutdown.
+public enum Daemon {
+    public static func run(configPath: String, config: RelayConfig, logger: Logger) async throws {
+        // Files the agent creates are its own (history, logs, the socket until chmod).
+        umask(0o077)
+        signal(SIGPIPE, SIG_IGN)
+
+        let history = try HistoryStore(path: config.relay.historyPath)
+        for id in try history.markInterrupted() {
+            logger.warning("run \(id) was interrupted (its agent ended mid-run); marked in the history")
+        }
+        let manager = RunManager(config: config, history: history, logger: logger)
+        await manager.prune()
+
+        let socketPath = config.relay.socket
+        try ControlSocket.prepare(path: socketPath)
+        let policy = PeerPolicy(agentUID: geteuid(), socketGID: getegid())
+        let router = ControlRoutes.router(manager: manager, policy: policy, logger: logger)
+        var httpLogger = logger
+        httpLogger.logLevel = .warning
+        let app = Application(
+            router: router,
+            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "relay-agent"),
+            onServerRunning: { _ in
+                chmod(socketPath, 0o660)
+                logger.info("relay-agent \(getpid()) listening on \(socketPath); \(config.clients.count) clients, max_parallel \(config.relay.maxParallel)")
+                SystemdNotifier.notify("READY=1\nSTATUS=listening on \(socketPath)")
+            },
+            logger: httpLogger
+        )
+        let scheduler = SchedulerService(manager: manager, logger: logger, timeZone: .current)
+        let reloader = ReloadService(configPath: configPath, manager: manager, logger: logger)
+        let drainer = DrainService(manager: manager, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [
+                .init(service: app),
+                .init(service: scheduler),
+                .init(service: reloader),
+                .init(service: drainer),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+        unlink(socketPath)
+        logger.info("relay-agent stopped")
+    }
+}
+
+/// Waits for the shutdown signal, then lets the runs finish (or cancels them after the
+/// grace period). Last in the group, so it is the first to be shut down and the API
+/// still answers (`status`) while runs drain.
+struct DrainService: Service {
+    let manager: RunManager
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        SystemdNotifier.notify("STOPPING=1")
+        let grace = await TimeInterval(manager.config.relay.shutdownGrace)
+        logger.info("shutdown requested: no new runs")
+        await manager.shutdown(grace: grace)
+    }
+}
+
+/// SIGHUP: reads the config again. A config with a mistake is refused with the error
+/// logged; the old one stays in force.
+struct ReloadService: Service {
+    let configPath: String
+    let manager: RunManager
+    let logger: Logger
+
+    func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            SystemdNotifier.notify("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds())")
+            do {
+                let new = try ConfigLoader.load(path: configPath)
+                let old = await manager.config
+                if new.relay.socket != old.relay.socket || new.relay.stateDir != old.relay.stateDir {
+                    logger.warning("SIGHUP: [relay] socket and state_dir changes take effect at the next restart")
+                }
+                await manager.reload(new, timeZone: .current)
+            } catch {
+                logger.error("SIGHUP: the new configuration was refused, the old one stays in force: \(error)")
+            }
+            SystemdNotifier.notify("READY=1")
+        }
+    }
+}
+
+/// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
+enum SystemdNotifier {
+    static func notify(_ state: String) {
+        guard let path = ProcessInfo.processInfo.environment["NOTIFY_SOCKET"], !path.isEmpty else { return }
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        var bytes = Array(path.utf8)
+        if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }  // abstract namespace
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return }
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: bytes) }
+        let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count)
+        let message = Array(state.utf8)
+        _ = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(fd, message, message.count, Int32(MSG_NOSIGNAL), $0, len)
+            }
+        }
+    }
+
+    static func monotonicMicroseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
+    }
+}

@@ -1,0 +1,416 @@
+import Foundation
+import Logging
+import RelayCore
+
+/// A refused control request: the HTTP status and the body the client gets.
+public struct ControlError: Error, CustomStringConvertible, Sendable {
+    public let status: Int
+    public let body: APIErrorBody
+
+    public var description: String { body.error }
+
+    static func badRequest(_ text: String) -> ControlError { .init(status: 400, body: .init(code: "bad_request", error: text)) }
+    static func notFound(_ text: String) -> ControlError { .init(status: 404, body: .init(code: "not_found", error: text)) }
+    static func busy(_ text: String, runID: String) -> ControlError {
+        .init(status: 409, body: .init(code: "busy", error: text, runID: runID))
+    }
+    static func conflict(_ text: String) -> ControlError { .init(status: 409, body: .init(code: "conflict", error: text)) }
+    static func shuttingDown() -> ControlError {
+        .init(status: 503, body: .init(code: "shutting_down", error: "relay-agent is shutting down and accepts no new runs"))
+    }
+    static func internalError(_ text: String) -> ControlError { .init(status: 500, body: .init(code: "internal", error: text)) }
+}
+
+/// The daemon's runs: the queue, the runs in progress (each on its own thread), the
+/// history, the per-run keys and the schedule.
+///
+/// Rules: at most `max_parallel` runs at once; one run per client at a time; FIFO, but a
+/// queued run of a busy client does not hold up the runs of other clients behind it.
+public actor RunManager {
+    private(set) var config: RelayConfig
+    let history: HistoryStore
+    let logger: Logger
+    let startedAt = Date()
+
+    private struct Pending {
+        var id: String
+        var client: String
+        var passphrase: SecretBytes?
+    }
+
+    private final class Active: Sendable {
+        let id: String
+        let client: String
+        let run: BackupRun
+        let sink: RunLogSink
+        init(id: String, client: String, run: BackupRun, sink: RunLogSink) {
+            self.id = id
+            self.client = client
+            self.run = run
+            self.sink = sink
+        }
+    }
+
+    private struct KeySlot {
+        var secretKey: SecretBytes
+        var publicKey: [UInt8]
+        var expires: Date
+    }
+
+    private var queue: [Pending] = []
+    private var active: [String: Active] = [:]
+    private var accepting = true
+    private var keys: [String: KeySlot] = [:]
+    private var nextDue: [String: Date] = [:]
+    static let keyLifetime: TimeInterval = 120
+    static let maxKeys = 64
+
+    public init(config: RelayConfig, history: HistoryStore, logger: Logger) {
+        self.config = config
+        self.history = history
+        self.logger = logger
+    }
+
+    // MARK: - Requests
+
+    /// Queues one run per client; each starts as soon as the limits allow. All clients are
+    /// checked before any run is queued, so a refused request queues nothing.
+    public func submit(_ request: RunRequest, trigger: String) throws(ControlError) -> [RunView] {
+        guard accepting else { throw .shuttingDown() }
+        var names = request.all == true ? config.clients.keys.sorted() : request.clients
+        var seen = Set<String>()
+        names = names.filter { seen.insert($0).inserted }
+        if names.isEmpty { throw .badRequest("no client given: name one or more clients, or ask for all") }
+        if request.all == true && !request.clients.isEmpty {
+            throw .badRequest("give either client names or 'all', not both")
+        }
+        for n in names where config.clients[n] == nil {
+            throw .notFound("unknown client '\(n)': \(config.file) has no [clients.\(n)] (known: \(config.clients.keys.sorted().joined(separator: ", ")))")
+        }
+        if request.passphrase != nil && names.count != 1 {
+            throw .badRequest("a passphrase from stdin is for exactly one client; \(names.count) were named")
+        }
+        if request.queue != true {
+            for n in names {
+                if let busy = runOf(client: n) {
+                    throw .busy("client \(n) already has run \(busy.id) \(busy.state); wait for it, cancel it, or ask again with --queue", runID: busy.id)
+                }
+            }
+        }
+        var secret: SecretBytes?
+        if let sealed = request.passphrase {
+            secret = try openRunPassphrase(sealed, client: names[0])
+        }
+        var views: [RunView] = []
+        for n in names {
+            let c = config.clients[n]!
+            let id = CLI.newRunID()
+            let record = RunRecord.starting(runID: id, client: n, server: c.server, logFile: logPath(n, id),
+                                            state: "queued", trigger: trigger)
+            do {
+                try history.insert(record)
+            } catch {
+                secret?.wipe()
+                throw .internalError("\(error)")
+            }
+            queue.append(Pending(id: id, client: n, passphrase: n == names[0] ? secret : nil))
+            views.append(RunView(record))
+            logger.info("run \(id) of client \(n) queued (\(trigger))")
+        }
+        startEligible()
+        return views.map { v in (try? history.get(v.id)).flatMap { $0 }.map { view(of: $0) } ?? v }
+    }
+
+    /// Cancels a run: a queued one is dropped, a running one stops cleanly (borg on the
+    /// client ended, forward cancelled, channels closed).
+    public func cancel(_ id: String) throws(ControlError) -> RunView {
+        if let a = active[id] {
+            logger.info("run \(id) of client \(a.client): cancel requested")
+            a.run.canceller.cancel()
+        } else if let i = queue.firstIndex(where: { $0.id == id }) {
+            let p = queue.remove(at: i)
+            p.passphrase?.wipe()
+            try? history.markEnded(id, state: "cancelled", error: "cancelled before it started")
+            logger.info("run \(id) of client \(p.client) cancelled in the queue")
+        } else {
+            guard let r = (try? history.get(id)) ?? nil else { throw .notFound("no run \(id)") }
+            throw .conflict("run \(id) has already ended (\(r.state))")
+        }
+        return try run(id)
+    }
+
+    public func run(_ id: String) throws(ControlError) -> RunView {
+        let record: RunRecord?
+        do { record = try history.get(id) } catch { throw .internalError("\(error)") }
+        guard let r = record else { throw .notFound("no run \(id) (see `relayctl runs`)") }
+        return view(of: r)
+    }
+
+    public func runs(client: String?, limit: Int) throws(ControlError) -> [RunView] {
+        do {
+            return try history.recent(client: client, limit: limit).map { view(of: $0) }
+        } catch {
+            throw .internalError("\(error)")
+        }
+    }
+
+    /// The run log from `offset`; `complete` once the run has ended and all is read.
+    public func log(_ id: String, offset: Int) throws(ControlError) -> LogChunk {
+        let r = try run(id)
+        guard offset >= 0 else { throw .badRequest("offset must be 0 or more") }
+        var bytes: [UInt8] = []
+        if let path = r.logFile, let fh = FileHandle(forReadingAtPath: path) {
+            defer { try? fh.close() }
+            if (try? fh.seek(toOffset: UInt64(offset))) != nil {
+                bytes = [UInt8]((try? fh.read(upToCount: ControlAPI.maxLogChunk)) ?? Data())
+            }
+        }
+        let full = bytes.count == ControlAPI.maxLogChunk
+        // While more may follow, never split a UTF-8 character between two chunks.
+        if full || !r.isFinished { bytes.removeLast(bytes.count - Self.completeUTF8Length(bytes)) }
+        return LogChunk(runID: id, offset: offset, nextOffset: offset + bytes.count,
+                        data: String(decoding: bytes, as: UTF8.self), complete: r.isFinished && !full)
+    }
+
+    /// The length of the longest prefix of `bytes` that does not end inside a UTF-8 sequence.
+    static func completeUTF8Length(_ bytes: [UInt8]) -> Int {
+        var i = bytes.count
+        while i > 0 && bytes.count - i < 4 {
+            let b = bytes[i - 1]
+            if b & 0xC0 == 0x80 { i -= 1; continue }
+            let need = b < 0xC0 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : 2
+            return bytes.count - (i - 1) >= need ? bytes.count : i - 1
+        }
+        return bytes.count
+    }
+
+    /// A fresh key pair for one passphrase (`relayctl run --passphrase-stdin`).
+    public func newKey() throws(ControlError) -> EphemeralKey {
+        dropExpiredKeys()
+        if keys.count >= Self.maxKeys, let oldest = keys.min(by: { $0.value.expires < $1.value.expires })?.key {
+            keys.removeValue(forKey: oldest)?.secretKey.wipe()
+        }
+        let pair: (secretKey: SecretBytes, publicKey: [UInt8])
+        do { pair = try Vault.ephemeralKeyPair() } catch { throw .internalError("\(error)") }
+        let id = UUID().uuidString.lowercased()
+        let expires = Date().addingTimeInterval(Self.keyLifetime)
+        keys[id] = KeySlot(secretKey: pair.secretKey, publicKey: pair.publicKey, expires: expires)
+        return EphemeralKey(keyID: id, publicKey: Data(pair.publicKey).base64EncodedString(), expiresAt: expires)
+    }
+
+    public func status() -> StatusView {
+        let agent = StatusView.Agent(pid: getpid(), startedAt: startedAt, config: config.file,
+                                     maxParallel: config.relay.maxParallel, running: active.count,
+                                     queued: queue.count, accepting: accepting)
+        var clients: [StatusView.Client] = []
+        for name in config.clients.keys.sorted() {
+            let c = config.clients[name]!
+            let current = runOf(client: name)
+            let last = ((try? history.lastFinished(client: name)) ?? nil).map { view(of: $0) }
+            clients.append(.init(name: name, server: c.server, state: current?.state ?? "idle", current: current,
+                                 last: last, schedule: c.schedule?.text, nextRun: nextDue[name]))
+        }
+        return StatusView(agent: agent, clients: clients)
+    }
+
+    // MARK: - Scheduling (used by the scheduler)
+
+    /// Recomputes every client's next due time after `now` (start, reload).
+    func planSchedules(now: Date, timeZone: TimeZone) {
+        nextDue = [:]
+        for (name, c) in config.clients {
+            if let s = c.schedule, let n = s.next(after: now, in: timeZone) { nextDue[name] = n }
+        }
+    }
+
+    /// Clients whose schedule fired while the agent was down and that want `catch_up`.
+    func missedSchedules(now: Date, timeZone: TimeZone) -> [String] {
+        var missed: [String] = []
+        for (name, c) in config.clients where c.catchUp {
+            guard let s = c.schedule, let last = (try? history.lastQueued(client: name)) ?? nil else { continue }
+            if let due = s.next(after: last, in: timeZone), due < now { missed.append(name) }
+        }
+        return missed.sorted()
+    }
+
+    /// Clients due at `now` (their next time moves on) and the earliest next due time.
+    func takeDue(now: Date, timeZone: TimeZone) -> (due: [(client: String, jitter: Int)], next: Date?) {
+        var due: [(String, Int)] = []
+        for (name, when) in nextDue where when <= now {
+            guard let c = config.clients[name], let s = c.schedule else { nextDue[name] = nil; continue }
+            due.append((name, c.jitter))
+            nextDue[name] = s.next(after: now, in: timeZone)
+        }
+        return (due.sorted { $0.0 < $1.0 }, nextDue.values.min())
+    }
+
+    /// A scheduled start: skipped (and logged) if the client still has a run.
+    func submitScheduled(_ client: String, trigger: String) {
+        guard accepting else { return }
+        if let busy = runOf(client: client) {
+            logger.warning("scheduled run of client \(client) skipped: run \(busy.id) is still \(busy.state)")
+            return
+        }
+        do {
+            _ = try submit(RunRequest(clients: [client], queue: true), trigger: trigger)
+        } catch {
+            logger.error("scheduled run of client \(client) could not be queued: \(error)")
+        }
+    }
+
+    // MARK: - Configuration and shutdown
+
+    /// Takes a new config: it applies to runs that start from now on.
+    func reload(_ new: RelayConfig, timeZone: TimeZone) {
+        config = new
+        planSchedules(now: Date(), timeZone: timeZone)
+        logger.info("configuration reloaded from \(new.file): \(new.clients.count) clients, max_parallel \(new.relay.maxParallel)")
+        startEligible()
+    }
+
+    /// Stops taking runs, drops the queue, lets running runs finish for `grace` seconds,
+    /// then cancels them and waits for them to end.
+    func shutdown(grace: TimeInterval) async {
+        accepting = false
+        for p in queue {
+            p.passphrase?.wipe()
+            try? history.markEnded(p.id, state: "cancelled", error: "the agent stopped before the run started")
+        }
+        queue.removeAll()
+        for (_, k) in keys { k.secretKey.wipe() }
+        keys.removeAll()
+        if !active.isEmpty {
+            logger.info("shutting down: waiting up to \(Int(grace)) s for \(active.count) running run(s) to finish")
+        }
+        if await !waitIdle(timeout: grace) {
+            logger.warning("shutting down: grace period over; cancelling \(active.count) run(s)")
+            for a in active.values { a.run.canceller.cancel() }
+            if await !waitIdle(timeout: 120) {
+                logger.error("shutting down: \(active.count) run(s) did not end; they will be marked interrupted at the next start")
+            }
+        }
+    }
+
+    private func waitIdle(timeout: TimeInterval) async -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !active.isEmpty && Date() < deadline {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return active.isEmpty
+    }
+
+    // MARK: - Internals
+
+    private func logPath(_ client: String, _ id: String) -> String {
+        "\(config.relay.logDir)/\(client)/\(id).log"
+    }
+
+    private func runOf(client: String) -> RunView? {
+        if let a = active.values.first(where: { $0.client == client }) { return try? run(a.id) }
+        if let p = queue.first(where: { $0.client == client }) { return try? run(p.id) }
+        return nil
+    }
+
+    private func view(of r: RunRecord) -> RunView {
+        RunView(r, progress: active[r.id]?.run.progress.snapshot)
+    }
+
+    private func dropExpiredKeys() {
+        let now = Date()
+        for (id, k) in keys where k.expires < now {
+            k.secretKey.wipe()
+            keys.removeValue(forKey: id)
+        }
+    }
+
+    private func openRunPassphrase(_ sealed: SealedPassphrase, client: String) throws(ControlError) -> SecretBytes {
+        dropExpiredKeys()
+        // Single use: the key is gone whether or not the value opens.
+        guard let slot = keys.removeValue(forKey: sealed.keyID) else {
+            throw .badRequest("unknown or expired key \(sealed.keyID): ask for a new one (POST /v1/keys) and seal again")
+        }
+        defer { slot.secretKey.wipe() }
+        do {
+            return try Vault.open(SealedValue(base64: sealed.sealed), secretKey: slot.secretKey,
+                                  publicKey: slot.publicKey, context: "the passphrase for this run of \(client)")
+        } catch {
+            throw .badRequest("\(error)")
+        }
+    }
+
+    private func startEligible() {
+        while accepting && active.count < config.relay.maxParallel,
+              let i = queue.firstIndex(where: { p in !active.values.contains { $0.client == p.client } }) {
+            start(queue.remove(at: i))
+        }
+    }
+
+    private func start(_ p: Pending) {
+        var passphrase = p.passphrase
+        do {
+            guard let c = config.clients[p.client] else {
+                throw RunError.setup("client \(p.client) is no longer in \(config.file)")
+            }
+            let s = config.server(for: c)
+            if !c.endpoint.via.isEmpty || !s.endpoint.via.isEmpty {
+                throw RunError.notSupported("\(config.file): [clients.\(c.name)] or [servers.\(s.name)] uses 'via'; reaching hosts through jumps is not available in this version")
+            }
+            if passphrase == nil, let sealed = c.passphrase {
+                let sk = try Vault.readSecretKey(path: config.relay.vaultSecretKeyPath)
+                defer { sk.wipe() }
+                passphrase = try Vault.open(sealed, secretKey: sk, publicKey: Vault.publicKey(of: sk),
+                                            context: "\(config.file): [clients.\(c.name)] key 'passphrase'")
+            }
+            let path = logPath(c.name, p.id)
+            let sink = try RunLogSink(path: path, echoToStderr: false)
+            let runLogger = sink.logger(label: "borg-relay.run")
+            for (key, value) in [("pre", c.pre), ("post", c.post)] where value != nil {
+                runLogger.warning("[clients.\(c.name)] '\(key)' hooks are not run by this version of relay-agent")
+            }
+            let run = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config.relay),
+                                    passphrase: passphrase, logger: runLogger, logFile: path)
+            passphrase = nil  // the run owns it now and wipes it
+            try history.markStarted(p.id)
+            let a = Active(id: p.id, client: c.name, run: run, sink: sink)
+            active[p.id] = a
+            logger.info("run \(p.id) of client \(c.name) started (\(active.count) of \(config.relay.maxParallel) running)")
+            // One thread per run: every libssh call of the run happens on it.
+            let thread = Thread { [self] in
+                let report = run.execute()
+                Task { await self.finished(p.id, report) }
+            }
+            thread.name = "run \(p.id)"
+            thread.start()
+        } catch {
+            passphrase?.wipe()
+            logger.error("run \(p.id) of client \(p.client) failed to start: \(error)")
+            try? history.markEnded(p.id, state: "failed", error: "\(error)")
+        }
+    }
+
+    private func finished(_ id: String, _ report: RunReport) {
+        guard let a = active.removeValue(forKey: id) else { return }
+        a.sink.close()
+        do {
+            try history.finish(report)
+        } catch {
+            logger.error("run \(id): could not record the result: \(error)")
+        }
+        logger.info("run \(id) of client \(a.client) \(report.state.rawValue)\(report.error.map { ": \($0)" } ?? "")")
+        prune()
+        startEligible()
+    }
+
+    /// Drops runs beyond `history_keep_runs` per client or older than `history_keep_days`,
+    /// with their log files.
+    func prune() {
+        do {
+            let logs = try history.prune(keepPerClient: config.relay.historyKeepRuns,
+                                         maxAgeDays: config.relay.historyKeepDays)
+            for l in logs { unlink(l) }
+            if !logs.isEmpty { logger.info("history: pruned \(logs.count) old run(s)") }
+        } catch {
+            logger.error("history: pruning failed: \(error)")
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import Foundation
+import Logging
+import RelayCore
+import ServiceLifecycle
+
+/// Starts runs when clients' `schedule`s come due, after a random delay of up to
+/// `jitter` seconds; at start-up, runs once what was missed while the agent was down
+/// (clients with `catch_up = true`).
+struct SchedulerService: Service {
+    let manager: RunManager
+    let logger: Logger
+    let timeZone: TimeZone
+    /// The longest sleep between checks (a reload shows within this time).
+    static let tick: Duration = .seconds(5)
+
+    func run() async throws {
+        let now = Date()
+        for client in await manager.missedSchedules(now: now, timeZone: timeZone) {
+            logger.info("client \(client): a scheduled run was missed while the agent was down; catching up now")
+            await manager.submitScheduled(client, trigger: "catch-up")
+        }
+        await manager.planSchedules(now: now, timeZone: timeZone)
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                let (due, next) = await manager.takeDue(now: Date(), timeZone: timeZone)
+                for (client, jitter) in due {
+                    let delay = jitter > 0 ? Int.random(in: 0...jitter) : 0
+                    if delay > 0 { logger.info("client \(client): scheduled run starts in \(delay) s (jitter)") }
+                    group.addTask {
+                        if delay > 0 { try? await Task.sleep(for: .seconds(delay)) }
+                        if Task.isCancelled || Task.isShuttingDownGracefully { return }
+                        await manager.submitScheduled(client, trigger: "schedule")
+                    }
+                }
+                var wait = Self.tick
+                if let next {
+                    let seconds = max(0.05, next.timeIntervalSinceNow)
+                    wait = min(wait, .milliseconds(Int64(seconds * 1000)))
+                }
+                let pause = wait
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
+            }
+            group.cancelAll()
+        }
+    }
+}
