@@ -4,14 +4,15 @@ import RelayCLI
 import RelayCore
 
 @main
-struct RelayCtl: ParsableCommand {
+struct RelayCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relayctl",
-        abstract: "Operate borg-relay: the passphrase vault and sealing.",
-        subcommands: [VaultCommand.self, SealCommand.self]
+        abstract: "Operate borg-relay: runs, status and history through the agent; the passphrase vault.",
+        subcommands: [RunCtlCommand.self, StatusCommand.self, RunsCommand.self, LogCommand.self, CancelCommand.self,
+                      VaultCommand.self, SealCommand.self]
     )
 
-    static func main() { mainWithContractExitCodes() }
+    static func main() async { await asyncMainWithContractExitCodes() }
 }
 
 struct ConfigOption: ParsableArguments {

@@ -1,0 +1,326 @@
+import ArgumentParser
+import Foundation
+import RelayCore
+
+struct RunCtlCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Start backups of clients through the agent.",
+        discussion: """
+            Without --follow: prints the runs queued and exits 0. With --follow: shows live progress \
+            and then each run's summary; exits 0 if every run succeeded, 1 otherwise. A client that \
+            already has a run is refused (exit 1, naming the run) unless --queue is given.
+            """
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "Clients to back up.")
+    var clients: [String] = []
+
+    @Flag(name: .long, help: "Back up every client of the config.")
+    var all = false
+
+    @Flag(name: .long, help: "Wait behind a run of the same client instead of being refused.")
+    var queue = false
+
+    @Flag(name: .long, help: "Show live progress until the runs end, then their summaries.")
+    var follow = false
+
+    @Flag(name: .long, help: "Print the runs as JSON.")
+    var json = false
+
+    @Flag(name: .long, help: """
+        Read the repository passphrase for this run from stdin (one client only). It is sealed \
+        to a one-time key of the agent before it is sent; the plain passphrase never crosses the socket.
+        """)
+    var passphraseStdin = false
+
+    func validate() throws {
+        if clients.isEmpty && !all { throw ValidationError("name at least one client, or give --all") }
+        if !clients.isEmpty && all { throw ValidationError("give client names or --all, not both") }
+        if passphraseStdin && (all || clients.count != 1) {
+            throw ValidationError("--passphrase-stdin is for exactly one client")
+        }
+    }
+
+    func run() async throws {
+        let code = try await withAgent(agent) { client -> Int32 in
+            var request = RunRequest(clients: clients, all: all ? true : nil, queue: queue ? true : nil)
+            if passphraseStdin {
+                request.passphrase = try await sealForRun(client)
+            }
+            let started: RunList = try await client.post("/runs", body: request)
+            if !follow {
+                if json {
+                    print(Format.json(started))
+                } else {
+                    for r in started.runs { print("\(r.id)  \(r.client)  \(r.state)") }
+                }
+                return 0
+            }
+            let final = try await followRuns(started.runs.map(\.id), client: client, json: json)
+            return final.allSatisfy { $0.state == "succeeded" } ? 0 : CLI.Exit.runFailed
+        }
+        if code != 0 { throw ExitCode(code) }
+    }
+
+    /// Reads the passphrase into guarded memory and seals it to a fresh key of the agent.
+    func sealForRun(_ client: ControlClient) async throws -> SealedPassphrase {
+        let key: EphemeralKey = try await client.post("/keys", body: Optional<RunRequest>.none)
+        guard let pk = Data(base64Encoded: key.publicKey), pk.count == Vault.publicKeyBytes else {
+            throw CtlError.badResponse("the agent's key is not a public key")
+        }
+        do {
+            let secret = try Vault.readPassphrase(fd: 0, stopAtNewline: true)
+            defer { secret.wipe() }
+            let sealed = try Vault.seal(secret, publicKey: [UInt8](pk))
+            return SealedPassphrase(keyID: key.keyID, sealed: sealed.base64)
+        } catch {
+            CLI.printError("relayctl: \(error)")
+            throw ExitCode(CLI.Exit.usage)
+        }
+    }
+}
+
+/// Polls the runs until they end, showing progress; prints the summaries (or JSON).
+func followRuns(_ ids: [String], client: ControlClient, json: Bool) async throws -> [RunView] {
+    let tty = isatty(1) == 1 && !json
+    var done: [String: RunView] = [:]
+    var lastPrinted: [String: Date] = [:]
+    var lastLine: [String: String] = [:]
+    while done.count < ids.count {
+        for id in ids where done[id] == nil {
+            let v: RunView = try await client.get("/runs/\(id)")
+            if v.isFinished {
+                done[id] = v
+                if tty { Format.write("\r\u{1B}[K") }
+                continue
+            }
+            let line = Format.progressLine(v)
+            if json { continue }
+            if tty && ids.count == 1 {
+                Format.write("\r\u{1B}[K" + line)
+            } else if line != lastLine[id] && Date().timeIntervalSince(lastPrinted[id] ?? .distantPast) >= 1 {
+                Format.write(line + "\n")
+                lastPrinted[id] = Date()
+                lastLine[id] = line
+            }
+        }
+        if done.count < ids.count { try await Task.sleep(for: .milliseconds(500)) }
+    }
+    let final = ids.compactMap { done[$0] }
+    if json {
+        print(Format.json(RunList(runs: final)))
+    } else {
+        for v in final { print(Format.summary(v)) }
+    }
+    return final
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show each client: state, last run, next scheduled run, live progress."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Flag(name: .long, help: "Print the status as JSON.")
+    var json = false
+
+    func run() async throws {
+        let status: StatusView = try await withAgent(agent) { try await $0.get("/status") }
+        if json {
+            print(Format.json(status))
+            return
+        }
+        let a = status.agent
+        print("relay-agent pid \(a.pid), up \(Format.age(a.startedAt)), \(a.running) running, \(a.queued) queued, max_parallel \(a.maxParallel)\(a.accepting ? "" : ", SHUTTING DOWN")")
+        var rows = [["CLIENT", "SERVER", "STATE", "LAST RUN", "NEXT RUN", "NOW"]]
+        for c in status.clients {
+            let last = c.last.map { "\(Format.age($0.endedAt ?? $0.startedAt)) ago \($0.state)\($0.stats.map { ", \(RunReport.size($0.originalSize))" } ?? "")" } ?? "never"
+            let next = c.nextRun.map { Format.time($0) } ?? (c.schedule == nil ? "-" : "?")
+            var now = "-"
+            if let cur = c.current, cur.state == "running" {
+                now = "\(RunReport.size(cur.bytesToServer)) sent\(cur.rate.map { ", \(Format.rate($0))" } ?? "")"
+            } else if let cur = c.current {
+                now = "\(cur.id) \(cur.state)"
+            }
+            rows.append([c.name, c.server, c.state, last, next, now])
+        }
+        print(Format.table(rows))
+    }
+}
+
+struct RunsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "runs",
+        abstract: "List recorded runs, newest first."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "Only the runs of this client.")
+    var client: String?
+
+    @Option(name: .long, help: "At most this many runs.")
+    var limit: Int = 20
+
+    @Flag(name: .long, help: "Print the runs as JSON.")
+    var json = false
+
+    func validate() throws {
+        if !(1...10_000).contains(limit) { throw ValidationError("--limit must be from 1 to 10000") }
+    }
+
+    func run() async throws {
+        var path = "/runs?limit=\(limit)"
+        if let c = client {
+            path += "&client=" + (c.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? c)
+        }
+        let list: RunList = try await withAgent(agent) { [path] in try await $0.get(path) }
+        if json {
+            print(Format.json(list))
+            return
+        }
+        var rows = [["RUN", "CLIENT", "STATE", "STARTED", "DURATION", "ORIGINAL", "SENT", "DETAIL"]]
+        for r in list.runs {
+            let duration = r.endedAt.map { Format.duration($0.timeIntervalSince(r.startedAt)) } ?? Format.duration(Date().timeIntervalSince(r.startedAt)) + "…"
+            let detail = r.error.map { String($0.prefix(60)) } ?? r.archive ?? ""
+            rows.append([r.id, r.client, r.state, Format.time(r.startedAt), r.state == "queued" ? "-" : duration,
+                         r.stats.map { RunReport.size($0.originalSize) } ?? "-", RunReport.size(r.bytesToServer), detail])
+        }
+        print(Format.table(rows))
+    }
+}
+
+struct LogCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "log",
+        abstract: "Print a run's log (relay events, the client's borg output, borg serve's stderr)."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "The run id (see `relayctl runs`).")
+    var run: String
+
+    @Flag(name: [.short, .long], help: "Keep printing as the log grows, until the run ends.")
+    var follow = false
+
+    func run() async throws {
+        try await withAgent(agent) { client in
+            var offset = 0
+            while true {
+                let chunk: LogChunk = try await client.get("/runs/\(run)/log?offset=\(offset)")
+                if !chunk.data.isEmpty {
+                    FileHandle.standardOutput.write(Data(chunk.data.utf8))
+                }
+                offset = chunk.nextOffset
+                if chunk.complete || (!follow && chunk.data.isEmpty) { break }
+                if chunk.data.isEmpty { try await Task.sleep(for: .milliseconds(500)) }
+            }
+        }
+    }
+}
+
+struct CancelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cancel",
+        abstract: "Cancel a queued or running run (borg on the client is stopped, the forward and channels closed)."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "The run id.")
+    var run: String
+
+    @Flag(name: .long, help: "Print the run as JSON.")
+    var json = false
+
+    func run() async throws {
+        let v: RunView = try await withAgent(agent) { try await $0.post("/runs/\(run)/cancel", body: Optional<RunRequest>.none) }
+        if json {
+            print(Format.json(v))
+        } else {
+            print(v.state == "running" ? "run \(v.id) of \(v.client): cancelling" : "run \(v.id) of \(v.client): \(v.state)")
+        }
+    }
+}
+
+enum Format {
+    /// Writes to stdout at once (progress lines must not wait in a buffer).
+    static func write(_ text: String) {
+        FileHandle.standardOutput.write(Data(text.utf8))
+    }
+
+    static func json<T: Encodable>(_ v: T) -> String {
+        let e = ControlAPI.encoder()
+        e.outputFormatting = [.sortedKeys, .prettyPrinted]
+        return (try? e.encode(v)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    static func duration(_ s: TimeInterval) -> String {
+        let t = Int(max(0, s))
+        if t < 60 { return String(format: "%.1fs", max(0, s)) }
+        if t < 3600 { return String(format: "%dm%02ds", t / 60, t % 60) }
+        return String(format: "%dh%02dm", t / 3600, (t % 3600) / 60)
+    }
+
+    static func age(_ d: Date) -> String { duration(Date().timeIntervalSince(d)) }
+
+    static func time(_ d: Date) -> String {
+        let f = DateFormatter()
+        f.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        return f.string(from: d)
+    }
+
+    static func rate(_ bytesPerSecond: Double) -> String {
+        RunReport.size(Int64(bytesPerSecond)) + "/s"
+    }
+
+    static func progressLine(_ v: RunView) -> String {
+        if v.state == "queued" { return "\(v.client)  queued (run \(v.id))" }
+        var parts = ["\(v.client)  \(v.progress?.phase ?? v.state)"]
+        parts.append("\(RunReport.size(v.bytesToServer)) sent")
+        if let r = v.rate { parts.append(rate(r)) }
+        if let p = v.progress {
+            if let f = p.files { parts.append("\(f) files") }
+            if let o = p.originalSize { parts.append("\(RunReport.size(o)) read") }
+        }
+        parts.append(duration(Date().timeIntervalSince(v.startedAt)))
+        return parts.joined(separator: "  ")
+    }
+
+    static func summary(_ v: RunView) -> String {
+        let dur = duration((v.endedAt ?? Date()).timeIntervalSince(v.startedAt))
+        var lines: [String] = []
+        switch v.state {
+        case "succeeded": lines.append("\(v.client) -> \(v.server): backup succeeded in \(dur) (run \(v.id))")
+        case "cancelled": lines.append("\(v.client) -> \(v.server): backup cancelled after \(dur) (run \(v.id))")
+        default: lines.append("\(v.client) -> \(v.server): backup \(v.state.uppercased()) after \(dur) (run \(v.id))")
+        }
+        if let a = v.stats {
+            lines.append("  archive       \(a.name)")
+            lines.append("  files         \(a.nfiles)")
+            lines.append("  original      \(RunReport.size(a.originalSize))")
+            lines.append("  compressed    \(RunReport.size(a.compressedSize))")
+            lines.append("  deduplicated  \(RunReport.size(a.deduplicatedSize))")
+        }
+        lines.append("  spliced       \(RunReport.size(v.bytesToServer)) to the server, \(RunReport.size(v.bytesFromServer)) back")
+        if let e = v.error { lines.append("  error         \(e)") }
+        lines.append("  log           relayctl log \(v.id)")
+        return lines.joined(separator: "\n")
+    }
+
+    static func table(_ rows: [[String]]) -> String {
+        guard let first = rows.first else { return "" }
+        var widths = [Int](repeating: 0, count: first.count)
+        for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+        return rows.map { r in
+            r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}
