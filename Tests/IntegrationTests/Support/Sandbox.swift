@@ -300,12 +300,15 @@ final class Sandbox {
     let configPath: String
     var clientExtra: [String] = []
     var relayExtra: [String] = []
+    /// Raw TOML appended to the config (more clients, say).
+    var extraTables: [String] = []
     var paths: [String]
 
     /// `netns`: names of namespaces for B and T (sshd runs inside them) and the addresses
     /// R uses to reach them; nil for plain loopback.
+    /// `multiRepo`: B's key may serve any repository under `dir/b` (for several clients).
     init(name: String, netns: (b: String, bAddr: String, t: String, tAddr: String)? = nil,
-         initRepo: Bool = true) throws {
+         initRepo: Bool = true, multiRepo: Bool = false) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("borg-relay-it-\(name)-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         chmod(dir, 0o755)
@@ -320,7 +323,7 @@ final class Sandbox {
         let bPub = try String(contentsOfFile: "\(keys)/b.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let tPub = try String(contentsOfFile: "\(keys)/t.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         b = try SSHD(name: "b", dir: "\(dir)/b", address: netns?.bAddr ?? "127.0.0.1", port: netns == nil ? Proc.freePort() : 22,
-                     authorizedKeys: "command=\"borg serve --append-only --restrict-to-repository \(repo)\",restrict \(bPub)\n",
+                     authorizedKeys: "command=\"borg serve --append-only \(multiRepo ? "--restrict-to-path \(dir)/b" : "--restrict-to-repository \(repo)")\",restrict \(bPub)\n",
                      allowForwarding: false, extraEnv: "BORG_BASE_DIR=\(dir)/b/borg-base", netns: netns?.b)
         t = try SSHD(name: "t", dir: "\(dir)/t", address: netns?.tAddr ?? "127.0.0.1", port: netns == nil ? Proc.freePort() : 22,
                      authorizedKeys: "restrict,port-forwarding,permitlisten=\"127.0.0.1:*\",permitopen=\"127.0.0.1:9\" \(tPub)\n",
@@ -373,6 +376,7 @@ final class Sandbox {
             """
         if let s = sealed { text += "passphrase = \(q(s))\n" }
         for line in clientExtra + extraClient { text += line + "\n" }
+        for table in extraTables { text += "\n" + table + "\n" }
         try FileManager.default.createDirectory(atPath: "\(dir)/relay", withIntermediateDirectories: true)
         try text.write(toFile: configPath, atomically: true, encoding: .utf8)
         return configPath
@@ -444,6 +448,36 @@ final class Sandbox {
             usleep(50_000)
         } while Date() < deadline
         return left
+    }
+
+    /// A second client on the same T, with its own repository on B (needs `multiRepo`)
+    /// and data directory; returns its data directory.
+    @discardableResult
+    func addClient(_ name: String, sealed: String?) throws -> String {
+        let repo2 = "\(dir)/b/repo-\(name)"
+        let data = "\(dir)/t/data-\(name)"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try borg(["init", "--encryption=repokey-blake2", repo2])
+        extraTables.append("""
+            [clients.\(name)]
+            host = "\(t.address)"
+            port = \(t.port)
+            user = "\(user)"
+            key = "\(dir)/relay/keys/t"
+            server = "vault"
+            repository = "\(repo2)"
+            paths = ["\(data)"]
+            compression = "lz4"
+            archive = "\(name)-{now:%Y-%m-%dT%H:%M:%S.%f}"
+            \(sealed.map { "passphrase = \"\($0)\"" } ?? "")
+            """)
+        return data
+    }
+
+    /// The sealed value of the sandbox's passphrase.
+    func sealed() throws -> String {
+        try Proc.check(try Proc.binary("relayctl"), ["seal", "--config", configPath],
+                       stdin: Data(passphrase.utf8)).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Replaces the data file `name` by a small file (for a quick follow-up run).
