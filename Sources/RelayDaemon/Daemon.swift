@@ -36,6 +36,8 @@ public enum Daemon {
         httpLogger.logLevel = .warning
         let app = Application(
             router: router,
+            // A client that goes quiet mid-request does not hold its connection forever.
+            server: .http1(configuration: .init(idleTimeout: .seconds(30))),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "relay-agent"),
             onServerRunning: { _ in
                 chmod(socketPath, 0o660)

@@ -23,6 +23,7 @@ struct DaemonTests {
         #expect(r.status == 0, "\(r.output)\n\(d.log)")
         #expect(r.stdout.contains("web1  running"), "no progress line: \(r.stdout)")
         #expect(r.stdout.contains("sent"), "\(r.stdout)")
+        #expect(r.stdout.contains(" read"), "no borg progress in the progress lines: \(r.stdout)")
         #expect(r.stdout.contains("backup succeeded"), "\(r.stdout)")
 
         let runs = try d.runs("web1")
@@ -320,6 +321,52 @@ struct DaemonTests {
         _ = "POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{".withCString { write(hanging, $0, strlen($0)) }
         #expect(try d.status().agent.pid == d.process.pid)
         close(hanging)
+        #expect(d.stop() == 0)
+    }
+
+    @Test("systemd notifications (READY, RELOADING, STOPPING) and history pruning by count")
+    func notifyAndPrune() throws {
+        let s = try sandbox("notify", relay: ["history_keep_runs = 1"])
+        defer { s.close() }
+        try Data("tiny".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/f"))
+        try s.configure()
+        let notifyPath = "\(s.dir)/notify.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(notifyPath.utf8)) }
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0)
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        func receive() -> String {
+            var buf = [UInt8](repeating: 0, count: 4096)
+            let n = recv(fd, &buf, buf.count, 0)
+            return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
+        }
+        var env = ProcessInfo.processInfo.environment
+        env["NOTIFY_SOCKET"] = notifyPath
+        let d = try AgentDaemon(s, env: env)
+        #expect(receive().contains("READY=1"))
+
+        let first = try d.ctl(["run", "web1", "--follow", "--json"])
+        #expect(first.status == 0, "\(first.output)")
+        let firstRun = try #require(try ControlAPI.decoder().decode(RunList.self, from: Data(first.stdout.utf8)).runs.first)
+        let firstLog = try #require(firstRun.logFile)
+        #expect(FileManager.default.fileExists(atPath: firstLog))
+        #expect(try d.ctl(["run", "web1", "--follow"]).status == 0)
+        let runs = try d.runs()
+        #expect(runs.count == 1 && runs[0].id != firstRun.id, "\(runs.map(\.id))")
+        #expect(!FileManager.default.fileExists(atPath: firstLog), "the pruned run's log is still there")
+
+        d.process.kill(SIGHUP)
+        #expect(receive().contains("RELOADING=1"))
+        #expect(receive().contains("READY=1"))
+        d.process.kill(SIGTERM)
+        #expect(receive().contains("STOPPING=1"))
         #expect(d.stop() == 0)
     }
 
