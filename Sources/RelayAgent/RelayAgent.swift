@@ -8,7 +8,7 @@ struct RelayAgent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay-agent",
         abstract: "Relays borg backups from clients to backup servers that cannot reach each other.",
-        subcommands: [ServeCommand.self, RunCommand.self, BenchSpliceCommand.self]
+        subcommands: [ServeCommand.self, RunCommand.self, BenchSpliceCommand.self, ConnectCommand.self]
     )
 
     static func main() async { await asyncMainWithContractExitCodes() }

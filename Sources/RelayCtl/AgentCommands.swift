@@ -48,7 +48,7 @@ struct RunCtlCommand: AsyncParsableCommand {
         let code = try await withAgent(agent) { client -> Int32 in
             var request = RunRequest(clients: clients, all: all ? true : nil, queue: queue ? true : nil)
             if passphraseStdin {
-                request.passphrase = try await sealForRun(client)
+                request.passphrase = try await sealPassphrase(client)
             }
             let started: RunList = try await client.post("/runs", body: request)
             if !follow {
@@ -63,23 +63,6 @@ struct RunCtlCommand: AsyncParsableCommand {
             return final.allSatisfy { $0.state == "succeeded" } ? 0 : CLI.Exit.runFailed
         }
         if code != 0 { throw ExitCode(code) }
-    }
-
-    /// Reads the passphrase into guarded memory and seals it to a fresh key of the agent.
-    func sealForRun(_ client: ControlClient) async throws -> SealedPassphrase {
-        let key: EphemeralKey = try await client.post("/keys", body: Optional<RunRequest>.none)
-        guard let pk = Data(base64Encoded: key.publicKey), pk.count == Vault.publicKeyBytes else {
-            throw CtlError.badResponse("the agent's key is not a public key")
-        }
-        do {
-            let secret = try Vault.readPassphrase(fd: 0, stopAtNewline: true)
-            defer { secret.wipe() }
-            let sealed = try Vault.seal(secret, publicKey: [UInt8](pk))
-            return SealedPassphrase(keyID: key.keyID, sealed: sealed.base64)
-        } catch {
-            CLI.printError("relayctl: \(error)")
-            throw ExitCode(CLI.Exit.usage)
-        }
     }
 }
 

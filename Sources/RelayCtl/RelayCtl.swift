@@ -9,6 +9,7 @@ struct RelayCtl: AsyncParsableCommand {
         commandName: "relayctl",
         abstract: "Operate borg-relay: runs, status and history through the agent; the passphrase vault.",
         subcommands: [RunCtlCommand.self, StatusCommand.self, RunsCommand.self, LogCommand.self, CancelCommand.self,
+                      InitCommand.self, ListCommand.self, InfoCommand.self, KeyExportCommand.self,
                       VaultCommand.self, SealCommand.self]
     )
 

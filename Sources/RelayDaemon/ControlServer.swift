@@ -158,6 +158,14 @@ enum ControlRoutes {
             }
             return jsonResponse(try await manager.log(try runID(context), offset: offset))
         }
+        v1.get("runs/:id/output") { request, context in
+            var offset = 0
+            if let o = request.uri.queryParameters["offset"] {
+                guard let n = Int(String(o)), n >= 0 else { throw ControlError.badRequest("offset must be a number, 0 or more") }
+                offset = n
+            }
+            return jsonResponse(try await manager.output(try runID(context), offset: offset))
+        }
         v1.post("runs/:id/cancel") { _, context in
             jsonResponse(try await manager.cancel(try runID(context)))
         }

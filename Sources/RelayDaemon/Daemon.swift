@@ -25,7 +25,8 @@ public enum Daemon {
         for id in try history.markInterrupted() {
             logger.warning("run \(id) was interrupted (its agent ended mid-run); marked in the history")
         }
-        let manager = RunManager(config: config, history: history, logger: logger)
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let manager = RunManager(config: config, history: history, logger: logger, connectorPath: exe)
         await manager.prune()
 
         let socketPath = config.relay.socket

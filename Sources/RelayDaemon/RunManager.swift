@@ -31,19 +31,22 @@ public actor RunManager {
     let history: HistoryStore
     let logger: Logger
     let startedAt = Date()
+    /// The `relay-agent` executable: the BORG_RSH connector of borg runs on the relay.
+    let connectorPath: String
 
     private struct Pending {
         var id: String
         var client: String
         var passphrase: SecretBytes?
+        var operation: OperationRequest?
     }
 
     private final class Active: Sendable {
         let id: String
         let client: String
-        let run: BackupRun
+        let run: any RelayRun
         let sink: RunLogSink
-        init(id: String, client: String, run: BackupRun, sink: RunLogSink) {
+        init(id: String, client: String, run: any RelayRun, sink: RunLogSink) {
             self.id = id
             self.client = client
             self.run = run
@@ -65,10 +68,11 @@ public actor RunManager {
     static let keyLifetime: TimeInterval = 120
     static let maxKeys = 64
 
-    public init(config: RelayConfig, history: HistoryStore, logger: Logger) {
+    public init(config: RelayConfig, history: HistoryStore, logger: Logger, connectorPath: String = "relay-agent") {
         self.config = config
         self.history = history
         self.logger = logger
+        self.connectorPath = connectorPath
     }
 
     // MARK: - Requests
@@ -86,6 +90,14 @@ public actor RunManager {
         }
         for n in names where config.clients[n] == nil {
             throw .notFound("unknown client '\(n)': \(config.file) has no [clients.\(n)] (known: \(config.clients.keys.sorted().joined(separator: ", ")))")
+        }
+        if let op = request.operation {
+            do { _ = try op.plan() } catch { throw .badRequest("\(error)") }
+            if names.count != 1 { throw .badRequest("\(op.kind) is for exactly one client; \(names.count) were named") }
+            let s = config.server(for: config.clients[names[0]]!)
+            if (try? op.plan())?.maintenance == true && s.maintenanceKey == nil {
+                throw .badRequest("\(op.kind) needs the server's maintenance key, and \(config.file) [servers.\(s.name)] has no 'maintenance_key'")
+            }
         }
         if request.passphrase != nil && names.count != 1 {
             throw .badRequest("a passphrase from stdin is for exactly one client; \(names.count) were named")
@@ -105,7 +117,8 @@ public actor RunManager {
         for n in names {
             let c = config.clients[n]!
             let id = CLI.newRunID()
-            let record = RunRecord.starting(runID: id, client: n, server: c.server, logFile: logPath(n, id),
+            let record = RunRecord.starting(runID: id, client: n, server: c.server,
+                                            kind: request.operation?.kind ?? "backup", logFile: logPath(n, id),
                                             state: "queued", trigger: trigger)
             do {
                 try history.insert(record)
@@ -113,7 +126,7 @@ public actor RunManager {
                 secret?.wipe()
                 throw .internalError("\(error)")
             }
-            queue.append(Pending(id: id, client: n, passphrase: n == names[0] ? secret : nil))
+            queue.append(Pending(id: id, client: n, passphrase: n == names[0] ? secret : nil, operation: request.operation))
             views.append(RunView(record))
             logger.info("run \(id) of client \(n) queued (\(trigger))")
         }
@@ -157,9 +170,24 @@ public actor RunManager {
     /// The run log from `offset`; `complete` once the run has ended and all is read.
     public func log(_ id: String, offset: Int) throws(ControlError) -> LogChunk {
         let r = try run(id)
+        return try chunk(of: r, path: r.logFile, offset: offset)
+    }
+
+    /// borg's stdout of an operation (list, info, key export), from `offset`.
+    public func output(_ id: String, offset: Int) throws(ControlError) -> LogChunk {
+        let r = try run(id)
+        return try chunk(of: r, path: r.logFile.map(Self.outputPath), offset: offset)
+    }
+
+    static func outputPath(_ logFile: String) -> String {
+        (logFile.hasSuffix(".log") ? String(logFile.dropLast(4)) : logFile) + ".out"
+    }
+
+    private func chunk(of r: RunView, path: String?, offset: Int) throws(ControlError) -> LogChunk {
+        let id = r.id
         guard offset >= 0 else { throw .badRequest("offset must be 0 or more") }
         var bytes: [UInt8] = []
-        if let path = r.logFile, let fh = FileHandle(forReadingAtPath: path) {
+        if let path, let fh = FileHandle(forReadingAtPath: path) {
             defer { try? fh.close() }
             if (try? fh.seek(toOffset: UInt64(offset))) != nil {
                 bytes = [UInt8]((try? fh.read(upToCount: ControlAPI.maxLogChunk)) ?? Data())
@@ -367,8 +395,16 @@ public actor RunManager {
             for (key, value) in [("pre", c.pre), ("post", c.post)] where value != nil {
                 runLogger.warning("[clients.\(c.name)] '\(key)' hooks are not run by this version of relay-agent")
             }
-            let run = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config.relay),
+            let run: any RelayRun
+            if let op = p.operation {
+                run = try LocalBorgRun(runID: p.id, client: c, server: s, plan: try op.plan(),
+                                       options: SessionOptions(config.relay), passphrase: passphrase,
+                                       logger: runLogger, logFile: path, outputPath: Self.outputPath(path),
+                                       borgBaseDir: config.relay.stateDir + "/borg", connectorPath: connectorPath)
+            } else {
+                run = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config.relay),
                                     passphrase: passphrase, logger: runLogger, logFile: path)
+            }
             passphrase = nil  // the run owns it now and wipes it
             try history.markStarted(p.id)
             let a = Active(id: p.id, client: c.name, run: run, sink: sink)
@@ -407,7 +443,10 @@ public actor RunManager {
         do {
             let logs = try history.prune(keepPerClient: config.relay.historyKeepRuns,
                                          maxAgeDays: config.relay.historyKeepDays)
-            for l in logs { unlink(l) }
+            for l in logs {
+                unlink(l)
+                unlink(Self.outputPath(l))
+            }
             if !logs.isEmpty { logger.info("history: pruned \(logs.count) old run(s)") }
         } catch {
             logger.error("history: pruning failed: \(error)")

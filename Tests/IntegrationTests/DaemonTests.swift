@@ -384,6 +384,8 @@ struct DaemonTests {
         let unknown = try d.ctl(["run", "nope"])
         #expect(unknown.status == 2)
         #expect(unknown.stderr.contains("unknown client 'nope'") && unknown.stderr.contains("web1"), "\(unknown.stderr)")
+        let noMaint = try d.ctl(["init", "web1"])
+        #expect(noMaint.status == 2 && noMaint.stderr.contains("maintenance_key"), "\(noMaint.output)")
         let noRun = try d.ctl(["log", "20260101T000000-abcdef"])
         #expect(noRun.status == 2 && noRun.stderr.contains("no run"), "\(noRun.output)")
         // relayctl finds the socket through the config too.

@@ -9,6 +9,7 @@ import Foundation
 /// - `GET  /v1/runs?client=C&limit=N`       → `RunList`, newest first
 /// - `GET  /v1/runs/ID`                     → `RunView`
 /// - `GET  /v1/runs/ID/log?offset=N`        → `LogChunk`
+/// - `GET  /v1/runs/ID/output?offset=N`     → `LogChunk` of borg's stdout (operations)
 /// - `POST /v1/runs/ID/cancel`              → `RunView`
 /// - `POST /v1/keys`                        → `EphemeralKey` (for a per-run passphrase)
 ///
@@ -56,12 +57,16 @@ public struct RunRequest: Codable, Sendable, Equatable {
     public var queue: Bool?
     /// A passphrase for this run only, sealed to a key from `POST /v1/keys`.
     public var passphrase: SealedPassphrase?
+    /// An operation instead of a backup (init, list, info, key-export).
+    public var operation: OperationRequest?
 
-    public init(clients: [String], all: Bool? = nil, queue: Bool? = nil, passphrase: SealedPassphrase? = nil) {
+    public init(clients: [String], all: Bool? = nil, queue: Bool? = nil, passphrase: SealedPassphrase? = nil,
+                operation: OperationRequest? = nil) {
         self.clients = clients
         self.all = all
         self.queue = queue
         self.passphrase = passphrase
+        self.operation = operation
     }
 }
 

@@ -48,6 +48,7 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     /// A record for a run that is starting now in this process.
     public static func starting(runID: String, client: String, server: String, kind: String = "backup",
                                 logFile: String?, state: String = "running", trigger: String = "cli") -> RunRecord {
+        // (kind: backup, init, list, info, key-export, …)
         let now = Date()
         return RunRecord(id: runID, client: client, server: server, kind: kind, state: state, startedAt: now,
                          endedAt: nil, bytesToServer: 0, bytesFromServer: 0, borgExitStatus: nil, archive: nil,

@@ -110,25 +110,7 @@ public final class BackupRun: @unchecked Sendable {
         report.logFile = logFile
         let plan = BackupPlan(client: client)
         clientLog = LineCollector { [logger, progress] line in
-            switch BorgLogLine.parse(line) {
-            case .text(let text):
-                logger.info("\(text)", metadata: ["relay.origin": "T borg"])
-                return text
-            case .message(let level, let text):
-                let prefix = level == "INFO" ? "" : "\(level): "
-                logger.info("\(prefix)\(text)", metadata: ["relay.origin": "T borg"])
-                return text
-            case .archiveProgress(let files, let size, let dedup, let path):
-                progress.update { p in
-                    p.files = files ?? p.files
-                    p.originalSize = size ?? p.originalSize
-                    p.deduplicatedSize = dedup ?? p.deduplicatedSize
-                    if let path, !path.isEmpty { p.currentPath = path }
-                }
-                return nil
-            case .progressMessage:
-                return nil
-            }
+            BorgLogLine.handle(line, logger: logger, origin: "T borg", progress: progress)
         }
         serverLog = LineCollector { [logger] line in
             logger.info("\(line)", metadata: ["relay.origin": "B borg serve"])
@@ -534,36 +516,8 @@ public final class BackupRun: @unchecked Sendable {
 
     // MARK: Callbacks
 
-    /// Routes a channel's C callbacks to `onData` and the channel's flags.
     private func install(_ c: SSHChannel, onData: @escaping (UnsafeRawBufferPointer, Bool) -> Int) {
-        let ev = ChannelEvents(channel: c, onData: onData)
-        events.append(ev)
-        c.setCallbacks({ cb in
-            cb.channel_data_function = { _, _, data, len, isStderr, user in
-                guard let user, let data else { return 0 }
-                let ev = Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue()
-                return Int32(ev.onData(UnsafeRawBufferPointer(start: data, count: Int(len)), isStderr != 0))
-            }
-            cb.channel_eof_function = { _, _, user in
-                guard let user else { return }
-                Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel?.remoteEOF = true
-            }
-            cb.channel_close_function = { _, _, user in
-                guard let user else { return }
-                let ch = Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel
-                ch?.remoteEOF = true
-                ch?.remoteClosed = true
-            }
-            cb.channel_exit_status_function = { _, _, status, user in
-                guard let user else { return }
-                Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel?.exitStatus = status
-            }
-            cb.channel_exit_signal_function = { _, _, signal, _, _, _, user in
-                guard let user else { return }
-                Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel?.exitSignal =
-                    signal.map { String(cString: $0) } ?? "?"
-            }
-        }, userdata: Unmanaged.passUnretained(ev).toOpaque())
+        events.append(ChannelEvents.install(on: c, onData: onData))
     }
 }
 
@@ -615,5 +569,38 @@ final class ChannelEvents {
     init(channel: SSHChannel, onData: @escaping (UnsafeRawBufferPointer, Bool) -> Int) {
         self.channel = channel
         self.onData = onData
+    }
+
+    /// Routes a channel's C callbacks to `onData` and the channel's flags; the caller keeps
+    /// the returned object alive as long as the channel.
+    static func install(on c: SSHChannel, onData: @escaping (UnsafeRawBufferPointer, Bool) -> Int) -> ChannelEvents {
+        let ev = ChannelEvents(channel: c, onData: onData)
+        c.setCallbacks({ cb in
+            cb.channel_data_function = { _, _, data, len, isStderr, user in
+                guard let user, let data else { return 0 }
+                let ev = Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue()
+                return Int32(ev.onData(UnsafeRawBufferPointer(start: data, count: Int(len)), isStderr != 0))
+            }
+            cb.channel_eof_function = { _, _, user in
+                guard let user else { return }
+                Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel?.remoteEOF = true
+            }
+            cb.channel_close_function = { _, _, user in
+                guard let user else { return }
+                let ch = Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel
+                ch?.remoteEOF = true
+                ch?.remoteClosed = true
+            }
+            cb.channel_exit_status_function = { _, _, status, user in
+                guard let user else { return }
+                Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel?.exitStatus = status
+            }
+            cb.channel_exit_signal_function = { _, _, signal, _, _, _, user in
+                guard let user else { return }
+                Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel?.exitSignal =
+                    signal.map { String(cString: $0) } ?? "?"
+            }
+        }, userdata: Unmanaged.passUnretained(ev).toOpaque())
+        return ev
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Synchronization
 
 /// What a run has done so far, for live status (`relayctl run --follow`, `status`).
@@ -45,6 +46,30 @@ enum BorgLogLine: Equatable {
     case archiveProgress(files: Int?, originalSize: Int64?, deduplicatedSize: Int64?, path: String?)
     case progressMessage(String)
     case text(String)
+
+    /// Logs a stderr line of borg (`origin`: "T borg", "R borg") or turns it into progress;
+    /// returns the text worth keeping for error messages.
+    static func handle(_ line: String, logger: Logger, origin: String, progress: ProgressBoard) -> String? {
+        switch parse(line) {
+        case .text(let text):
+            logger.info("\(text)", metadata: ["relay.origin": "\(origin)"])
+            return text
+        case .message(let level, let text):
+            let prefix = level == "INFO" ? "" : "\(level): "
+            logger.info("\(prefix)\(text)", metadata: ["relay.origin": "\(origin)"])
+            return text
+        case .archiveProgress(let files, let size, let dedup, let path):
+            progress.update { p in
+                p.files = files ?? p.files
+                p.originalSize = size ?? p.originalSize
+                p.deduplicatedSize = dedup ?? p.deduplicatedSize
+                if let path, !path.isEmpty { p.currentPath = path }
+            }
+            return nil
+        case .progressMessage:
+            return nil
+        }
+    }
 
     static func parse(_ line: String) -> BorgLogLine {
         guard line.hasPrefix("{"),

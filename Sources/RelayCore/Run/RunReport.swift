@@ -51,6 +51,8 @@ public struct ArchiveSummary: Codable, Sendable, Equatable {
 /// What one run did, for the human summary and for `--json`.
 public struct RunReport: Codable, Sendable {
     public var runID: String
+    /// backup, or the operation: init, list, info, key-export, prune, compact, check, restore, borg
+    public var kind: String = "backup"
     public var client: String
     public var server: String
     public var state: RunState
@@ -69,7 +71,7 @@ public struct RunReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case runID = "run_id"
-        case client, server, state, error, started, ended, archive, warnings
+        case client, server, state, error, started, ended, archive, warnings, kind
         case borgExitStatus = "borg_exit_status"
         case bytesToServer = "bytes_to_server"
         case bytesFromServer = "bytes_from_server"
@@ -108,11 +110,11 @@ public struct RunReport: Codable, Sendable {
         let dur = String(format: "%.1f s", durationSeconds)
         switch state {
         case .succeeded:
-            lines.append("\(client) -> \(server): backup succeeded in \(dur)")
+            lines.append("\(client) -> \(server): \(kind) succeeded in \(dur)")
         case .failed:
-            lines.append("\(client) -> \(server): backup FAILED after \(dur)")
+            lines.append("\(client) -> \(server): \(kind) FAILED after \(dur)")
         case .cancelled:
-            lines.append("\(client) -> \(server): backup cancelled after \(dur)")
+            lines.append("\(client) -> \(server): \(kind) cancelled after \(dur)")
         }
         if let a = archive {
             lines.append("  archive       \(a.name)")

@@ -300,6 +300,8 @@ final class Sandbox {
     let configPath: String
     var clientExtra: [String] = []
     var relayExtra: [String] = []
+    /// Lines for [servers.vault].
+    var serverExtra: [String] = []
     /// Raw TOML appended to the config (more clients, say).
     var extraTables: [String] = []
     var paths: [String]
@@ -307,8 +309,9 @@ final class Sandbox {
     /// `netns`: names of namespaces for B and T (sshd runs inside them) and the addresses
     /// R uses to reach them; nil for plain loopback.
     /// `multiRepo`: B's key may serve any repository under `dir/b` (for several clients).
+    /// `maintenance`: B also has a maintenance key (borg serve without --append-only).
     init(name: String, netns: (b: String, bAddr: String, t: String, tAddr: String)? = nil,
-         initRepo: Bool = true, multiRepo: Bool = false) throws {
+         initRepo: Bool = true, multiRepo: Bool = false, maintenance: Bool = false) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("borg-relay-it-\(name)-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         chmod(dir, 0o755)
@@ -321,9 +324,17 @@ final class Sandbox {
         try Proc.check("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "relay-to-b", "-f", "\(keys)/b"])
         try Proc.check("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "relay-to-t", "-f", "\(keys)/t"])
         let bPub = try String(contentsOfFile: "\(keys)/b.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        var maintLine = ""
+        var extraServer: [String] = []
+        if maintenance {
+            try Proc.check("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "relay-to-b-maint", "-f", "\(keys)/b-maint"])
+            let mPub = try String(contentsOfFile: "\(keys)/b-maint.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            maintLine = "command=\"borg serve --restrict-to-repository \(dir)/b/repo\",restrict \(mPub)\n"
+            extraServer.append("maintenance_key = \"\(keys)/b-maint\"")
+        }
         let tPub = try String(contentsOfFile: "\(keys)/t.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         b = try SSHD(name: "b", dir: "\(dir)/b", address: netns?.bAddr ?? "127.0.0.1", port: netns == nil ? Proc.freePort() : 22,
-                     authorizedKeys: "command=\"borg serve --append-only \(multiRepo ? "--restrict-to-path \(dir)/b" : "--restrict-to-repository \(repo)")\",restrict \(bPub)\n",
+                     authorizedKeys: "command=\"borg serve --append-only \(multiRepo ? "--restrict-to-path \(dir)/b" : "--restrict-to-repository \(repo)")\",restrict \(bPub)\n" + maintLine,
                      allowForwarding: false, extraEnv: "BORG_BASE_DIR=\(dir)/b/borg-base", netns: netns?.b)
         t = try SSHD(name: "t", dir: "\(dir)/t", address: netns?.tAddr ?? "127.0.0.1", port: netns == nil ? Proc.freePort() : 22,
                      authorizedKeys: "restrict,port-forwarding,permitlisten=\"127.0.0.1:*\",permitopen=\"127.0.0.1:9\" \(tPub)\n",
@@ -332,6 +343,7 @@ final class Sandbox {
         paths = ["\(dir)/t/data"]
         try (b.knownHostsLine + "\n" + t.knownHostsLine + "\n").write(toFile: knownHosts, atomically: true, encoding: .utf8)
         try FileManager.default.createDirectory(atPath: "\(dir)/t/data", withIntermediateDirectories: true)
+        serverExtra = extraServer
         if initRepo {
             try borg(["init", "--encryption=repokey-blake2", repo])
         }
@@ -361,6 +373,7 @@ final class Sandbox {
             port = \(b.port)
             user = \(q(user))
             key = \(q(dir + "/relay/keys/b"))
+            \(serverExtra.joined(separator: "\n"))
 
             [clients.web1]
             host = \(q(t.address))

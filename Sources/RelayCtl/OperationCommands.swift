@@ -1,0 +1,187 @@
+import ArgumentParser
+import Foundation
+import RelayCore
+
+/// Runs an operation through the agent, waits for it, and returns the run and borg's
+/// stdout. Operations queue behind a run of the same client (one borg per repository).
+func runOperation(_ agent: AgentOptions, client name: String, _ op: OperationRequest,
+                  passphraseStdin: Bool = false) async throws -> (RunView, String) {
+    try await withAgent(agent) { client in
+        var request = RunRequest(clients: [name], queue: true, operation: op)
+        if passphraseStdin { request.passphrase = try await sealPassphrase(client) }
+        let started: RunList = try await client.post("/runs", body: request)
+        guard var v = started.runs.first else { throw CtlError.badResponse("no run was started") }
+        var told = false
+        while !v.isFinished {
+            try await Task.sleep(for: .milliseconds(250))
+            v = try await client.get("/runs/\(v.id)")
+            if v.state == "queued" && !told {
+                CLI.printError("relayctl: \(op.kind) of \(name) waits for the client's current run to end (run \(v.id))")
+                told = true
+            }
+        }
+        var output = ""
+        var offset = 0
+        while true {
+            let chunk: LogChunk = try await client.get("/runs/\(v.id)/output?offset=\(offset)")
+            output += chunk.data
+            offset = chunk.nextOffset
+            if chunk.complete || chunk.data.isEmpty { break }
+        }
+        return (v, output)
+    }
+}
+
+/// Reads a passphrase from stdin into guarded memory and seals it to a fresh one-time
+/// key of the agent.
+func sealPassphrase(_ client: ControlClient) async throws -> SealedPassphrase {
+    let key: EphemeralKey = try await client.post("/keys", body: Optional<RunRequest>.none)
+    guard let pk = Data(base64Encoded: key.publicKey), pk.count == Vault.publicKeyBytes else {
+        throw CtlError.badResponse("the agent's key is not a public key")
+    }
+    do {
+        let secret = try Vault.readPassphrase(fd: 0, stopAtNewline: true)
+        defer { secret.wipe() }
+        let sealed = try Vault.seal(secret, publicKey: [UInt8](pk))
+        return SealedPassphrase(keyID: key.keyID, sealed: sealed.base64)
+    } catch {
+        CLI.printError("relayctl: \(error)")
+        throw ExitCode(CLI.Exit.usage)
+    }
+}
+
+/// Exit 1 with the run's error unless it succeeded.
+func requireSuccess(_ v: RunView) throws {
+    guard v.state == "succeeded" else {
+        CLI.printError("relayctl: \(v.kind) of \(v.client) \(v.state): \(v.error ?? "no detail") (details: relayctl log \(v.id))")
+        throw ExitCode(CLI.Exit.runFailed)
+    }
+}
+
+struct InitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Create a client's repository on its server (borg init on the relay, through the maintenance key).",
+        discussion: "borg refuses if the repository exists. Export the key afterwards: relayctl key-export CLIENT FILE."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "The client whose repository to create.")
+    var client: String
+
+    @Option(name: .long, help: "borg's encryption mode: \(OperationRequest.encryptions.joined(separator: ", ")).")
+    var encryption: String = "repokey-blake2"
+
+    @Flag(name: .long, help: "Read the new passphrase from stdin instead of the client's sealed one.")
+    var passphraseStdin = false
+
+    func validate() throws {
+        if !OperationRequest.encryptions.contains(encryption) {
+            throw ValidationError("--encryption must be one of \(OperationRequest.encryptions.joined(separator: ", "))")
+        }
+    }
+
+    func run() async throws {
+        let (v, _) = try await runOperation(agent, client: client, OperationRequest(kind: "init", encryption: encryption),
+                                            passphraseStdin: passphraseStdin)
+        try requireSuccess(v)
+        print("repository of \(client) created on server \(v.server) (encryption \(encryption)).")
+        if encryption != "none" {
+            print("Export its key now and keep the copy away from this host and the server:")
+            print("  relayctl key-export \(client) FILE      (or on the server: borg key export REPO FILE)")
+        }
+    }
+}
+
+struct ListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "List a client's archives, or the contents of one archive (borg list on the relay, read-only key)."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "The client.")
+    var client: String
+
+    @Argument(help: "An archive: list its contents.")
+    var archive: String?
+
+    @Flag(name: .long, help: "borg's JSON (--json, or --json-lines for an archive's contents).")
+    var json = false
+
+    func run() async throws {
+        let (v, out) = try await runOperation(agent, client: client,
+                                              OperationRequest(kind: "list", archive: archive, json: json))
+        try requireSuccess(v)
+        FileHandle.standardOutput.write(Data(out.utf8))
+    }
+}
+
+struct InfoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "info",
+        abstract: "Show a client's repository or one archive (borg info on the relay, read-only key)."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "The client.")
+    var client: String
+
+    @Argument(help: "An archive.")
+    var archive: String?
+
+    @Flag(name: .long, help: "borg's JSON.")
+    var json = false
+
+    func run() async throws {
+        let (v, out) = try await runOperation(agent, client: client,
+                                              OperationRequest(kind: "info", archive: archive, json: json))
+        try requireSuccess(v)
+        FileHandle.standardOutput.write(Data(out.utf8))
+    }
+}
+
+struct KeyExportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "key-export",
+        abstract: "Export a client's repository key (borg key export) into FILE (mode 0600, not overwritten), or - for stdout."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "The client.")
+    var client: String
+
+    @Argument(help: "Where to write the key; - for stdout.")
+    var file: String
+
+    func run() async throws {
+        if file != "-" && FileManager.default.fileExists(atPath: file) {
+            CLI.printError("relayctl: \(file) exists; not overwriting a key backup")
+            throw ExitCode(CLI.Exit.usage)
+        }
+        let (v, out) = try await runOperation(agent, client: client, OperationRequest(kind: "key-export"))
+        try requireSuccess(v)
+        if file == "-" {
+            FileHandle.standardOutput.write(Data(out.utf8))
+            return
+        }
+        let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else {
+            CLI.printError("relayctl: cannot create \(file): \(String(cString: strerror(errno)))")
+            throw ExitCode(CLI.Exit.runFailed)
+        }
+        let bytes = Array(out.utf8)
+        let written = write(fd, bytes, bytes.count)
+        close(fd)
+        guard written == bytes.count else {
+            unlink(file)
+            CLI.printError("relayctl: writing \(file) failed")
+            throw ExitCode(CLI.Exit.runFailed)
+        }
+        print("key of \(client)'s repository written to \(file)")
+    }
+}
