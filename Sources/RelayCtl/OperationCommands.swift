@@ -185,3 +185,87 @@ struct KeyExportCommand: AsyncParsableCommand {
         print("key of \(client)'s repository written to \(file)")
     }
 }
+
+struct PruneCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prune",
+        abstract: "Apply the client's retention policy (borg prune on the relay, maintenance key), after the tamper check.",
+        discussion: "The daemon also does this (and compacts) after every successful backup of a client with 'retention'."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "The client.")
+    var client: String
+
+    @Flag(name: .long, help: "Only show what would be pruned.")
+    var dryRun = false
+
+    @Flag(name: .long, help: "Compact afterwards, freeing the space of pruned archives.")
+    var compact = false
+
+    func run() async throws {
+        let (v, _) = try await runOperation(agent, client: client,
+                                            OperationRequest(kind: "prune", dryRun: dryRun, compact: compact))
+        try requireSuccess(v)
+        try await printLog(agent, v, matching: ["Keeping archive", "Would prune", "Pruning archive", "pruned ", "tamper check"])
+    }
+}
+
+struct CompactCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compact",
+        abstract: "Free the space of deleted archives (borg compact on the relay, maintenance key), after the tamper check."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "The client.")
+    var client: String
+
+    func run() async throws {
+        let (v, _) = try await runOperation(agent, client: client, OperationRequest(kind: "compact"))
+        try requireSuccess(v)
+        try await printLog(agent, v, matching: ["tamper check", "compaction freed", "freed"])
+    }
+}
+
+struct CheckCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Check a client's repository and archives (borg check on the relay, read-only key)."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "The client.")
+    var client: String
+
+    @Flag(name: .long, help: "Also read and verify every chunk's data (slow).")
+    var verifyData = false
+
+    func run() async throws {
+        let (v, _) = try await runOperation(agent, client: client, OperationRequest(kind: "check", verifyData: verifyData))
+        try requireSuccess(v)
+        print("repository of \(client) on \(v.server): check passed")
+    }
+}
+
+/// Prints the lines of a run's log that contain one of `needles` (borg's report).
+func printLog(_ agent: AgentOptions, _ v: RunView, matching needles: [String]) async throws {
+    let text: String = try await withAgent(agent) { client in
+        var all = ""
+        var offset = 0
+        while true {
+            let chunk: LogChunk = try await client.get("/runs/\(v.id)/log?offset=\(offset)")
+            all += chunk.data
+            offset = chunk.nextOffset
+            if chunk.complete || chunk.data.isEmpty { break }
+        }
+        return all
+    }
+    for line in text.split(separator: "\n") where needles.contains(where: { line.contains($0) }) {
+        // Drop the timestamp and level: "2026-… info [R borg] Keeping archive …" → the message.
+        if let r = line.range(of: "] ") { print(line[r.upperBound...]) } else { print(line) }
+    }
+}

@@ -92,11 +92,12 @@ public actor RunManager {
             throw .notFound("unknown client '\(n)': \(config.file) has no [clients.\(n)] (known: \(config.clients.keys.sorted().joined(separator: ", ")))")
         }
         if let op = request.operation {
-            do { _ = try op.plan() } catch { throw .badRequest("\(error)") }
             if names.count != 1 { throw .badRequest("\(op.kind) is for exactly one client; \(names.count) were named") }
-            let s = config.server(for: config.clients[names[0]]!)
-            if (try? op.plan())?.maintenance == true && s.maintenanceKey == nil {
-                throw .badRequest("\(op.kind) needs the server's maintenance key, and \(config.file) [servers.\(s.name)] has no 'maintenance_key'")
+            let c = config.clients[names[0]]!
+            do {
+                try op.validate(client: c, server: config.server(for: c), file: config.file)
+            } catch {
+                throw .badRequest("\(error)")
             }
         }
         if request.passphrase != nil && names.count != 1 {
@@ -396,7 +397,13 @@ public actor RunManager {
                 runLogger.warning("[clients.\(c.name)] '\(key)' hooks are not run by this version of relay-agent")
             }
             let run: any RelayRun
-            if let op = p.operation {
+            if let op = p.operation, OperationRequest.maintenanceKinds.contains(op.kind) {
+                run = try MaintenanceRun(runID: p.id, client: c, server: s, operation: op,
+                                         options: SessionOptions(config.relay), passphrase: passphrase,
+                                         logger: runLogger, logFile: path,
+                                         outputPath: Self.outputPath(path), borgBaseDir: config.relay.stateDir + "/borg",
+                                         connectorPath: connectorPath, history: history)
+            } else if let op = p.operation {
                 run = try LocalBorgRun(runID: p.id, client: c, server: s, plan: try op.plan(),
                                        options: SessionOptions(config.relay), passphrase: passphrase,
                                        logger: runLogger, logFile: path, outputPath: Self.outputPath(path),
@@ -434,7 +441,27 @@ public actor RunManager {
         }
         logger.info("run \(id) of client \(a.client) \(report.state.rawValue)\(report.error.map { ": \($0)" } ?? "")")
         prune()
+        applyRetention(after: report)
         startEligible()
+    }
+
+    /// After a successful backup of a client with a `retention` policy: a prune run
+    /// (tamper check, prune, compact) on the relay through the maintenance key.
+    private func applyRetention(after report: RunReport) {
+        guard report.kind == "backup", report.state == .succeeded, accepting,
+              let c = config.clients[report.client], c.retention != nil else { return }
+        guard config.server(for: c).maintenanceKey != nil else {
+            logger.warning("client \(c.name) has a retention policy but [servers.\(c.server)] has no 'maintenance_key': nothing is pruned")
+            return
+        }
+        do {
+            let runs = try submit(RunRequest(clients: [c.name], queue: true,
+                                             operation: OperationRequest(kind: "prune", compact: true)),
+                                  trigger: "retention")
+            logger.info("client \(c.name): retention run \(runs.first?.id ?? "?") queued after backup \(report.runID)")
+        } catch {
+            logger.error("client \(c.name): the retention run could not be queued: \(error)")
+        }
     }
 
     /// Drops runs beyond `history_keep_runs` per client or older than `history_keep_days`,

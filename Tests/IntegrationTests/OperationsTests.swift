@@ -50,13 +50,16 @@ struct OperationsTests {
         #expect(stat(keyFile, &st) == 0 && st.st_mode & 0o777 == 0o600)
         #expect(try d.ctl(["key-export", "web1", keyFile]).status == 2)  // never overwritten
 
+        let check = try d.ctl(["check", "web1"])
+        #expect(check.status == 0 && check.stdout.contains("check passed"), "\(check.output)")
+
         // An unknown archive fails with borg's reason.
         let missing = try d.ctl(["list", "web1", "no-such-archive"])
         #expect(missing.status == 1 && missing.stderr.contains("does not exist"), "\(missing.output)")
 
         // History shows each operation; nothing secret anywhere; no private socket left.
         let kinds = Set(try d.runs().map(\.kind))
-        #expect(kinds.isSuperset(of: ["init", "backup", "list", "info", "key-export"]))
+        #expect(kinds.isSuperset(of: ["init", "backup", "list", "info", "key-export", "check"]))
         #expect(d.stop() == 0)
         #expect(!d.log.contains(s.passphrase))
         for r in try HistoryStore(path: "\(s.stateDir)/history.sqlite").recent(limit: 100) {
@@ -67,5 +70,99 @@ struct OperationsTests {
             #expect(leftovers.isEmpty, "private run directory left: \(leftovers)")
         }
         #expect(s.sessionsLeft(on: [s.b, s.t], within: 5).isEmpty)
+    }
+}
+
+/// Bytes in a repository's segment files.
+func repositoryBytes(_ repo: String) -> Int {
+    var total = 0
+    if let e = FileManager.default.enumerator(atPath: "\(repo)/data") {
+        for case let p as String in e {
+            total += ((try? FileManager.default.attributesOfItem(atPath: "\(repo)/data/\(p)"))?[.size] as? Int) ?? 0
+        }
+    }
+    return total
+}
+
+@Suite("Retention and the tamper alarm (real daemon, real sshd, real borg)", .serialized)
+struct RetentionTests {
+    @Test("retention: prune --dry-run changes nothing, prune keeps what the policy says, compact frees space, a backup triggers prune+compact")
+    func retentionPruneCompact() throws {
+        let s = try Sandbox(name: "retain", maintenance: true)
+        defer { s.close() }
+        s.relayExtra = ["socket = \"\(s.dir)/relay/control.sock\""]
+        s.clientExtra = ["retention = { daily = 2 }"]
+        // Five archives on five days, each with 3 MiB of its own data.
+        for i in 1...5 {
+            let d = "\(s.dir)/old\(i)"
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+            try writeRandomFile("\(d)/f.bin", count: 3 * 1024 * 1024)
+            try s.borg(["create", "--timestamp", "2026-11-0\(i)T12:00:00", "\(s.repo)::old-\(i)", "."], cwd: d)
+        }
+        try Data("now".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/f"))
+        try s.configure()
+        let d = try AgentDaemon(s)
+
+        let dry = try d.ctl(["prune", "web1", "--dry-run"])
+        #expect(dry.status == 0, "\(dry.output)")
+        #expect(dry.stdout.contains("Would prune"), "\(dry.stdout)")
+        #expect(try s.archives().count == 5)
+
+        let before = repositoryBytes(s.repo)
+        let pruned = try d.ctl(["prune", "web1"])
+        #expect(pruned.status == 0, "\(pruned.output)")
+        #expect(try s.archives().sorted() == ["old-4", "old-5"])
+        let compacted = try d.ctl(["compact", "web1"])
+        #expect(compacted.status == 0, "\(compacted.output)")
+        let after = repositoryBytes(s.repo)
+        #expect(after < before - 8 * 1024 * 1024, "compact freed too little: \(before) -> \(after)")
+
+        // A backup through the relay: the daemon prunes and compacts afterwards by itself.
+        let run = try d.ctl(["run", "web1", "--follow"])
+        #expect(run.status == 0, "\(run.output)")
+        var retention: RunView?
+        for _ in 0..<300 where retention == nil {
+            retention = try d.runs("web1").first { $0.trigger == "retention" && $0.isFinished }
+            usleep(100_000)
+        }
+        let r = try #require(retention, "no retention run after the backup\n\(d.log)")
+        #expect(r.state == "succeeded" && r.kind == "prune", "\(r.error ?? "")")
+        let left = try s.archives()
+        #expect(left.count == 2 && left.contains("old-5") && !left.contains("old-4"), "\(left)")
+        let log = try d.ctl(["log", r.id]).stdout
+        #expect(log.contains("tamper check: all"), "\(log)")
+        #expect(log.contains("borg --log-json compact"), "\(log)")
+        #expect(d.stop() == 0)
+        try s.borg(["check", s.repo])
+    }
+
+    @Test("tamper alarm: an archive deleted through the append-only key stops compact, names the archive, and the data stays")
+    func tamperAlarm() throws {
+        let s = try Sandbox(name: "tamper", maintenance: true)
+        defer { s.close() }
+        s.relayExtra = ["socket = \"\(s.dir)/relay/control.sock\""]
+        try writeRandomFile("\(s.dataDir)/f.bin", count: 4 * 1024 * 1024)
+        try s.configure()
+        let d = try AgentDaemon(s)
+        #expect(try d.ctl(["run", "web1", "--follow"]).status == 0)
+        let victim = try #require(try s.archives().first)
+
+        // The client (or anyone with the append-only key) deletes it behind the relay's back.
+        var env = ProcessInfo.processInfo.environment
+        env["BORG_BASE_DIR"] = "\(s.dir)/attacker"
+        env["BORG_PASSPHRASE"] = s.passphrase
+        env["BORG_RSH"] = "ssh -i \(s.dir)/relay/keys/b -o IdentitiesOnly=yes -o UserKnownHostsFile=\(s.knownHosts) -o StrictHostKeyChecking=yes -o BatchMode=yes"
+        let url = "ssh://\(s.user)@127.0.0.1:\(s.b.port)\(s.repo)::\(victim)"
+        let del = try Proc.run("/usr/bin/borg", ["delete", url], env: env)
+        #expect(del.status == 0, "append-only delete: \(del.output)")
+        #expect(try s.archives().isEmpty)
+        let before = repositoryBytes(s.repo)
+
+        let compact = try d.ctl(["compact", "web1"])
+        #expect(compact.status == 1, "\(compact.output)")
+        #expect(compact.stderr.contains("TAMPER ALARM") && compact.stderr.contains(victim), "\(compact.stderr)")
+        #expect(repositoryBytes(s.repo) >= before, "data was freed although the alarm fired")
+        #expect(try d.runs("web1").first?.state == "failed")
+        #expect(d.stop() == 0)
     }
 }

@@ -221,6 +221,12 @@ public enum ConfigLoader {
             weekly: try t.optionalInt("weekly", range: 0...100_000),
             monthly: try t.optionalInt("monthly", range: 0...100_000),
             yearly: try t.optionalInt("yearly", range: 0...100_000))
+        if let w = r.within, w.wholeMatch(of: /[0-9]+[Hdwmy]/) == nil {
+            throw t.error("within", .invalidValue(reason: "'\(w)' is not a borg interval like 12H, 7d, 4w, 6m or 1y"))
+        }
+        if r.within == nil && [r.hourly, r.daily, r.weekly, r.monthly, r.yearly].allSatisfy({ $0 == nil || $0 == 0 }) {
+            throw t.error("daily", .invalidValue(reason: "a retention policy keeps nothing; set at least one of within, hourly, daily, weekly, monthly, yearly"))
+        }
         return r
     }
 

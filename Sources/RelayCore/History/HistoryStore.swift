@@ -133,6 +133,17 @@ public final class HistoryStore: Sendable {
             }
             try db.create(index: "run_started", on: "run", columns: ["started_at"])
         }
+        m.registerMigration("v3") { db in
+            // Archives the relay itself pruned: the tamper alarm expects every other
+            // archive it created to be in the repository.
+            try db.create(table: "pruned_archive") { t in
+                t.column("client", .text).notNull()
+                t.column("archive", .text).notNull()
+                t.column("run_id", .text).notNull()
+                t.column("pruned_at", .datetime).notNull()
+                t.primaryKey(["client", "archive"])
+            }
+        }
         return m
     }
 
@@ -209,6 +220,28 @@ public final class HistoryStore: Sendable {
 
     public func get(_ id: String) throws(HistoryError) -> RunRecord? {
         try read { db in try RunRecord.fetchOne(db, key: id) }
+    }
+
+    /// Archives of `client` that the relay created (succeeded backups) and did not prune.
+    public func expectedArchives(client: String) throws(HistoryError) -> Set<String> {
+        try read { db in
+            let created = try String.fetchAll(db, sql: """
+                SELECT archive FROM run WHERE client = ? AND kind = 'backup' AND state = 'succeeded' AND archive IS NOT NULL
+                """, arguments: [client])
+            let pruned = try String.fetchAll(db, sql: "SELECT archive FROM pruned_archive WHERE client = ?", arguments: [client])
+            return Set(created).subtracting(pruned)
+        }
+    }
+
+    /// Remembers archives a prune run of the relay removed.
+    public func recordPruned(client: String, runID: String, archives: [String]) throws(HistoryError) {
+        try write { db in
+            for a in archives {
+                try db.execute(sql: """
+                    INSERT OR REPLACE INTO pruned_archive (client, archive, run_id, pruned_at) VALUES (?, ?, ?, ?)
+                    """, arguments: [client, a, runID, Date()])
+            }
+        }
     }
 
     /// The newest finished run of a client.

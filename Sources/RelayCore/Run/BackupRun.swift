@@ -6,6 +6,10 @@ import Synchronization
 /// Asks a run to stop from any thread: a write to an eventfd that the run's event loop polls.
 public final class RunCanceller: Sendable {
     let fd: Int32
+    private let requested = Atomic<Bool>(false)
+
+    /// Whether cancel() was called (not consumed by the event loop, unlike the eventfd).
+    public var isRequested: Bool { requested.load(ordering: .acquiring) }
 
     public init() throws(RunError) {
         fd = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
@@ -15,6 +19,7 @@ public final class RunCanceller: Sendable {
     deinit { Glibc.close(fd) }
 
     public func cancel() {
+        requested.store(true, ordering: .releasing)
         var one: UInt64 = 1
         _ = Glibc.write(fd, &one, 8)
     }

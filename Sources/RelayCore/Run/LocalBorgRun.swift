@@ -37,7 +37,7 @@ public final class LocalBorgRun: @unchecked Sendable {
     public let server: ServerConfig
     public let plan: LocalBorgPlan
     public let canceller: RunCanceller
-    public let progress = ProgressBoard()
+    public let progress: ProgressBoard
     let options: SessionOptions
     let logger: Logger
     let logFile: String?
@@ -57,7 +57,7 @@ public final class LocalBorgRun: @unchecked Sendable {
     public init(runID: String, client: ClientConfig, server: ServerConfig, plan: LocalBorgPlan,
                 options: SessionOptions, passphrase: SecretBytes?, logger: Logger, logFile: String?,
                 outputPath: String?, borgBaseDir: String, borgPath: String = "borg",
-                connectorPath: String) throws(RunError) {
+                connectorPath: String, canceller: RunCanceller? = nil, progress: ProgressBoard? = nil) throws(RunError) {
         self.runID = runID
         self.client = client
         self.server = server
@@ -70,7 +70,12 @@ public final class LocalBorgRun: @unchecked Sendable {
         self.borgBaseDir = borgBaseDir
         self.borgPath = borgPath
         self.connectorPath = connectorPath
-        self.canceller = try RunCanceller()
+        if let canceller {
+            self.canceller = canceller
+        } else {
+            self.canceller = try RunCanceller()
+        }
+        self.progress = progress ?? ProgressBoard()
     }
 
     deinit { passphrase?.wipe() }

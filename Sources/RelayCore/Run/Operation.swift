@@ -10,15 +10,54 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     public var encryption: String?
     /// For list and info: borg's JSON output.
     public var json: Bool?
+    /// For prune: only show what would be pruned.
+    public var dryRun: Bool?
+    /// For prune: compact afterwards (the retention run after a backup).
+    public var compact: Bool?
+    /// For check: --verify-data.
+    public var verifyData: Bool?
 
-    public init(kind: String, archive: String? = nil, encryption: String? = nil, json: Bool? = nil) {
+    public init(kind: String, archive: String? = nil, encryption: String? = nil, json: Bool? = nil,
+                dryRun: Bool? = nil, compact: Bool? = nil, verifyData: Bool? = nil) {
         self.kind = kind
         self.archive = archive
         self.encryption = encryption
         self.json = json
+        self.dryRun = dryRun
+        self.compact = compact
+        self.verifyData = verifyData
     }
 
-    public static let kinds = ["init", "list", "info", "key-export"]
+    enum CodingKeys: String, CodingKey {
+        case kind, archive, encryption, json, compact
+        case dryRun = "dry_run"
+        case verifyData = "verify_data"
+    }
+
+    public static let kinds = ["init", "list", "info", "key-export", "prune", "compact", "check"]
+    /// Kinds that run as a `MaintenanceRun` (several borg steps, the tamper alarm first).
+    public static let maintenanceKinds: Set<String> = ["prune", "compact", "check"]
+
+    /// Whether the request can run for this client and server; the reason if not.
+    public func validate(client: ClientConfig, server: ServerConfig, file: String) throws(OperationError) {
+        guard Self.kinds.contains(kind) else {
+            throw .invalid("unknown operation '\(kind)' (known: \(Self.kinds.joined(separator: ", ")))")
+        }
+        if Self.maintenanceKinds.contains(kind) {
+            if archive != nil { throw .invalid("\(kind) takes no archive") }
+            if kind == "prune" && client.retention == nil {
+                throw .invalid("\(file) [clients.\(client.name)] has no 'retention'; prune needs a policy, e.g. retention = { daily = 7, weekly = 4 }")
+            }
+            if kind != "check" && server.maintenanceKey == nil {
+                throw .invalid("\(kind) needs the server's maintenance key, and \(file) [servers.\(server.name)] has no 'maintenance_key'")
+            }
+            return
+        }
+        let p = try plan()
+        if p.maintenance && server.maintenanceKey == nil {
+            throw .invalid("\(kind) needs the server's maintenance key, and \(file) [servers.\(server.name)] has no 'maintenance_key'")
+        }
+    }
     /// Encryption modes that keep the key in the repository: keyfile modes would leave the
     /// key on R, where T (which creates the archives) cannot read it.
     public static let encryptions = ["repokey-blake2", "repokey", "authenticated-blake2", "authenticated", "none"]

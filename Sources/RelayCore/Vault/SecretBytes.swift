@@ -47,6 +47,19 @@ public final class SecretBytes: @unchecked Sendable {
         count = max(0, min(n, capacity))
     }
 
+    /// A copy in its own guarded memory (for a run of several borg steps, each of which
+    /// wipes the copy it was given).
+    func copy() throws(VaultError) -> SecretBytes {
+        let c = try SecretBytes(capacity: max(count, 1))
+        withUnsafeBytes { src in
+            c.fill { dst in
+                if let s = src.baseAddress, src.count > 0 { dst.baseAddress!.copyMemory(from: s, byteCount: src.count) }
+                return src.count
+            }
+        }
+        return c
+    }
+
     /// Drops trailing bytes while `predicate` holds (used to strip a final newline).
     func trimTrailing(where predicate: (UInt8) -> Bool) {
         guard let p = pointer else { return }

@@ -1,0 +1,167 @@
+import Foundation
+import Logging
+
+/// prune, compact and check: borg on R, one step after another, each through its own
+/// `LocalBorgRun`. Before anything that can make deletions permanent (prune, compact), the
+/// tamper alarm compares the repository's archives with the relay's history: an archive
+/// the relay created and never pruned that is gone was deleted behind its back (append-only
+/// mode lets T mark archives deleted; a compact would then free their data for good, borg
+/// issue #7645). Then nothing is pruned or compacted, and the run fails saying which
+/// archives vanished and how to get them back.
+public final class MaintenanceRun: RelayRun, @unchecked Sendable {
+    // @unchecked: state is touched only by the thread inside `execute()`.
+    public let runID: String
+    public let client: ClientConfig
+    public let server: ServerConfig
+    public let operation: OperationRequest
+    public let canceller: RunCanceller
+    public let progress = ProgressBoard()
+    let options: SessionOptions
+    let logger: Logger
+    let logFile: String?
+    let outputPath: String?
+    let borgBaseDir: String
+    let connectorPath: String
+    let history: HistoryStore
+    /// Each step gets its own copy; wiped when the run ends.
+    private var passphrase: SecretBytes?
+
+    public init(runID: String, client: ClientConfig, server: ServerConfig, operation: OperationRequest,
+                options: SessionOptions, passphrase: SecretBytes?, logger: Logger, logFile: String?, outputPath: String?,
+                borgBaseDir: String, connectorPath: String, history: HistoryStore) throws(RunError) {
+        self.passphrase = passphrase
+        self.runID = runID
+        self.client = client
+        self.server = server
+        self.operation = operation
+        self.options = options
+        self.logger = logger
+        self.logFile = logFile
+        self.outputPath = outputPath
+        self.borgBaseDir = borgBaseDir
+        self.connectorPath = connectorPath
+        self.history = history
+        self.canceller = try RunCanceller()
+    }
+
+    deinit { passphrase?.wipe() }
+
+    /// borg prune's keep options for a retention policy.
+    public static func keepArguments(_ r: Retention) -> [String] {
+        var args: [String] = []
+        if let w = r.within { args.append("--keep-within=\(w)") }
+        for (flag, value) in [("hourly", r.hourly), ("daily", r.daily), ("weekly", r.weekly),
+                              ("monthly", r.monthly), ("yearly", r.yearly)] {
+            if let v = value { args.append("--keep-\(flag)=\(v)") }
+        }
+        return args
+    }
+
+    public func execute() -> RunReport {
+        var report = RunReport(runID: runID, client: client.name, server: server.name, started: Date())
+        report.kind = operation.kind
+        report.logFile = logFile
+        let repo = LocalBorgPlan.repository
+        do {
+            switch operation.kind {
+            case "check":
+                let args = ["check"] + (operation.verifyData == true ? ["--verify-data"] : []) + ["--", repo]
+                try step(LocalBorgPlan(kind: "check", arguments: args, maintenance: false), output: outputPath, into: &report)
+            case "prune", "compact":
+                let before = try archives(into: &report)
+                try tamperCheck(present: before)
+                if operation.kind == "prune" {
+                    guard let retention = client.retention else { throw RunError.setup("no retention policy") }
+                    let dry = operation.dryRun == true
+                    let args = ["prune", "--list"] + (dry ? ["--dry-run"] : []) + Self.keepArguments(retention) + ["--", repo]
+                    try step(LocalBorgPlan(kind: "prune", arguments: args, maintenance: true), output: outputPath, into: &report)
+                    if !dry {
+                        let after = try archives(into: &report)
+                        let pruned = before.subtracting(after).sorted()
+                        try history.recordPruned(client: client.name, runID: runID, archives: pruned)
+                        logger.info("pruned \(pruned.count) archive(s)\(pruned.isEmpty ? "" : ": " + pruned.joined(separator: ", ")); \(after.count) kept")
+                        if operation.compact == true {
+                            try step(LocalBorgPlan(kind: "compact", arguments: ["compact", "--", repo], maintenance: true),
+                                     output: nil, into: &report)
+                        }
+                    }
+                } else {
+                    try step(LocalBorgPlan(kind: "compact", arguments: ["compact", "--", repo], maintenance: true),
+                             output: outputPath, into: &report)
+                }
+            default:
+                throw RunError.setup("\(operation.kind) is not a maintenance operation")
+            }
+            report.state = .succeeded
+        } catch let stop as StepStop {
+            report.state = stop.state
+            report.error = stop.error
+        } catch {
+            report.state = .failed
+            report.error = "\(error)"
+            logger.error("\(error)")
+        }
+        passphrase?.wipe()
+        passphrase = nil
+        report.finish()
+        logger.info("run \(runID) \(report.state.rawValue)\(report.error.map { ": \($0)" } ?? "")")
+        return report
+    }
+
+    private struct StepStop: Error {
+        var state: RunState
+        var error: String?
+    }
+
+    /// Runs one borg step; a step that does not succeed ends the run with its outcome.
+    private func step(_ plan: LocalBorgPlan, output: String?, into report: inout RunReport) throws {
+        if canceller.isRequested { throw StepStop(state: .cancelled, error: RunError.cancelled.description) }
+        let secret = try passphrase?.copy()
+        let run = try LocalBorgRun(runID: runID, client: client, server: server, plan: plan, options: options,
+                                   passphrase: secret, logger: logger, logFile: logFile, outputPath: output,
+                                   borgBaseDir: borgBaseDir, connectorPath: connectorPath,
+                                   canceller: canceller, progress: progress)
+        let r = run.execute()
+        report.bytesToServer += r.bytesToServer
+        report.bytesFromServer += r.bytesFromServer
+        report.borgExitStatus = r.borgExitStatus
+        report.serverCipher = r.serverCipher
+        report.warnings += r.warnings
+        guard r.state == .succeeded else { throw StepStop(state: r.state, error: r.error) }
+    }
+
+    /// The archive names in the repository (borg list --json on R, read-only key).
+    private func archives(into report: inout RunReport) throws -> Set<String> {
+        let path = (outputPath ?? (FileManager.default.temporaryDirectory.path + "/borg-relay-\(runID)")) + ".list"
+        defer { unlink(path) }
+        try step(LocalBorgPlan(kind: "list", arguments: ["list", "--json", "--", LocalBorgPlan.repository], maintenance: false),
+                 output: path, into: &report)
+        struct Listing: Decodable {
+            struct Archive: Decodable { var name: String }
+            var archives: [Archive]
+        }
+        guard let data = FileManager.default.contents(atPath: path),
+              let listing = try? JSONDecoder().decode(Listing.self, from: data) else {
+            throw RunError.protocolFailure("borg list --json printed nothing the relay could read")
+        }
+        return Set(listing.archives.map(\.name))
+    }
+
+    private func tamperCheck(present: Set<String>) throws {
+        let expected = try history.expectedArchives(client: client.name)
+        let missing = expected.subtracting(present).sorted()
+        guard missing.isEmpty else {
+            let text = """
+                TAMPER ALARM: \(missing.count) archive(s) the relay created and never pruned are missing from \
+                \(client.name)'s repository on \(server.name): \(missing.joined(separator: ", ")). Someone deleted them \
+                through the append-only key (e.g. from the client). Nothing was pruned or compacted, so their data is \
+                still in the repository: stop compacting this repository, inspect the transactions with \
+                `borg check` and the repository's transaction log, and roll back to the last good transaction as \
+                borg's append-only documentation describes (remove the newer segments and hints/index files on the server).
+                """
+            logger.critical("\(text)")
+            throw StepStop(state: .failed, error: text)
+        }
+        logger.info("tamper check: all \(expected.count) archive(s) the relay created and did not prune are present (\(present.count) in the repository)")
+    }
+}
