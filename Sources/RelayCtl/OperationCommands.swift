@@ -269,3 +269,77 @@ func printLog(_ agent: AgentOptions, _ v: RunView, matching needles: [String]) a
         if let r = line.range(of: "] ") { print(line[r.upperBound...]) } else { print(line) }
     }
 }
+
+struct RestoreCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Restore an archive (or paths in it) on the client: borg extract on T through the append-only path.",
+        discussion: """
+            Files go into a fresh directory on the client (default /var/tmp/borg-relay-restore-CLIENT-RUN, or --to DIR), \
+            never over the originals unless --in-place is given. Owners are restored by number (--numeric-ids) \
+            unless --names is given.
+            """
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "The client.")
+    var client: String
+
+    @Argument(help: "The archive (see relayctl list CLIENT).")
+    var archive: String
+
+    @Argument(help: "Paths inside the archive (default: everything).")
+    var paths: [String] = []
+
+    @Option(name: .long, help: "The directory on the client to restore into (absolute).")
+    var to: String?
+
+    @Flag(name: .long, help: "Restore over the original paths (extract into /).")
+    var inPlace = false
+
+    @Flag(name: .long, help: "Map owners by user and group name instead of numeric ids.")
+    var names = false
+
+    @Flag(name: .long, help: "Read the archive and list what would be restored; write nothing.")
+    var dryRun = false
+
+    func validate() throws {
+        if inPlace && to != nil { throw ValidationError("give --to or --in-place, not both") }
+    }
+
+    func run() async throws {
+        let op = OperationRequest(kind: "restore", archive: archive, dryRun: dryRun ? true : nil,
+                                  paths: paths, to: to, inPlace: inPlace ? true : nil, names: names ? true : nil)
+        let (v, _) = try await runOperation(agent, client: client, op)
+        try requireSuccess(v)
+        if dryRun {
+            try await printLog(agent, v, matching: ["[T borg] "])
+            print("dry run: nothing was written on \(client)")
+        } else {
+            print("archive \(archive) restored on \(client) into \(op.restoreTarget(client: client, runID: v.id))")
+        }
+    }
+}
+
+struct BorgCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "borg",
+        abstract: "Run a read-only borg command on the client against its repository (list, info, diff, extract --stdout, export-tar -).",
+        discussion: "Name archives as ::ARCHIVE. Example: relayctl borg web1 -- diff ::a1 a2. Output up to 16 MiB."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "The client.")
+    var client: String
+
+    @Argument(parsing: .postTerminator, help: "borg's arguments, after --.")
+    var args: [String] = []
+
+    func run() async throws {
+        let (v, out) = try await runOperation(agent, client: client, OperationRequest(kind: "borg", args: args))
+        FileHandle.standardOutput.write(Data(out.utf8))
+        try requireSuccess(v)
+    }
+}

@@ -10,7 +10,7 @@ struct RelayCtl: AsyncParsableCommand {
         abstract: "Operate borg-relay: runs, status and history through the agent; the passphrase vault.",
         subcommands: [RunCtlCommand.self, StatusCommand.self, RunsCommand.self, LogCommand.self, CancelCommand.self,
                       InitCommand.self, ListCommand.self, InfoCommand.self, KeyExportCommand.self,
-                      PruneCommand.self, CompactCommand.self, CheckCommand.self,
+                      PruneCommand.self, CompactCommand.self, CheckCommand.self, RestoreCommand.self, BorgCommand.self,
                       VaultCommand.self, SealCommand.self]
     )
 

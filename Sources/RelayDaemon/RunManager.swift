@@ -397,7 +397,16 @@ public actor RunManager {
                 runLogger.warning("[clients.\(c.name)] '\(key)' hooks are not run by this version of relay-agent")
             }
             let run: any RelayRun
-            if let op = p.operation, OperationRequest.maintenanceKinds.contains(op.kind) {
+            if let op = p.operation, OperationRequest.clientKinds.contains(op.kind) {
+                let r = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config.relay),
+                                      passphrase: passphrase, logger: runLogger, logFile: path,
+                                      workload: try op.clientWorkload(client: c.name, runID: p.id))
+                r.outputPath = Self.outputPath(path)
+                if op.kind == "restore" {
+                    runLogger.info("restore of archive \(op.archive ?? "?") into \(op.dryRun == true ? "nothing (dry run)" : op.restoreTarget(client: c.name, runID: p.id)) on the client")
+                }
+                run = r
+            } else if let op = p.operation, OperationRequest.maintenanceKinds.contains(op.kind) {
                 run = try MaintenanceRun(runID: p.id, client: c, server: s, operation: op,
                                          options: SessionOptions(config.relay), passphrase: passphrase,
                                          logger: runLogger, logFile: path,

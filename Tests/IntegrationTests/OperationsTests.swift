@@ -166,3 +166,59 @@ struct RetentionTests {
         #expect(d.stop() == 0)
     }
 }
+
+@Suite("Restore and read-only borg on the client (real daemon, real sshd, real borg)", .serialized)
+struct RestoreTests {
+    @Test("restore into a new directory on T is byte-identical; one path; --dry-run writes nothing; relayctl borg runs read-only commands only")
+    func restoreAndBorgPassthrough() throws {
+        let s = try Sandbox(name: "restore")
+        defer { s.close() }
+        s.relayExtra = ["socket = \"\(s.dir)/relay/control.sock\""]
+        let data = s.dataDir
+        try FileManager.default.createDirectory(atPath: "\(data)/docs/deep dir", withIntermediateDirectories: true)
+        try Data("readme\n".utf8).write(to: URL(fileURLWithPath: "\(data)/docs/readme.txt"))
+        try Data("it's $odd\n".utf8).write(to: URL(fileURLWithPath: "\(data)/docs/deep dir/it's $odd.txt"))
+        try writeRandomFile("\(data)/blob.bin", count: 3 * 1024 * 1024)
+        try FileManager.default.createSymbolicLink(atPath: "\(data)/link", withDestinationPath: "docs/readme.txt")
+        if geteuid() == 0 { chown("\(data)/docs/readme.txt", 12345, 12345) }
+        try s.configure()
+        let d = try AgentDaemon(s)
+        #expect(try d.ctl(["run", "web1", "--follow"]).status == 0)
+        let archive = try #require(try s.archives().first)
+        let rel = String(data.dropFirst())  // paths in the archive have no leading /
+
+        let target = "\(s.dir)/t/restored"
+        let full = try d.ctl(["restore", "web1", archive, "--to", target])
+        #expect(full.status == 0, "\(full.output)")
+        #expect(full.stdout.contains(target), "\(full.stdout)")
+        #expect(TreeCompare.differences(data, "\(target)/\(rel)").isEmpty, "\(TreeCompare.differences(data, "\(target)/\(rel)"))")
+        if geteuid() == 0 {
+            var st = stat()
+            #expect(stat("\(target)/\(rel)/docs/readme.txt", &st) == 0 && st.st_uid == 12345, "numeric ids not kept")
+        }
+
+        let single = "\(s.dir)/t/single"
+        let one = try d.ctl(["restore", "web1", archive, "\(data)/docs/readme.txt", "--to", single])
+        #expect(one.status == 0, "\(one.output)")
+        #expect(FileManager.default.fileExists(atPath: "\(single)/\(rel)/docs/readme.txt"))
+        #expect(!FileManager.default.fileExists(atPath: "\(single)/\(rel)/blob.bin"))
+
+        let dry = try d.ctl(["restore", "web1", archive, "--dry-run", "--to", "\(s.dir)/t/dry"])
+        #expect(dry.status == 0, "\(dry.output)")
+        #expect(dry.stdout.contains("readme.txt"), "\(dry.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: "\(s.dir)/t/dry"))
+
+        let root = try d.ctl(["restore", "web1", archive, "--to", "/"])
+        #expect(root.status == 2 && root.stderr.contains("in-place"), "\(root.output)")
+
+        let list = try d.ctl(["borg", "web1", "--", "list", "::\(archive)"])
+        #expect(list.status == 0 && list.stdout.contains("it's $odd.txt"), "\(list.output)")
+        let cat = try d.ctl(["borg", "web1", "--", "extract", "--stdout", "::\(archive)", "\(rel)/docs/readme.txt"])
+        #expect(cat.status == 0 && cat.stdout == "readme\n", "\(cat.output)")
+        let delete = try d.ctl(["borg", "web1", "--", "delete", "::\(archive)"])
+        #expect(delete.status == 2 && delete.stderr.contains("not allowed"), "\(delete.output)")
+        #expect(try s.archives() == [archive])
+        #expect(d.stop() == 0)
+        #expect(s.sessionsLeft(on: [s.b, s.t], within: 5).isEmpty)
+    }
+}

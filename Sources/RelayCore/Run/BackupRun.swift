@@ -38,6 +38,18 @@ public enum Workload: Sendable, Equatable {
     /// A command of the caller's (benchmarks): `{port}` in it becomes the forwarded port.
     /// It should connect to 127.0.0.1:{port} once and write to it.
     case raw(commandTemplate: String)
+    /// Another borg command on the client (restore, read-only commands): `arguments` after
+    /// the program name, `BORG_REPO` set to the client's repository URL; run in `workDir`
+    /// (created 0700 if missing) when given.
+    case borg(kind: String, arguments: [String], workDir: String?)
+
+    var kind: String {
+        switch self {
+        case .backup: return "backup"
+        case .raw: return "raw"
+        case .borg(let kind, _, _): return kind
+        }
+    }
 }
 
 /// One relayed backup: `borg create` on the client T, its repository connection spliced
@@ -60,6 +72,8 @@ public final class BackupRun: @unchecked Sendable {
     private var passphrase: SecretBytes?
     private let logFile: String?
     public let workload: Workload
+    /// Where borg's stdout goes for `.borg` workloads (relayctl prints it).
+    public var outputPath: String?
 
     /// Seconds the splice may go without moving a byte, once borg on the client has
     /// exited, before it is closed.
@@ -112,6 +126,7 @@ public final class BackupRun: @unchecked Sendable {
     /// is in the report, and everything opened on the way is closed again.
     public func execute() -> RunReport {
         var report = RunReport(runID: runID, client: client.name, server: server.name, started: Date())
+        report.kind = workload.kind
         report.logFile = logFile
         let plan = BackupPlan(client: client)
         clientLog = LineCollector { [logger, progress] line in
@@ -149,7 +164,16 @@ public final class BackupRun: @unchecked Sendable {
         report.bytesToServer = splice?.up.delivered ?? 0
         report.bytesFromServer = splice?.down.delivered ?? 0
         report.borgExitStatus = create?.exitStatus
-        report.archive = ArchiveSummary.parse(borgJSON: stdout)
+        if workload == .backup {
+            report.archive = ArchiveSummary.parse(borgJSON: stdout)
+        } else if let out = outputPath {
+            let fd = Glibc.open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            if fd >= 0 {
+                _ = stdout.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                Glibc.close(fd)
+            }
+            if stdoutTruncated { warnings.append("borg's output was cut at \(Self.maxStdout / 1024 / 1024) MiB") }
+        }
         report.warnings = warnings
         finishReport(&report)
         logger.info("run \(runID) \(report.state.rawValue)\(report.error.map { ": \($0)" } ?? "")")
@@ -190,7 +214,7 @@ public final class BackupRun: @unchecked Sendable {
         switch status {
         case 0?:
             report.state = .succeeded
-        case 1? where report.archive != nil:
+        case 1? where report.archive != nil || workload != .backup:
             // borg's "warning" status: the archive exists (e.g. a file changed while read).
             report.state = .succeeded
             report.warnings.append("borg finished with warnings: \(borgDetail.isEmpty ? "see the run log" : borgDetail)")
@@ -289,6 +313,9 @@ public final class BackupRun: @unchecked Sendable {
             command = plan.createCommand(port: Int(bound), withPassphrase: passphrase != nil)
         case .raw(let template):
             command = template.replacingOccurrences(of: "{port}", with: String(bound))
+        case .borg(_, let arguments, let workDir):
+            command = plan.borgCommand(port: Int(bound), withPassphrase: passphrase != nil, arguments: arguments,
+                                       workDir: workDir)
         }
         logger.info("client runs: \(command)")
         try openExec(e, on: t, command: command, what: "starting borg create")

@@ -16,9 +16,25 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     public var compact: Bool?
     /// For check: --verify-data.
     public var verifyData: Bool?
+    /// For restore: paths inside the archive (all when empty).
+    public var paths: [String]?
+    /// For restore: the directory on the client (default: a fresh one under /var/tmp).
+    public var to: String?
+    /// For restore: extract over the original paths (into /).
+    public var inPlace: Bool?
+    /// For restore: map owners by name instead of --numeric-ids.
+    public var names: Bool?
+    /// For borg: the arguments of a read-only borg command on the client.
+    public var args: [String]?
 
     public init(kind: String, archive: String? = nil, encryption: String? = nil, json: Bool? = nil,
-                dryRun: Bool? = nil, compact: Bool? = nil, verifyData: Bool? = nil) {
+                dryRun: Bool? = nil, compact: Bool? = nil, verifyData: Bool? = nil, paths: [String]? = nil,
+                to: String? = nil, inPlace: Bool? = nil, names: Bool? = nil, args: [String]? = nil) {
+        self.paths = paths
+        self.to = to
+        self.inPlace = inPlace
+        self.names = names
+        self.args = args
         self.kind = kind
         self.archive = archive
         self.encryption = encryption
@@ -29,12 +45,42 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case kind, archive, encryption, json, compact
+        case kind, archive, encryption, json, compact, paths, to, names, args
         case dryRun = "dry_run"
         case verifyData = "verify_data"
+        case inPlace = "in_place"
     }
 
-    public static let kinds = ["init", "list", "info", "key-export", "prune", "compact", "check"]
+    public static let kinds = ["init", "list", "info", "key-export", "prune", "compact", "check", "restore", "borg"]
+    /// Kinds that run borg on the client T (through the append-only path), like a backup.
+    public static let clientKinds: Set<String> = ["restore", "borg"]
+    /// borg commands `relayctl borg` may run on the client: they only read the repository.
+    public static let readOnlyBorgCommands: Set<String> = ["list", "info", "diff", "extract", "export-tar"]
+
+    /// Where a restore goes on the client.
+    public func restoreTarget(client: String, runID: String) -> String {
+        if inPlace == true { return "/" }
+        return to ?? "/var/tmp/borg-relay-restore-\(client)-\(runID)"
+    }
+
+    /// The workload on the client for restore and borg.
+    public func clientWorkload(client: String, runID: String) throws(OperationError) -> Workload {
+        switch kind {
+        case "restore":
+            guard let a = archive else { throw .invalid("restore needs an archive (see relayctl list CLIENT)") }
+            var argv = ["extract", "--log-json", "--progress"]
+            if names != true { argv.append("--numeric-ids") }
+            if dryRun == true { argv += ["--dry-run", "--list"] }
+            argv += ["--", "::" + a]
+            argv += (paths ?? []).map { $0.hasPrefix("/") ? String($0.drop { $0 == "/" }) : $0 }
+            return .borg(kind: "restore", arguments: argv,
+                         workDir: dryRun == true ? nil : restoreTarget(client: client, runID: runID))
+        case "borg":
+            return .borg(kind: "borg", arguments: args ?? [], workDir: nil)
+        default:
+            throw .invalid("\(kind) does not run on the client")
+        }
+    }
     /// Kinds that run as a `MaintenanceRun` (several borg steps, the tamper alarm first).
     public static let maintenanceKinds: Set<String> = ["prune", "compact", "check"]
 
@@ -42,6 +88,39 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     public func validate(client: ClientConfig, server: ServerConfig, file: String) throws(OperationError) {
         guard Self.kinds.contains(kind) else {
             throw .invalid("unknown operation '\(kind)' (known: \(Self.kinds.joined(separator: ", ")))")
+        }
+        if kind == "restore" {
+            guard let a = archive else { throw .invalid("restore needs an archive (see relayctl list CLIENT)") }
+            _ = try LocalBorgPlan.checkArchive(a)
+            if inPlace == true && to != nil { throw .invalid("give either a target directory or in-place, not both") }
+            if let t = to {
+                let parts = t.split(separator: "/")
+                if !t.hasPrefix("/") || parts.isEmpty || parts.contains("..") || parts.contains(".") {
+                    throw .invalid("the restore target '\(t)' must be an absolute directory other than / (use in-place to restore over the originals)")
+                }
+            }
+            for p in paths ?? [] where p.isEmpty || p.split(separator: "/").contains("..") {
+                throw .invalid("'\(p)' is not a path inside the archive")
+            }
+            return
+        }
+        if kind == "borg" {
+            guard let argv = args, let command = argv.first else {
+                throw .invalid("give the borg command after --, e.g. relayctl borg CLIENT -- list ::ARCHIVE")
+            }
+            guard Self.readOnlyBorgCommands.contains(command) else {
+                throw .invalid("borg \(command) is not allowed through the client's append-only path; allowed: \(Self.readOnlyBorgCommands.sorted().joined(separator: ", "))")
+            }
+            if command == "extract" && !argv.contains("--stdout") && !argv.contains("--dry-run") && !argv.contains("-n") {
+                throw .invalid("borg extract here needs --stdout (or --dry-run); to restore files use relayctl restore")
+            }
+            if command == "export-tar" && !argv.dropFirst().contains("-") {
+                throw .invalid("borg export-tar here must write to stdout (-)")
+            }
+            if let bad = argv.first(where: { $0.contains("://") }) {
+                throw .invalid("'\(bad)': name archives as ::ARCHIVE; the repository is the client's")
+            }
+            return
         }
         if Self.maintenanceKinds.contains(kind) {
             if archive != nil { throw .invalid("\(kind) takes no archive") }
@@ -65,11 +144,7 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     /// borg's arguments and the key to use, or why the request cannot run.
     public func plan() throws(OperationError) -> LocalBorgPlan {
         let repo = LocalBorgPlan.repository
-        if let a = archive {
-            if a.isEmpty || a.count > 200 || a.contains("/") || a.hasPrefix("-") || a.contains("::") {
-                throw .invalid("'\(a)' is not an archive name")
-            }
-        }
+        if let a = archive { _ = try LocalBorgPlan.checkArchive(a) }
         let target = archive.map { repo + "::" + $0 } ?? repo
         switch kind {
         case "init":
@@ -92,6 +167,16 @@ public struct OperationRequest: Codable, Sendable, Equatable {
         default:
             throw .invalid("unknown operation '\(kind)' (known: \(Self.kinds.joined(separator: ", ")))")
         }
+    }
+}
+
+extension LocalBorgPlan {
+    /// An archive name as relayctl may pass it to borg.
+    static func checkArchive(_ a: String) throws(OperationError) -> String {
+        if a.isEmpty || a.count > 200 || a.contains("/") || a.hasPrefix("-") || a.contains("::") {
+            throw .invalid("'\(a)' is not an archive name")
+        }
+        return a
     }
 }
 

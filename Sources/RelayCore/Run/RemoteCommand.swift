@@ -58,6 +58,20 @@ public struct BackupPlan: Sendable, Equatable {
         return args
     }
 
+    /// Another borg command on the client, with BORG_REPO set to the repository (so that
+    /// `::ARCHIVE` works), run in `workDir` (created 0700 when missing) if given.
+    public func borgCommand(port: Int, withPassphrase: Bool, arguments: [String], workDir: String?) -> String {
+        var argv = ["env", "-u", "BORG_PASSPHRASE", "-u", "BORG_PASSCOMMAND"]
+        argv += withPassphrase ? ["BORG_PASSPHRASE_FD=0"] : ["-u", "BORG_PASSPHRASE_FD"]
+        argv.append("BORG_REPO=\(repositoryURL)")
+        argv.append("BORG_RSH=\(Self.connector(port: port))")
+        argv.append(client.borgPath)
+        argv += arguments
+        let run = "exec " + Shell.join(argv)
+        guard let dir = workDir else { return run }
+        return "mkdir -p -m 0700 -- \(Shell.quote(dir)) && cd -- \(Shell.quote(dir)) && " + run
+    }
+
     /// The full command line for the client's exec channel. The passphrase is not in
     /// it: borg reads it from fd 0 (`BORG_PASSPHRASE_FD=0`), which is the channel's stdin.
     /// Variables that would override the fd (BORG_PASSPHRASE, BORG_PASSCOMMAND) are unset.

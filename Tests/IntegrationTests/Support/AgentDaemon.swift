@@ -34,7 +34,10 @@ final class AgentDaemon {
     /// `relayctl ARGS --socket S`.
     @discardableResult
     func ctl(_ args: [String], stdin: Data? = nil, timeout: TimeInterval = 300) throws -> ProcessResult {
-        try Proc.run(try Proc.binary("relayctl"), args + ["--socket", socket], stdin: stdin, timeout: timeout)
+        // Options go before a "--" (after it everything is passed through).
+        var argv = args
+        argv.insert(contentsOf: ["--socket", socket], at: args.firstIndex(of: "--") ?? args.count)
+        return try Proc.run(try Proc.binary("relayctl"), argv, stdin: stdin, timeout: timeout)
     }
 
     func status() throws -> StatusView {
