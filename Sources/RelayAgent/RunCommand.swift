@@ -88,9 +88,6 @@ struct RunCommand: ParsableCommand {
         for id in try history.markInterrupted() {
             logger.warning("run \(id) was interrupted (its agent ended mid-run); marked in the history")
         }
-        for (key, value) in [("pre", c.pre), ("post", c.post)] where value != nil {
-            logger.warning("[clients.\(c.name)] '\(key)' hooks are not run by this version of relay-agent")
-        }
         if c.retention != nil {
             logger.warning("[clients.\(c.name)] 'retention' is not applied by this version of relay-agent")
         }

@@ -393,9 +393,6 @@ public actor RunManager {
             let path = logPath(c.name, p.id)
             let sink = try RunLogSink(path: path, echoToStderr: false)
             let runLogger = sink.logger(label: "borg-relay.run")
-            for (key, value) in [("pre", c.pre), ("post", c.post)] where value != nil {
-                runLogger.warning("[clients.\(c.name)] '\(key)' hooks are not run by this version of relay-agent")
-            }
             let run: any RelayRun
             if let op = p.operation, OperationRequest.clientKinds.contains(op.kind) {
                 let r = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config.relay),

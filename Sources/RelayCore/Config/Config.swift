@@ -111,8 +111,13 @@ public struct ClientConfig: Sendable, Equatable {
     /// Run once at start-up if a scheduled time passed while the daemon was down.
     public var catchUp: Bool
     public var retention: Retention?
-    public var pre: String?
-    public var post: String?
+    /// Hook commands on the client, as argument vectors (not run through a shell unless
+    /// the user writes `sh -c`).
+    public var pre: [String]?
+    public var post: [String]?
+    /// Seconds each hook may run before it is killed (coreutils `timeout` on the client).
+    public var preTimeout: Int = 3600
+    public var postTimeout: Int = 3600
 }
 
 /// A passphrase sealed to the vault's public key. Holding one reveals nothing.

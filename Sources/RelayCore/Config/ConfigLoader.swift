@@ -143,6 +143,7 @@ public enum ConfigLoader {
         try t.allowOnly(endpointKeys.union([
             "server", "repository", "passphrase", "paths", "exclude", "compression", "archive",
             "transport", "borg_path", "schedule", "jitter", "catch_up", "retention", "pre", "post",
+            "pre_timeout", "post_timeout",
         ]))
         let endpoint = try parseEndpoint(t, defaultUser: nil)
         let server = try t.requiredString("server")
@@ -202,14 +203,17 @@ public enum ConfigLoader {
         let jitter = try t.int("jitter", default: 0, range: 0...86_400)
         let catchUp = try t.optionalBool("catch_up") ?? false
         let retention = try t.optionalTable("retention").map { r throws(ConfigError) in try parseRetention(r) }
-        let pre = try t.optionalString("pre")
-        let post = try t.optionalString("post")
-        return ClientConfig(name: name, endpoint: endpoint, server: server, repository: repository,
+        let pre = try t.hookCommand("pre")
+        let post = try t.hookCommand("post")
+        var client = ClientConfig(name: name, endpoint: endpoint, server: server, repository: repository,
                             passphrase: passphrase, paths: paths, exclude: exclude,
                             compression: compression, archive: archive, transport: transport,
                             borgPath: borgPath, schedule: schedule, jitter: jitter, catchUp: catchUp,
                             retention: retention,
                             pre: pre, post: post)
+        client.preTimeout = try t.int("pre_timeout", default: 3600, range: 1...86_400)
+        client.postTimeout = try t.int("post_timeout", default: 3600, range: 1...86_400)
+        return client
     }
 
     static func parseRetention(_ t: TableReader) throws(ConfigError) -> Retention {
@@ -359,6 +363,27 @@ struct TableReader {
 
     func int(_ key: String, default d: Int, range: ClosedRange<Int>) throws(ConfigError) -> Int {
         try optionalInt(key, range: range) ?? d
+    }
+
+    /// A hook: an array of strings (the argument vector), or a string split at spaces
+    /// (for a plain command without quoted arguments).
+    func hookCommand(_ key: String) throws(ConfigError) -> [String]? {
+        guard let v = value(key) else { return nil }
+        let argv: [String]
+        if v.type == .string, let s = v.string {
+            argv = s.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        } else if v.array != nil {
+            argv = try stringArray(key) ?? []
+        } else {
+            throw error(key, .wrongType(expected: "a command (a string, or an array of strings)", found: Self.describe(v)))
+        }
+        guard let first = argv.first, !first.isEmpty else {
+            throw error(key, .invalidValue(reason: "the command is empty"))
+        }
+        if argv.contains(where: { $0.contains("\0") || $0.contains("\n") }) {
+            throw error(key, .invalidValue(reason: "arguments may not contain NUL or newline characters"))
+        }
+        return argv
     }
 
     func stringArray(_ key: String) throws(ConfigError) -> [String]? {

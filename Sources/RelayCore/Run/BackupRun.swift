@@ -156,6 +156,15 @@ public final class BackupRun: @unchecked Sendable {
         passphrase?.wipe()
         passphrase = nil
         progress.update { $0.phase = "finishing" }
+        if workload == .backup, let post = client.post, let t, t.isAlive {
+            let ok = failure == nil && !cancelRequested && create?.exitSignal == nil && [0, 1].contains(create?.exitStatus ?? -1)
+            do {
+                try runHook("post", argv: post, timeout: client.postTimeout, result: ok ? "success" : "failure")
+            } catch {
+                logger.warning("\(error)")
+                warnings.append("\(error)")
+            }
+        }
         clientLog.finish()
         serverLog.finish()
         teardown()
@@ -233,6 +242,53 @@ public final class BackupRun: @unchecked Sendable {
         }
     }
 
+    /// Runs a hook on the client and waits for it, on this thread (blocking mode). The
+    /// client's coreutils `timeout` kills it at `timeout` seconds; the relay gives up 20 s
+    /// later. Its output goes to the run log; a failure throws.
+    private func runHook(_ name: String, argv: [String], timeout: Int, result: String?) throws {
+        guard let t else { return }
+        t.setBlocking(true)
+        var env = ["env", "BORG_RELAY_RUN=\(runID)", "BORG_RELAY_CLIENT=\(client.name)"]
+        if let r = result { env.append("BORG_RELAY_RESULT=\(r)") }
+        let command = "exec " + Shell.join(env + ["timeout", "--kill-after=10", String(timeout)] + argv)
+        logger.info("\(name) hook: \(command)")
+        let ch = try t.newChannel(label: "\(name) hook")
+        defer { ch.close(); ch.free() }
+        try openExec(ch, on: t, command: command, what: "starting the \(name) hook")
+        guard let h = ch.handle else { return }
+        let output = LineCollector(keep: 10) { [logger] line in
+            logger.info("\(line)", metadata: ["relay.origin": "T \(name)"])
+            return line
+        }
+        let deadline = Date().addingTimeInterval(TimeInterval(timeout + 20))
+        var buf = [UInt8](repeating: 0, count: 16384)
+        var gaveUp = false
+        reading: while true {
+            var got = false
+            for stream: Int32 in [0, 1] {
+                let n = buf.withUnsafeMutableBytes { ssh_channel_read_timeout(h, $0.baseAddress, UInt32($0.count), stream, 250) }
+                if n > 0 {
+                    buf.withUnsafeBytes { output.append(UnsafeRawBufferPointer(rebasing: $0[0..<Int(n)])) }
+                    got = true
+                } else if n == SSH_ERROR {
+                    break reading
+                }
+            }
+            if !got && ssh_channel_is_eof(h) != 0 { break }
+            // A cancel stops the pre hook; the post hook (clean-up) still runs to its end.
+            if Date() > deadline || (result == nil && canceller.isRequested) { gaveUp = true; break }
+        }
+        output.finish()
+        let status: Int32? = gaveUp ? nil : { let st = ssh_channel_get_exit_status(h); return st >= 0 ? st : nil }()
+        logger.info("\(name) hook ended: \(status.map { "exit status \($0)" } ?? "no exit status")")
+        if gaveUp && result == nil && canceller.isRequested {
+            cancelRequested = true
+            throw RunError.cancelled
+        }
+        if gaveUp || status == 124 || status == 137 { throw RunError.hookTimedOut(hook: name, seconds: timeout) }
+        if status != 0 { throw RunError.hookFailed(hook: name, status: status, detail: Self.errorLines(output.tail)) }
+    }
+
     /// The lines of borg's stderr worth showing in a one-line error.
     static func errorLines(_ lines: [String]) -> String {
         let useful = lines.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -246,6 +302,14 @@ public final class BackupRun: @unchecked Sendable {
         let bs = try SSHSession(label: "server \(server.name)", endpoint: server.endpoint, options: options)
         t = ts
         b = bs
+        // With a pre hook: the client first, the hook, and only then the server (which
+        // would sit idle, unpolled, while the hook runs).
+        if workload == .backup, let pre = client.pre {
+            try ts.open()
+            try runHook("pre", argv: pre, timeout: client.preTimeout, result: nil)
+            try bs.open()
+            return
+        }
         // Both in parallel; each session is used by exactly one thread here, then handed
         // to this thread once both are done.
         let errors = Mutex<[Int: Error]>([:])

@@ -6,6 +6,8 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
     case borgFailed(status: Int32, detail: String)
     case borgKilled(signal: String, detail: String)
     case protocolFailure(String)
+    case hookFailed(hook: String, status: Int32?, detail: String)
+    case hookTimedOut(hook: String, seconds: Int)
 
     public var description: String {
         switch self {
@@ -17,6 +19,12 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
         case .borgKilled(let signal, let detail):
             return "borg create on the client was killed by SIG\(signal)" + (detail.isEmpty ? "" : ": \(detail)")
         case .protocolFailure(let s): return s
+        case .hookFailed(let hook, let status, let detail):
+            return "the \(hook) hook on the client failed (\(status.map { "exit status \($0)" } ?? "no exit status"))"
+                + (detail.isEmpty ? "" : ": \(detail)") + (hook == "pre" ? "; the backup was skipped" : "")
+        case .hookTimedOut(let hook, let seconds):
+            return "the \(hook) hook on the client was killed at its timeout of \(seconds) s (\(hook)_timeout)"
+                + (hook == "pre" ? "; the backup was skipped" : "")
         }
     }
 }
