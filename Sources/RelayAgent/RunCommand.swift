@@ -22,8 +22,22 @@ struct RunCommand: ParsableCommand {
     @Flag(name: [.short, .long], help: "Echo the run log to stderr while it runs.")
     var verbose = false
 
+    @Flag(name: .long, help: "Show the commands the run would send to each host; connect to nothing.")
+    var dryRun = false
+
     func run() throws {
         signal(SIGPIPE, SIG_IGN)
+        if dryRun {
+            do {
+                let cfg = try ConfigLoader.load(path: config)
+                let c = try cfg.client(client)
+                print(BackupPlan.dryRun(client: c, server: cfg.server(for: c)))
+                return
+            } catch {
+                CLI.printError("relay-agent: \(error)")
+                throw ExitCode(CLI.Exit.usage)
+            }
+        }
         let prepared: Prepared
         do {
             prepared = try prepare()

@@ -30,6 +30,9 @@ struct RunCtlCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the runs as JSON.")
     var json = false
 
+    @Flag(name: .long, help: "Show the commands each run would send (from the config); start nothing.")
+    var dryRun = false
+
     @Flag(name: .long, help: """
         Read the repository passphrase for this run from stdin (one client only). It is sealed \
         to a one-time key of the agent before it is sent; the plain passphrase never crosses the socket.
@@ -45,6 +48,23 @@ struct RunCtlCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if dryRun {
+            let cfg: RelayConfig
+            do {
+                cfg = try ConfigLoader.load(path: agent.config, checkFiles: false)
+            } catch {
+                CLI.printError("relayctl: \(error) (--dry-run reads the config)")
+                throw ExitCode(CLI.Exit.usage)
+            }
+            for name in all ? cfg.clients.keys.sorted() : clients {
+                guard let c = cfg.clients[name] else {
+                    CLI.printError("relayctl: unknown client '\(name)': \(cfg.file) has no [clients.\(name)]")
+                    throw ExitCode(CLI.Exit.usage)
+                }
+                print(BackupPlan.dryRun(client: c, server: cfg.server(for: c)))
+            }
+            return
+        }
         let code = try await withAgent(agent) { client -> Int32 in
             var request = RunRequest(clients: clients, all: all ? true : nil, queue: queue ? true : nil)
             if passphraseStdin {

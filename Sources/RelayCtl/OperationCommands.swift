@@ -12,6 +12,7 @@ func runOperation(_ agent: AgentOptions, client name: String, _ op: OperationReq
         let started: RunList = try await client.post("/runs", body: request)
         guard var v = started.runs.first else { throw CtlError.badResponse("no run was started") }
         var told = false
+        let tty = isatty(2) == 1
         while !v.isFinished {
             try await Task.sleep(for: .milliseconds(250))
             v = try await client.get("/runs/\(v.id)")
@@ -19,7 +20,12 @@ func runOperation(_ agent: AgentOptions, client name: String, _ op: OperationReq
                 CLI.printError("relayctl: \(op.kind) of \(name) waits for the client's current run to end (run \(v.id))")
                 told = true
             }
+            // Live progress on a terminal, as for a backup (stdout stays borg's output).
+            if tty && v.state == "running" {
+                FileHandle.standardError.write(Data(("\r\u{1B}[K" + Format.progressLine(v)).utf8))
+            }
         }
+        if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         var output = ""
         var offset = 0
         while true {

@@ -46,6 +46,32 @@ struct HookTests {
         #expect(try s.archives().count == 1)
     }
 
+    @Test("run --dry-run shows the exact commands for each host, the passphrase as ***, and connects to nothing")
+    func dryRun() throws {
+        let s = try Sandbox(name: "dryrun", maintenance: true)
+        defer { s.close() }
+        s.relayExtra = ["socket = \"\(s.dir)/relay/control.sock\""]
+        s.clientExtra = ["pre = 'echo pre'", "post = ['sh', '-c', 'echo post']", "retention = { daily = 7, weekly = 4 }",
+                         "exclude = [\"it's *.tmp\"]"]
+        try s.configure()
+        for (exe, args) in [("relay-agent", ["run", "web1", "--dry-run", "--config", s.configPath]),
+                            ("relayctl", ["run", "web1", "--dry-run", "--config", s.configPath])] {
+            let r = try Proc.run(try Proc.binary(exe), args)
+            #expect(r.status == 0, "\(exe): \(r.output)")
+            let out = r.stdout
+            #expect(out.contains("borg create --json --log-json --progress --compression=lz4 '--exclude=it'\\''s *.tmp'"), "\(exe): \(out)")
+            #expect(out.contains("BORG_PASSPHRASE_FD=0") && out.contains("*** (the passphrase"), "\(out)")
+            #expect(out.contains("timeout --kill-after=10 3600 echo pre"), "\(out)")
+            #expect(out.contains("borg serve --info"), "\(out)")
+            #expect(out.contains("--keep-daily=7 --keep-weekly=4"), "\(out)")
+            #expect(!out.contains(s.passphrase))
+        }
+        // Nothing happened: no session on T or B, no archive, no history.
+        #expect(s.t.sessionPIDs().isEmpty && s.b.sessionPIDs().isEmpty)
+        #expect(try s.archives().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "\(s.stateDir)/history.sqlite"))
+    }
+
     @Test("hook config: a string is split at spaces, arrays are argv, bad values name the key")
     func hookConfig() throws {
         func parse(_ extra: String) throws -> ClientConfig {

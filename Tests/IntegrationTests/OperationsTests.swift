@@ -86,6 +86,104 @@ func repositoryBytes(_ repo: String) -> Int {
 
 @Suite("Retention and the tamper alarm (real daemon, real sshd, real borg)", .serialized)
 struct RetentionTests {
+    @Test("the passphrase never appears in /proc of the relay's own borg (check --verify-data) nor in logs")
+    func passphraseNotInLocalBorg() throws {
+        let s = try Sandbox(name: "rsecret", maintenance: true)
+        defer { s.close() }
+        s.relayExtra = ["socket = \"\(s.dir)/relay/control.sock\""]
+        try writeRandomFile("\(s.dataDir)/a.bin", count: 64 * 1024 * 1024)
+        try s.configure()
+        let d = try AgentDaemon(s)
+        #expect(try d.ctl(["run", "web1", "--follow"]).status == 0)
+        let scanner = ProcScanner(needle: s.passphrase) { c in
+            c.contains("borg") && c.contains("check") && c.contains("ssh://borg-relay")
+        }
+        scanner.start()
+        let check = try d.ctl(["check", "web1", "--verify-data"])
+        let result = scanner.stop()
+        #expect(check.status == 0, "\(check.output)")
+        #expect(result.sawBorgCreate, "the sampler never saw borg check running on the relay (\(result.samples) samples)")
+        #expect(result.hits.isEmpty, "passphrase found in /proc: \(result.hits)")
+        #expect(d.stop() == 0)
+        #expect(!d.log.contains(s.passphrase))
+        for r in try HistoryStore(path: "\(s.stateDir)/history.sqlite").recent(limit: 100) {
+            let text = (try? String(contentsOfFile: r.logFile ?? "", encoding: .utf8)) ?? ""
+            #expect(!text.contains(s.passphrase))
+        }
+    }
+
+    @Test("the append-only key cannot destroy: a borg delete through it is undone by rolling back the transaction; prune never runs on T")
+    func appendOnlyDeleteIsRecoverable() throws {
+        let s = try Sandbox(name: "undelete", maintenance: true)
+        defer { s.close() }
+        s.relayExtra = ["socket = \"\(s.dir)/relay/control.sock\""]
+        s.clientExtra = ["retention = { daily = 3 }"]
+        try writeRandomFile("\(s.dataDir)/f.bin", count: 2 * 1024 * 1024)
+        try s.configure()
+        let d = try AgentDaemon(s)
+        #expect(try d.ctl(["run", "web1", "--follow"]).status == 0)
+        var retention: RunView?
+        for _ in 0..<300 where retention == nil {
+            retention = try d.runs("web1").first { $0.trigger == "retention" && $0.isFinished }
+            usleep(100_000)
+        }
+        #expect(retention?.state == "succeeded", "\(retention?.error ?? "no retention run")")
+        let archive = try #require(try s.archives().first)
+        #expect(d.stop() == 0)
+
+        // Every command the relay sent to T, from the run logs: no prune, no compact, no delete.
+        for r in try HistoryStore(path: "\(s.stateDir)/history.sqlite").recent(limit: 100) {
+            let log = (try? String(contentsOfFile: r.logFile ?? "", encoding: .utf8)) ?? ""
+            for line in log.split(separator: "\n") where line.contains("client runs:") {
+                #expect(!line.contains(" prune") && !line.contains(" compact") && !line.contains(" delete"), "\(line)")
+            }
+            if r.kind == "prune" { #expect(log.contains("relay runs: borg --log-json prune"), "\(log)") }
+        }
+
+        // Delete through the append-only key (what a compromised T could do).
+        func segments() -> [Int] {
+            let e = FileManager.default.enumerator(atPath: "\(s.repo)/data")
+            var out: [Int] = []
+            while let p = e?.nextObject() as? String { if let n = Int((p as NSString).lastPathComponent) { out.append(n) } }
+            return out.sorted()
+        }
+        let lastGood = try #require(segments().last)
+        var env = ProcessInfo.processInfo.environment
+        env["BORG_BASE_DIR"] = "\(s.dir)/attacker"
+        env["BORG_PASSPHRASE"] = s.passphrase
+        env["BORG_RSH"] = "ssh -i \(s.dir)/relay/keys/b -o IdentitiesOnly=yes -o UserKnownHostsFile=\(s.knownHosts) -o StrictHostKeyChecking=yes -o BatchMode=yes"
+        let del = try Proc.run("/usr/bin/borg", ["delete", "ssh://\(s.user)@127.0.0.1:\(s.b.port)\(s.repo)::\(archive)"], env: env)
+        #expect(del.status == 0, "\(del.output)")
+        #expect(try s.archives().isEmpty)
+        // B refuses to really delete: compaction through the append-only key is refused too.
+        let compact = try Proc.run("/usr/bin/borg", ["compact", "ssh://\(s.user)@127.0.0.1:\(s.b.port)\(s.repo)"], env: env)
+        #expect(segments().first! <= lastGood, "old segments were removed through the append-only key")
+        _ = compact
+
+        // Roll back (borg's append-only documentation): drop the segments and index files
+        // written after the last good transaction; the archive is back, intact.
+        for n in segments() where n > lastGood {
+            let e = FileManager.default.enumerator(atPath: "\(s.repo)/data")
+            while let p = e?.nextObject() as? String {
+                if (p as NSString).lastPathComponent == String(n) {
+                    try FileManager.default.removeItem(atPath: "\(s.repo)/data/\(p)")
+                }
+            }
+        }
+        for name in try FileManager.default.contentsOfDirectory(atPath: s.repo) {
+            let parts = name.split(separator: ".")
+            if parts.count == 2, ["index", "hints", "integrity"].contains(String(parts[0])), let n = Int(parts[1]), n > lastGood {
+                try FileManager.default.removeItem(atPath: "\(s.repo)/\(name)")
+            }
+        }
+        #expect(try s.archives() == [archive])
+        try s.borg(["check", "--verify-data", s.repo])
+        let restored = "\(s.dir)/check-restore"
+        try FileManager.default.createDirectory(atPath: restored, withIntermediateDirectories: true)
+        try s.borg(["extract", "\(s.repo)::\(archive)"], cwd: restored)
+        #expect(TreeCompare.sameBytes("\(s.dataDir)/f.bin", "\(restored)\(s.dataDir)/f.bin"))
+    }
+
     @Test("retention: prune --dry-run changes nothing, prune keeps what the policy says, compact frees space, a backup triggers prune+compact")
     func retentionPruneCompact() throws {
         let s = try Sandbox(name: "retain", maintenance: true)

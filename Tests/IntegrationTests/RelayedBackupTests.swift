@@ -198,11 +198,18 @@ final class ProcScanner: Sendable {
         var samples = 0
     }
     private let needle: [UInt8]
+    /// Recognises the process the scan is meant to catch (default: borg create on T).
+    private let seen: @Sendable (String) -> Bool
     private let state = Mutex(Result())
     private let running = Atomic<Bool>(false)
     private let done = Atomic<Bool>(false)
 
-    init(needle: String) { self.needle = Array(needle.utf8) }
+    init(needle: String, seen: @escaping @Sendable (String) -> Bool = { c in
+        c.contains("borg") && c.contains("create") && c.contains("ssh://borg-relay")
+    }) {
+        self.needle = Array(needle.utf8)
+        self.seen = seen
+    }
 
     func start() {
         running.store(true, ordering: .sequentiallyConsistent)
@@ -233,7 +240,7 @@ final class ProcScanner: Sendable {
                 hits.append("pid \(e): \(String(decoding: cmd.map { $0 == 0 ? 32 : $0 }, as: UTF8.self))")
             }
             let c = String(decoding: cmd, as: UTF8.self)
-            if c.contains("borg") && c.contains("create") && c.contains("ssh://borg-relay") { saw = true }
+            if seen(c) { saw = true }
         }
         state.withLock {
             $0.samples += 1

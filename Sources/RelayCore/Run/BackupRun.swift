@@ -248,9 +248,7 @@ public final class BackupRun: @unchecked Sendable {
     private func runHook(_ name: String, argv: [String], timeout: Int, result: String?) throws {
         guard let t else { return }
         t.setBlocking(true)
-        var env = ["env", "BORG_RELAY_RUN=\(runID)", "BORG_RELAY_CLIENT=\(client.name)"]
-        if let r = result { env.append("BORG_RELAY_RESULT=\(r)") }
-        let command = "exec " + Shell.join(env + ["timeout", "--kill-after=10", String(timeout)] + argv)
+        let command = BackupPlan.hookCommand(argv: argv, timeout: timeout, runID: runID, client: client.name, result: result)
         logger.info("\(name) hook: \(command)")
         let ch = try t.newChannel(label: "\(name) hook")
         defer { ch.close(); ch.free() }

@@ -58,6 +58,43 @@ public struct BackupPlan: Sendable, Equatable {
         return args
     }
 
+    /// A hook's command line on the client: argv as given, under coreutils `timeout`, with
+    /// BORG_RELAY_RUN, BORG_RELAY_CLIENT and (post) BORG_RELAY_RESULT in its environment.
+    public static func hookCommand(argv: [String], timeout: Int, runID: String, client: String, result: String?) -> String {
+        var env = ["env", "BORG_RELAY_RUN=\(runID)", "BORG_RELAY_CLIENT=\(client)"]
+        if let r = result { env.append("BORG_RELAY_RESULT=\(r)") }
+        return "exec " + Shell.join(env + ["timeout", "--kill-after=10", String(timeout)] + argv)
+    }
+
+    /// What a backup run would do, command by command, without connecting anywhere
+    /// (`run --dry-run`). The passphrase never appears in a command; where it goes (borg's
+    /// stdin) is shown as ***.
+    public static func dryRun(client c: ClientConfig, server s: ServerConfig, runID: String = "RUN") -> String {
+        let plan = BackupPlan(client: c)
+        var lines = ["dry run: backup of client \(c.name) (\(c.endpoint.display)) to server \(s.name) (\(s.endpoint.display)), repository \(c.repository); nothing is connected or run"]
+        if let pre = c.pre {
+            lines.append("client: pre hook:    \(hookCommand(argv: pre, timeout: c.preTimeout, runID: runID, client: c.name, result: nil))")
+        }
+        lines.append("client: remote forward on 127.0.0.1:PORT (PORT chosen by the client's sshd; one connection, then cancelled)")
+        lines.append("server: exec         \(serveCommand)   (the key's forced command decides what runs)")
+        lines.append("client: exec         \(plan.createCommand(port: 0, withPassphrase: c.passphrase != nil).replacingOccurrences(of: "127.0.0.1:0", with: "127.0.0.1:PORT"))")
+        if c.passphrase != nil {
+            lines.append("client: stdin        *** (the passphrase, then EOF)")
+        }
+        if let post = c.post {
+            lines.append("client: post hook:   \(hookCommand(argv: post, timeout: c.postTimeout, runID: runID, client: c.name, result: "success|failure"))")
+        }
+        if let r = c.retention {
+            let keep = MaintenanceRun.keepArguments(r).joined(separator: " ")
+            if s.maintenanceKey != nil {
+                lines.append("relay:  after success (daemon): borg list --json, tamper check, borg prune --list \(keep) \(LocalBorgPlan.url(c)), borg compact (maintenance key)")
+            } else {
+                lines.append("relay:  retention is set but [servers.\(s.name)] has no maintenance_key: nothing would be pruned")
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+
     /// Another borg command on the client, with BORG_REPO set to the repository (so that
     /// `::ARCHIVE` works), run in `workDir` (created 0700 when missing) if given.
     public func borgCommand(port: Int, withPassphrase: Bool, arguments: [String], workDir: String?) -> String {
