@@ -103,7 +103,7 @@ struct RunCommand: ParsableCommand {
             logger.warning("run \(id) was interrupted (its agent ended mid-run); marked in the history")
         }
         if c.retention != nil {
-            logger.warning("[clients.\(c.name)] 'retention' is not applied by this version of relay-agent")
+            logger.info("[clients.\(c.name)] 'retention' is applied by the daemon after its backups, or by relayctl prune; not by a foreground run")
         }
         let run = try BackupRun(runID: runID, client: c, server: s, options: SessionOptions(cfg.relay),
                                 passphrase: passphrase, logger: logger, logFile: logPath)

@@ -211,7 +211,7 @@ public final class BackupRun: @unchecked Sendable {
         }
         if let sig = create?.exitSignal {
             report.state = .failed
-            report.error = RunError.borgKilled(signal: sig, detail: borgDetail).description
+            report.error = RunError.borgKilled(signal: sig, detail: borgDetail, command: borgCommandName).description
             return
         }
         if case .raw = workload, spliceCut || (splice?.up.dropped ?? 0) > 0 {
@@ -232,7 +232,7 @@ public final class BackupRun: @unchecked Sendable {
             var detail = borgDetail
             let serverDetail = Self.errorLines(serverLog.tail)
             if !serverDetail.isEmpty { detail += (detail.isEmpty ? "" : "; ") + "borg serve on the server said: \(serverDetail)" }
-            report.error = RunError.borgFailed(status: s, detail: detail).description
+            report.error = RunError.borgFailed(status: s, detail: detail, command: borgCommandName).description
         case nil:
             report.state = .failed
             report.error = RunError.protocolFailure("borg create on the client ended without an exit status").description
@@ -285,6 +285,12 @@ public final class BackupRun: @unchecked Sendable {
         }
         if gaveUp || status == 124 || status == 137 { throw RunError.hookTimedOut(hook: name, seconds: timeout) }
         if status != 0 { throw RunError.hookFailed(hook: name, status: status, detail: Self.errorLines(output.tail)) }
+    }
+
+    /// What borg runs on the client, for messages: create, extract, list, …
+    private var borgCommandName: String {
+        if case .borg(_, let args, _) = workload, let first = args.first { return first }
+        return workload == .backup ? "create" : "command"
     }
 
     /// The lines of borg's stderr worth showing in a one-line error.

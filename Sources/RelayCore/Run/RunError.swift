@@ -3,8 +3,8 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
     case setup(String)
     case notSupported(String)
     case cancelled
-    case borgFailed(status: Int32, detail: String)
-    case borgKilled(signal: String, detail: String)
+    case borgFailed(status: Int32, detail: String, command: String = "create")
+    case borgKilled(signal: String, detail: String, command: String = "create")
     case protocolFailure(String)
     case hookFailed(hook: String, status: Int32?, detail: String)
     case hookTimedOut(hook: String, seconds: Int)
@@ -14,10 +14,10 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
         case .setup(let s): return s
         case .notSupported(let s): return s
         case .cancelled: return "the run was cancelled"
-        case .borgFailed(let status, let detail):
-            return "borg create on the client failed (exit status \(status))" + (detail.isEmpty ? "" : ": \(detail)")
-        case .borgKilled(let signal, let detail):
-            return "borg create on the client was killed by SIG\(signal)" + (detail.isEmpty ? "" : ": \(detail)")
+        case .borgFailed(let status, let detail, let command):
+            return "borg \(command) on the client failed (exit status \(status))" + (detail.isEmpty ? "" : ": \(detail)")
+        case .borgKilled(let signal, let detail, let command):
+            return "borg \(command) on the client was killed by SIG\(signal)" + (detail.isEmpty ? "" : ": \(detail)")
         case .protocolFailure(let s): return s
         case .hookFailed(let hook, let status, let detail):
             return "the \(hook) hook on the client failed (\(status.map { "exit status \($0)" } ?? "no exit status"))"
