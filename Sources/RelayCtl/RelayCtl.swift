@@ -11,6 +11,7 @@ struct RelayCtl: AsyncParsableCommand {
         subcommands: [RunCtlCommand.self, StatusCommand.self, RunsCommand.self, LogCommand.self, CancelCommand.self,
                       InitCommand.self, ListCommand.self, InfoCommand.self, KeyExportCommand.self,
                       PruneCommand.self, CompactCommand.self, CheckCommand.self, RestoreCommand.self, BorgCommand.self,
+                      HostKeyCommand.self, AuthorizedKeysCommand.self,
                       VaultCommand.self, SealCommand.self]
     )
 

@@ -21,6 +21,10 @@ public enum Daemon {
         umask(0o077)
         signal(SIGPIPE, SIG_IGN)
 
+        // Refuse to start with a vault others could read (the check names the file and mode).
+        if FileManager.default.fileExists(atPath: config.relay.vaultSecretKeyPath) {
+            try Vault.readSecretKey(path: config.relay.vaultSecretKeyPath).wipe()
+        }
         let history = try HistoryStore(path: config.relay.historyPath)
         for id in try history.markInterrupted() {
             logger.warning("run \(id) was interrupted (its agent ended mid-run); marked in the history")

@@ -257,6 +257,10 @@ public enum ConfigLoader {
             if let reason = unreadableReason(path) {
                 throw ConfigError(file: c.file, table: table, key: key, kind: .unreadablePath(path: path, reason: reason))
             }
+            // Private keys: only their owner may read them (as ssh insists too).
+            if key != "known_hosts", let reason = loosePermissions(path) {
+                throw ConfigError(file: c.file, table: table, key: key, kind: .unreadablePath(path: path, reason: reason))
+            }
         }
         try check(c.relay.knownHosts, table: "relay", key: "known_hosts")
         for name in c.servers.keys.sorted() {
@@ -270,6 +274,20 @@ public enum ConfigLoader {
         for name in c.clients.keys.sorted() {
             try check(c.clients[name]!.endpoint.key, table: "clients.\(name)", key: "key")
         }
+    }
+
+    /// Why a secret file's mode is unsafe (readable or writable by group or others, or
+    /// owned by another user), or nil if it is fine.
+    public static func loosePermissions(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        if st.st_mode & 0o077 != 0 {
+            return String(format: "mode %04o lets group or others read it; run chmod 600 %@", st.st_mode & 0o7777, path)
+        }
+        if st.st_uid != geteuid() {
+            return "owned by uid \(st.st_uid), not by the agent's user (uid \(geteuid())); chown it"
+        }
+        return nil
     }
 
     /// Why `path` cannot be opened for reading, or nil if it can.

@@ -1,0 +1,104 @@
+import CLibSSH
+import Foundation
+
+/// One host key a server offered.
+public struct HostKeyInfo: Sendable, Equatable {
+    /// e.g. ssh-ed25519
+    public let type: String
+    public let base64: String
+    /// SHA256:… as `ssh-keygen -l` prints it.
+    public let fingerprint: String
+
+    /// The known_hosts line for `name` (`host` or `[host]:port`).
+    public func knownHostsLine(name: String) -> String { "\(name) \(type) \(base64)" }
+}
+
+/// Asks a server for its host keys without authenticating (`relayctl hostkey`): one
+/// connection per key algorithm, so that every key the host has is shown.
+public enum HostKeyProbe {
+    static let algorithms = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                             "rsa-sha2-512"]
+
+    public static func scan(host: String, port: Int, timeout: Int) throws(SSHError) -> [HostKeyInfo] {
+        var keys: [HostKeyInfo] = []
+        var lastError = ""
+        var reached = false
+        let label = "\(host):\(port)"
+        for algorithm in algorithms {
+            guard let s = ssh_new() else { throw SSHError.connect(host: label, detail: "ssh_new failed") }
+            defer { ssh_free(s) }
+            _ = relay_ssh_opt_string(s, SSH_OPTIONS_HOST, host)
+            _ = relay_ssh_opt_uint(s, SSH_OPTIONS_PORT, UInt32(port))
+            _ = relay_ssh_opt_long(s, SSH_OPTIONS_TIMEOUT, timeout)
+            _ = relay_ssh_opt_string(s, SSH_OPTIONS_HOSTKEYS, algorithm)
+            _ = relay_ssh_opt_string(s, SSH_OPTIONS_KNOWNHOSTS, "/dev/null")
+            _ = relay_ssh_opt_string(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null")
+            _ = relay_ssh_opt_bool(s, SSH_OPTIONS_PROCESS_CONFIG, 0)
+            guard ssh_connect(s) == SSH_OK else {
+                lastError = String(cString: ssh_get_error(UnsafeMutableRawPointer(s)))
+                // "no match for method server host key algo" just means the host has no key of this type.
+                if lastError.contains("host key") || lastError.contains("hostkey") { reached = true }
+                continue
+            }
+            reached = true
+            defer { ssh_disconnect(s) }
+            var key: ssh_key?
+            guard ssh_get_server_publickey(s, &key) == SSH_OK, let k = key else { continue }
+            defer { ssh_key_free(k) }
+            var b64: UnsafeMutablePointer<CChar>?
+            guard ssh_pki_export_pubkey_base64(k, &b64) == SSH_OK, let b = b64 else { continue }
+            defer { ssh_string_free_char(b) }
+            let type = ssh_key_type_to_char(ssh_key_type(k)).map { String(cString: $0) } ?? "unknown"
+            let info = HostKeyInfo(type: type, base64: String(cString: b), fingerprint: SSHKeys.fingerprint(k) ?? "SHA256:?")
+            if !keys.contains(info) { keys.append(info) }
+        }
+        if keys.isEmpty {
+            throw SSHError.connect(host: label, detail: reached ? "no host key in a type libssh accepts: \(lastError)" : lastError)
+        }
+        return keys
+    }
+
+    /// The name a host is pinned under: `host` for port 22, else `[host]:port`.
+    public static func pinName(host: String, port: Int) -> String { port == 22 ? host : "[\(host)]:\(port)" }
+
+    /// Keys already pinned for `name` in `knownHosts` (base64 blobs), read with libssh's parser.
+    public static func pinned(name: String, knownHosts: String) -> [String] {
+        guard let text = try? String(contentsOfFile: knownHosts, encoding: .utf8) else { return [] }
+        var found: [String] = []
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+            var entry: UnsafeMutablePointer<ssh_knownhosts_entry>?
+            guard ssh_known_hosts_parse_line(name, trimmed, &entry) == SSH_OK, let e = entry else { continue }
+            defer { ssh_knownhosts_entry_free(e) }
+            var b64: UnsafeMutablePointer<CChar>?
+            if let k = e.pointee.publickey, ssh_pki_export_pubkey_base64(k, &b64) == SSH_OK, let b = b64 {
+                found.append(String(cString: b))
+                ssh_string_free_char(b)
+            }
+        }
+        return found
+    }
+
+    /// The public half of a private key file, as an authorized_keys key (`type base64`).
+    public static func publicKey(ofPrivateKey path: String) throws(SSHError) -> String {
+        var priv: ssh_key?
+        guard ssh_pki_import_privkey_file(path, nil, nil, nil, &priv) == SSH_OK, let p = priv else {
+            throw SSHError.keyFile(host: "relay", path: path,
+                                   detail: ConfigLoader.unreadableReason(path) ?? "not an unencrypted private key libssh can read")
+        }
+        defer { ssh_key_free(p) }
+        var pub: ssh_key?
+        guard ssh_pki_export_privkey_to_pubkey(p, &pub) == SSH_OK, let k = pub else {
+            throw SSHError.keyFile(host: "relay", path: path, detail: "cannot derive its public key")
+        }
+        defer { ssh_key_free(k) }
+        var b64: UnsafeMutablePointer<CChar>?
+        guard ssh_pki_export_pubkey_base64(k, &b64) == SSH_OK, let b = b64 else {
+            throw SSHError.keyFile(host: "relay", path: path, detail: "cannot encode its public key")
+        }
+        defer { ssh_string_free_char(b) }
+        let type = ssh_key_type_to_char(ssh_key_type(k)).map { String(cString: $0) } ?? "unknown"
+        return "\(type) \(String(cString: b))"
+    }
+}

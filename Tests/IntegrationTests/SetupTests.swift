@@ -1,0 +1,85 @@
+import Foundation
+import RelayCore
+import Testing
+
+@Suite("Setup tools: hostkey, authorized-keys, key permissions (real sshd, real borg)", .serialized)
+struct SetupTests {
+    @Test("hostkey prints ssh-keygen's fingerprint; --add pins an unpinned host (then a run works), refuses without --yes and on a changed key")
+    func hostkey() throws {
+        let s = try Sandbox(name: "hostkey")
+        defer { s.close() }
+        try Data("x".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/f"))
+        try s.configure()
+        let ctl = try Proc.binary("relayctl")
+        let keygen = try Proc.check("/usr/bin/ssh-keygen", ["-lf", "\(s.b.dir)/host_key.pub"]).stdout
+        let expected = try #require(keygen.split(separator: " ").first { $0.hasPrefix("SHA256:") })
+        let shown = try Proc.run(ctl, ["hostkey", "127.0.0.1:\(s.b.port)", "--config", s.configPath])
+        #expect(shown.status == 0, "\(shown.output)")
+        #expect(shown.stdout.contains(String(expected)), "\(shown.stdout) vs \(keygen)")
+        #expect(shown.stdout.contains("[127.0.0.1]:\(s.b.port) ssh-ed25519 "), "\(shown.stdout)")
+        #expect(shown.stdout.contains("(pinned)"))
+
+        // Unpin T: the run stops; hostkey --add without --yes (no terminal) refuses; with --yes it pins.
+        try (s.b.knownHostsLine + "\n").write(toFile: s.knownHosts, atomically: true, encoding: .utf8)
+        #expect(try s.runAgent().status == 1)
+        let target = "127.0.0.1:\(s.t.port)"
+        let unconfirmed = try Proc.run(ctl, ["hostkey", target, "--add", "--config", s.configPath])
+        #expect(unconfirmed.status == 2 && unconfirmed.stderr.contains("--yes"), "\(unconfirmed.output)")
+        let added = try Proc.run(ctl, ["hostkey", target, "--add", "--yes", "--config", s.configPath])
+        #expect(added.status == 0 && added.stdout.contains("pinned 1 key"), "\(added.output)")
+        #expect(try s.runAgent().status == 0)
+        let again = try Proc.run(ctl, ["hostkey", target, "--add", "--yes", "--config", s.configPath])
+        #expect(again.stdout.contains("already pinned"), "\(again.output)")
+
+        // A different key pinned for B: --add refuses and says why.
+        try Proc.check("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", "\(s.dir)/other"])
+        let other = try String(contentsOfFile: "\(s.dir)/other.pub", encoding: .utf8).split(separator: " ").prefix(2).joined(separator: " ")
+        try ("[127.0.0.1]:\(s.b.port) \(other)\n" + s.t.knownHostsLine + "\n").write(toFile: s.knownHosts, atomically: true, encoding: .utf8)
+        let changed = try Proc.run(ctl, ["hostkey", "127.0.0.1:\(s.b.port)", "--add", "--yes", "--config", s.configPath])
+        #expect(changed.status == 1 && changed.stderr.contains("OTHER keys"), "\(changed.output)")
+        let bad = try Proc.run(ctl, ["hostkey", "127.0.0.1:99999"])
+        #expect(bad.status == 2)
+    }
+
+    @Test("authorized-keys output, pasted into the test sshds, makes a run succeed with B append-only")
+    func authorizedKeysLinesWork() throws {
+        let s = try Sandbox(name: "authkeys", maintenance: true)
+        defer { s.close() }
+        try Data("x".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/f"))
+        try s.configure()
+        let out = try Proc.run(try Proc.binary("relayctl"), ["authorized-keys", "web1", "--config", s.configPath])
+        #expect(out.status == 0, "\(out.output)")
+        let lines = out.stdout.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.isEmpty }.map(String.init)
+        #expect(lines.count == 3, "\(out.stdout)")
+        let bLines = lines.filter { $0.hasPrefix("command=") }
+        let tLine = try #require(lines.first { $0.hasPrefix("restrict,port-forwarding") })
+        #expect(bLines.first?.contains("borg serve --append-only --restrict-to-repository \(s.repo)") == true, "\(bLines)")
+        #expect(bLines.last?.contains("--append-only") == false)
+        // Replace what the sandbox wrote with the printed lines; sshd reads them per login.
+        try (bLines.joined(separator: "\n") + "\n").write(toFile: "\(s.b.dir)/authorized_keys", atomically: true, encoding: .utf8)
+        try (tLine + "\n").write(toFile: "\(s.t.dir)/authorized_keys", atomically: true, encoding: .utf8)
+        let r = try s.runAgent()
+        #expect(r.status == 0, "\(r.output)")
+        #expect(try s.archives().count == 1)
+        let unknown = try Proc.run(try Proc.binary("relayctl"), ["authorized-keys", "nope", "--config", s.configPath])
+        #expect(unknown.status == 2 && unknown.stderr.contains("unknown client 'nope'"))
+    }
+
+    @Test("a key file or vault readable by others stops the agent with the file, the key and the fix")
+    func loosePermissionsRefused() throws {
+        let s = try Sandbox(name: "loose")
+        defer { s.close() }
+        try s.configure()
+        chmod("\(s.dir)/relay/keys/t", 0o640)
+        let r = try s.runAgent()
+        #expect(r.status == 2, "\(r.output)")
+        #expect(r.stderr.contains("[clients.web1]") && r.stderr.contains("'key'") && r.stderr.contains("chmod 600"), "\(r.stderr)")
+        chmod("\(s.dir)/relay/keys/t", 0o600)
+        chmod("\(s.stateDir)/vault.key", 0o644)
+        s.relayExtra = ["socket = \"\(s.dir)/relay/control.sock\""]
+        try s.configure()
+        let serve = try Proc.run(try Proc.binary("relay-agent"), ["serve", "--config", s.configPath], timeout: 30)
+        #expect(serve.status == 1, "\(serve.output)")
+        #expect(serve.stderr.contains("vault.key"), "\(serve.stderr)")
+    }
+}
