@@ -239,21 +239,73 @@ struct CompactCommand: AsyncParsableCommand {
 struct CheckCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
-        abstract: "Check a client's repository and archives (borg check on the relay, read-only key)."
+        abstract: "Preflight: config, key files, vault, host keys, authentication, forced command, borg and socat; optionally borg check.",
+        discussion: """
+            One line per check: ok, warn or fail, with the fix. Works without the daemon (run it as the agent's user: \
+            it reads the keys and connects to every host). --repository also runs borg check on each client's \
+            repository through the daemon (borg on the relay, the client's key); --verify-data implies it. \
+            Exit status: 0 nothing failed, 1 something failed, 2 usage.
+            """
     )
 
-    @OptionGroup var agent: AgentOptions
+    @Option(name: .long, help: "The config file.")
+    var config: String = RelayConfig.defaultPath
 
-    @Argument(help: "The client.")
-    var client: String
+    @Option(name: .long, help: "The agent's control socket (for --repository).")
+    var socket: String?
 
-    @Flag(name: .long, help: "Also read and verify every chunk's data (slow).")
+    @Argument(help: "Clients to check (default: all).")
+    var clients: [String] = []
+
+    @Flag(name: .long, help: "Also run borg check on each repository (through the daemon).")
+    var repository = false
+
+    @Flag(name: .long, help: "With the repository check: read and verify all data (slow).")
     var verifyData = false
 
+    @Flag(name: .long, help: "Print the results as JSON.")
+    var json = false
+
     func run() async throws {
-        let (v, _) = try await runOperation(agent, client: client, OperationRequest(kind: "check", verifyData: verifyData))
-        try requireSuccess(v)
-        print("repository of \(client) on \(v.server): check passed")
+        let cfg: RelayConfig
+        do {
+            cfg = try ConfigLoader.load(path: config, checkFiles: false)
+        } catch {
+            if json {
+                print(Format.json([PreflightResult(client: nil, check: "config", status: .fail, detail: "\(error)")]))
+            } else {
+                print("fail  config  \(error)")
+            }
+            throw ExitCode(CLI.Exit.runFailed)
+        }
+        let names = clients.isEmpty ? cfg.clients.keys.sorted() : clients
+        var results = Preflight.run(config: cfg, clients: names)
+        if repository || verifyData {
+            var agent = AgentOptions()
+            agent.config = config
+            agent.socket = socket
+            for name in names where cfg.clients[name] != nil {
+                do {
+                    let (v, _) = try await runOperation(agent, client: name, OperationRequest(kind: "check", verifyData: verifyData))
+                    results.append(PreflightResult(client: name, check: "repository", status: v.state == "succeeded" ? .ok : .fail,
+                                                   detail: v.state == "succeeded" ? "borg check\(verifyData ? " --verify-data" : "") passed" : (v.error ?? v.state),
+                                                   fix: v.state == "succeeded" ? nil : "relayctl log \(v.id)"))
+                } catch let e as ExitCode {
+                    results.append(PreflightResult(client: name, check: "repository", status: .fail,
+                                                   detail: "the check could not run (exit \(e.rawValue))"))
+                }
+            }
+        }
+        if json {
+            print(Format.json(results))
+        } else {
+            for r in results {
+                let who = r.client.map { "\($0): " } ?? ""
+                print("\(r.status.rawValue.padding(toLength: 4, withPad: " ", startingAt: 0))  \(who)\(r.check): \(r.detail)")
+                if let f = r.fix, r.status != .ok { print("      fix: \(f)") }
+            }
+        }
+        if results.contains(where: { $0.status == .fail }) { throw ExitCode(CLI.Exit.runFailed) }
     }
 }
 

@@ -50,8 +50,8 @@ struct OperationsTests {
         #expect(stat(keyFile, &st) == 0 && st.st_mode & 0o777 == 0o600)
         #expect(try d.ctl(["key-export", "web1", keyFile]).status == 2)  // never overwritten
 
-        let check = try d.ctl(["check", "web1"])
-        #expect(check.status == 0 && check.stdout.contains("check passed"), "\(check.output)")
+        let check = try d.ctl(["check", "web1", "--repository", "--config", s.configPath])
+        #expect(check.status == 0 && check.stdout.contains("web1: repository: borg check passed"), "\(check.output)")
 
         // An unknown archive fails with borg's reason.
         let missing = try d.ctl(["list", "web1", "no-such-archive"])
@@ -99,7 +99,7 @@ struct RetentionTests {
             c.contains("borg") && c.contains("check") && c.contains("ssh://borg-relay")
         }
         scanner.start()
-        let check = try d.ctl(["check", "web1", "--verify-data"])
+        let check = try d.ctl(["check", "web1", "--verify-data", "--config", s.configPath])
         let result = scanner.stop()
         #expect(check.status == 0, "\(check.output)")
         #expect(result.sawBorgCreate, "the sampler never saw borg check running on the relay (\(result.samples) samples)")

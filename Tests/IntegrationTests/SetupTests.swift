@@ -65,6 +65,57 @@ struct SetupTests {
         #expect(unknown.status == 2 && unknown.stderr.contains("unknown client 'nope'"))
     }
 
+    @Test("check (preflight) passes on a good setup and names each failure: loose key, unpinned host, unforced B key, no socat on T")
+    func preflight() throws {
+        let ctl = try Proc.binary("relayctl")
+        let s = try Sandbox(name: "preflight")
+        defer { s.close() }
+        try s.configure()
+        func check() throws -> (Int32, [PreflightResult]) {
+            let r = try Proc.run(ctl, ["check", "--json", "--config", s.configPath])
+            return (r.status, try ControlAPI.decoder().decode([PreflightResult].self, from: Data(r.stdout.utf8)))
+        }
+        func failed(_ results: [PreflightResult]) -> [String] { results.filter { $0.status == .fail }.map(\.check) }
+        var (status, results) = try check()
+        #expect(status == 0 && failed(results).isEmpty, "\(results)")
+        #expect(Set(results.map(\.check)).isSuperset(of: ["config", "vault", "key file", "client connection", "server connection",
+                                                          "borg on the client", "socat on the client", "server key forced"]))
+
+        chmod("\(s.dir)/relay/keys/t", 0o644)
+        (status, results) = try check()
+        #expect(status == 1 && failed(results) == ["key file"], "\(results)")
+        #expect(results.contains { $0.status == .fail && $0.detail.contains("chmod 600") })
+        chmod("\(s.dir)/relay/keys/t", 0o600)
+
+        try (s.b.knownHostsLine + "\n").write(toFile: s.knownHosts, atomically: true, encoding: .utf8)
+        (status, results) = try check()
+        #expect(status == 1 && failed(results) == ["client connection"], "\(results)")
+        #expect(results.contains { $0.fix?.contains("relayctl hostkey 127.0.0.1:\(s.t.port) --add") == true })
+        try (s.b.knownHostsLine + "\n" + s.t.knownHostsLine + "\n").write(toFile: s.knownHosts, atomically: true, encoding: .utf8)
+
+        let forced = try String(contentsOfFile: "\(s.b.dir)/authorized_keys", encoding: .utf8)
+        let bare = forced.replacingOccurrences(of: #"command="[^"]*",restrict "#, with: "", options: .regularExpression)
+        try bare.write(toFile: "\(s.b.dir)/authorized_keys", atomically: true, encoding: .utf8)
+        (status, results) = try check()
+        #expect(status == 1 && failed(results) == ["server key forced"], "\(results)")
+        try forced.write(toFile: "\(s.b.dir)/authorized_keys", atomically: true, encoding: .utf8)
+
+        // A client whose PATH has borg but no socat.
+        let bin = FileManager.default.temporaryDirectory.appendingPathComponent("nosocat-\(UUID().uuidString.prefix(6))").path
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: bin) }
+        for tool in ["borg", "env", "sh", "timeout"] {
+            try FileManager.default.createSymbolicLink(atPath: "\(bin)/\(tool)", withDestinationPath: "/usr/bin/\(tool)")
+        }
+        let n = try Sandbox(name: "nosocat", tPath: bin)
+        defer { n.close() }
+        try n.configure()
+        let r = try Proc.run(ctl, ["check", "--config", n.configPath])
+        #expect(r.status == 1, "\(r.output)")
+        #expect(r.stdout.contains("fail  web1: socat on the client"), "\(r.stdout)")
+        #expect(r.stdout.contains("fix: install socat on the client"), "\(r.stdout)")
+    }
+
     @Test("a key file or vault readable by others stops the agent with the file, the key and the fix")
     func loosePermissionsRefused() throws {
         let s = try Sandbox(name: "loose")

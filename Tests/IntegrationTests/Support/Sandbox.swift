@@ -310,8 +310,9 @@ final class Sandbox {
     /// R uses to reach them; nil for plain loopback.
     /// `multiRepo`: B's key may serve any repository under `dir/b` (for several clients).
     /// `maintenance`: B also has a maintenance key (borg serve without --append-only).
+    /// `tPath`: PATH for sessions on T (e.g. one without socat).
     init(name: String, netns: (b: String, bAddr: String, t: String, tAddr: String)? = nil,
-         initRepo: Bool = true, multiRepo: Bool = false, maintenance: Bool = false) throws {
+         initRepo: Bool = true, multiRepo: Bool = false, maintenance: Bool = false, tPath: String? = nil) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("borg-relay-it-\(name)-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         chmod(dir, 0o755)
@@ -338,7 +339,7 @@ final class Sandbox {
                      allowForwarding: false, extraEnv: "BORG_BASE_DIR=\(dir)/b/borg-base", netns: netns?.b)
         t = try SSHD(name: "t", dir: "\(dir)/t", address: netns?.tAddr ?? "127.0.0.1", port: netns == nil ? Proc.freePort() : 22,
                      authorizedKeys: "restrict,port-forwarding,permitlisten=\"127.0.0.1:*\",permitopen=\"127.0.0.1:9\" \(tPub)\n",
-                     allowForwarding: true, extraEnv: "BORG_BASE_DIR=\(dir)/t/borg-base", netns: netns?.t)
+                     allowForwarding: true, extraEnv: "BORG_BASE_DIR=\(dir)/t/borg-base" + (tPath.map { " PATH=\($0)" } ?? ""), netns: netns?.t)
         configPath = "\(dir)/relay/relay.toml"
         paths = ["\(dir)/t/data"]
         try (b.knownHostsLine + "\n" + t.knownHostsLine + "\n").write(toFile: knownHosts, atomically: true, encoding: .utf8)

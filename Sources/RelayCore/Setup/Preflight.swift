@@ -1,0 +1,203 @@
+import CLibSSH
+import Foundation
+
+/// One line of `relayctl preflight`: what was checked, how it went, and the fix.
+public struct PreflightResult: Codable, Sendable, Equatable {
+    public enum Status: String, Codable, Sendable { case ok, warn, fail }
+    public var client: String?
+    public var check: String
+    public var status: Status
+    public var detail: String
+    public var fix: String?
+
+    public init(client: String?, check: String, status: Status, detail: String, fix: String? = nil) {
+        self.client = client
+        self.check = check
+        self.status = status
+        self.detail = detail
+        self.fix = fix
+    }
+}
+
+extension SSHSession {
+    /// Runs `command` in a new exec channel and collects its output (blocking; for short
+    /// probes). stdin gets EOF at once.
+    func capture(_ command: String, timeout: TimeInterval = 15) throws(SSHError) -> (status: Int32?, stdout: String, stderr: String) {
+        let s = try require()
+        setBlocking(true)
+        let ch = try newChannel(label: "probe")
+        defer { ch.close(); ch.free() }
+        guard let h = ch.handle, ssh_channel_open_session(h) == SSH_OK else {
+            throw SSHError.channel(host: label, what: "opening a session channel", detail: lastError)
+        }
+        guard ssh_channel_request_exec(h, command) == SSH_OK else {
+            throw SSHError.channel(host: label, what: "running a probe command", detail: lastError)
+        }
+        _ = s
+        ssh_channel_send_eof(h)
+        var out = [[UInt8]](repeating: [], count: 2)
+        var buf = [UInt8](repeating: 0, count: 16384)
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            var got = false
+            for stream: Int32 in [0, 1] {
+                let n = buf.withUnsafeMutableBytes { ssh_channel_read_timeout(h, $0.baseAddress, UInt32($0.count), stream, 200) }
+                if n > 0 {
+                    if out[Int(stream)].count < 1 << 20 { out[Int(stream)] += buf[0..<Int(n)] }
+                    got = true
+                } else if n == SSH_ERROR {
+                    break
+                }
+            }
+            if !got && ssh_channel_is_eof(h) != 0 { break }
+        }
+        let st = ssh_channel_get_exit_status(h)
+        return (st >= 0 ? st : nil, String(decoding: out[0], as: UTF8.self), String(decoding: out[1], as: UTF8.self))
+    }
+}
+
+/// `relayctl preflight`: checks a setup end to end without running a backup.
+public enum Preflight {
+    public static func run(config c: RelayConfig, clients names: [String], localBorg: String = "borg") -> [PreflightResult] {
+        var results: [PreflightResult] = []
+        func add(_ client: String?, _ check: String, _ status: PreflightResult.Status, _ detail: String, _ fix: String? = nil) {
+            results.append(PreflightResult(client: client, check: check, status: status, detail: detail, fix: fix))
+        }
+        add(nil, "config", .ok, "\(c.file) is valid")
+        let options = SessionOptions(c.relay)
+
+        // The vault: present, private.
+        let vk = c.relay.vaultSecretKeyPath
+        if !FileManager.default.fileExists(atPath: vk) {
+            let needed = c.clients.values.contains { $0.passphrase != nil }
+            add(nil, "vault", needed ? .fail : .warn, "no vault key at \(vk)", "relayctl vault init --config \(c.file)")
+        } else {
+            do {
+                try Vault.readSecretKey(path: vk).wipe()
+                add(nil, "vault", .ok, "\(vk) is readable only by its owner")
+            } catch {
+                add(nil, "vault", .fail, "\(error)", "chmod 600 \(vk); chown it to the agent's user")
+            }
+        }
+        // borg on R (operations run it there).
+        if let v = localVersion(localBorg) {
+            add(nil, "borg on the relay", versionStatus(v), v, versionFix(v))
+        } else {
+            add(nil, "borg on the relay", .warn, "borg not found in PATH", "install borgbackup on the relay (needed for init, list, prune, compact, check)")
+        }
+
+        for name in names {
+            guard let client = c.clients[name] else {
+                add(name, "client", .fail, "\(c.file) has no [clients.\(name)]", "known: \(c.clients.keys.sorted().joined(separator: ", "))")
+                continue
+            }
+            let server = c.server(for: client)
+            // Key files.
+            var keys = [("[clients.\(name)] key", client.endpoint.key), ("[servers.\(server.name)] key", server.endpoint.key)]
+            if let m = server.maintenanceKey { keys.append(("[servers.\(server.name)] maintenance_key", m)) }
+            var keysOK = true
+            for (what, path) in keys {
+                if let reason = ConfigLoader.unreadableReason(path) {
+                    add(name, "key file", .fail, "\(what) \(path): \(reason)", "create it: ssh-keygen -t ed25519 -N '' -f \(path)")
+                    keysOK = false
+                } else if let reason = ConfigLoader.loosePermissions(path) {
+                    add(name, "key file", .fail, "\(what) \(path): \(reason)")
+                    keysOK = false
+                } else {
+                    add(name, "key file", .ok, "\(what) \(path) is private")
+                }
+            }
+            guard keysOK else { continue }
+
+            // The client: host key, authentication, borg and socat.
+            if let t = connect(client.endpoint, "client \(name)", options, name, "client", &results) {
+                if let r = try? t.capture("borg --version; command -v socat || echo no-socat-found") {
+                    let lines = r.stdout.split(separator: "\n").map(String.init)
+                    if let v = lines.first(where: { $0.hasPrefix("borg ") }) {
+                        add(name, "borg on the client", versionStatus(v), v, versionFix(v))
+                    } else {
+                        add(name, "borg on the client", .fail, "borg --version printed nothing (\(r.stderr.prefix(200)))", "install borgbackup on the client")
+                    }
+                    if lines.contains("no-socat-found") {
+                        add(name, "socat on the client", .fail, "socat is not in the client's PATH", "install socat on the client (the connector borg uses)")
+                    } else {
+                        add(name, "socat on the client", .ok, lines.last ?? "socat found")
+                    }
+                }
+                t.close()
+            }
+            // The server: host key, authentication, forced command.
+            if let b = connect(server.endpoint, "server \(server.name)", options, name, "server", &results) {
+                let marker = "borg-relay-probe-\(UInt32.random(in: 0...UInt32.max))"
+                if let r = try? b.capture("echo \(marker)") {
+                    if r.stdout.contains(marker) {
+                        add(name, "server key forced", .fail, "the key for [servers.\(server.name)] runs any command (a shell answered)",
+                            "prefix its line in B's authorized_keys with command=\"borg serve --append-only --restrict-to-repository \(client.repository)\",restrict (relayctl authorized-keys \(name))")
+                    } else {
+                        add(name, "server key forced", .ok, "an arbitrary command got a forced command, not a shell")
+                    }
+                }
+                b.close()
+            }
+            if let m = server.maintenanceKey {
+                var ep = server.endpoint
+                ep.key = m
+                if let b = connect(ep, "server \(server.name) (maintenance key)", options, name, "server maintenance key", &results) {
+                    b.close()
+                }
+            }
+        }
+        return results
+    }
+
+    private static func connect(_ ep: HostEndpoint, _ label: String, _ options: SessionOptions, _ client: String,
+                                _ what: String, _ results: inout [PreflightResult]) -> SSHSession? {
+        do {
+            let s = try SSHSession(label: label, endpoint: ep, options: options)
+            try s.open()
+            results.append(PreflightResult(client: client, check: "\(what) connection", status: .ok,
+                                           detail: "\(ep.display): host key pinned and matching, key accepted"))
+            return s
+        } catch {
+            var fix: String?
+            switch error {
+            case .hostKeyUnknown, .hostKeyChanged, .hostKeyOtherType:
+                fix = "check the host's key on the host itself, then: relayctl hostkey \(ep.host):\(ep.port) --add"
+            case .authDenied:
+                fix = "add the relay's key to the host: relayctl authorized-keys \(client)"
+            default:
+                fix = nil
+            }
+            results.append(PreflightResult(client: client, check: "\(what) connection", status: .fail, detail: "\(error)", fix: fix))
+            return nil
+        }
+    }
+
+    static func localVersion(_ borg: String) -> String? {
+        let p = Pipe()
+        let proc = Process()
+        proc.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        proc.arguments = [borg, "--version"]
+        proc.standardOutput = p
+        proc.standardError = FileHandle.nullDevice
+        do { try proc.run() } catch { return nil }
+        let data = p.fileHandleForReading.readDataToEndOfFile()
+        proc.waitUntilExit()
+        guard proc.terminationStatus == 0 else { return nil }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// 1.2.x and 1.4.x work; 2.0 betas dropped --append-only.
+    static func versionStatus(_ v: String) -> PreflightResult.Status {
+        let number = v.split(separator: " ").last.map(String.init) ?? ""
+        if number.hasPrefix("1.2.") || number.hasPrefix("1.4.") { return .ok }
+        return .warn
+    }
+
+    static func versionFix(_ v: String) -> String? {
+        let number = v.split(separator: " ").last.map(String.init) ?? ""
+        if number.hasPrefix("2.") { return "borg 2.0 (beta) has no serve --append-only; use 1.2.x or 1.4.x" }
+        if versionStatus(v) == .warn { return "borg-relay is tested with borg 1.2.x and 1.4.x" }
+        return nil
+    }
+}
