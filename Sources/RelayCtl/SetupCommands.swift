@@ -163,10 +163,17 @@ struct AuthorizedKeysCommand: ParsableCommand {
             print("")
             let clientKey = try HostKeyProbe.publicKey(ofPrivateKey: c.endpoint.key)
             print("# On client \(c.name) (\(c.endpoint.display)), in ~\(c.endpoint.user)/.ssh/authorized_keys:")
-            print("# restrict: no pty, agent or X11; port-forwarding with permitlisten: only a remote forward on the")
-            print("# client's loopback; permitopen=127.0.0.1:9: no connections through the client")
-            print(#"restrict,port-forwarding,permitlisten="127.0.0.1:*",permitopen="127.0.0.1:9" \#(clientKey) borg-relay:\#(c.name)"#)
-            print("# sshd_config on \(c.name): AllowTcpForwarding yes (or remote), the default; the client needs borg and socat")
+            if c.transport == .unix {
+                print("# restrict: no forwarding, pty, agent or X11 at all; the unix transport needs only exec")
+                print("# (borg's connection goes through a 0600 socket in a fresh 0700 directory under /tmp)")
+                print("restrict \(clientKey) borg-relay:\(c.name)")
+                print("# sshd_config on \(c.name): nothing special; the client needs borg and socat")
+            } else {
+                print("# restrict: no pty, agent or X11; port-forwarding with permitlisten: only a remote forward on the")
+                print("# client's loopback; permitopen=127.0.0.1:9: no connections through the client")
+                print(#"restrict,port-forwarding,permitlisten="127.0.0.1:*",permitopen="127.0.0.1:9" \#(clientKey) borg-relay:\#(c.name)"#)
+                print("# sshd_config on \(c.name): AllowTcpForwarding yes (or remote), the default; the client needs borg and socat")
+            }
         } catch {
             CLI.printError("relayctl: \(error)")
             throw ExitCode(CLI.Exit.runFailed)

@@ -205,12 +205,10 @@ struct ConfigLoaderTests {
         }
     }
 
-    @Test func unixTransportRefusedClearly() throws {
+    @Test func transportIsTcpOrUnix() throws {
         let f = try Files()
-        expectError(f.valid(client: "transport = \"unix\"")) { e in
-            #expect(e.key == "transport")
-            #expect(e.description.contains("not available in this version"))
-        }
+        let c = try ConfigLoader.parse(f.valid(client: "transport = \"unix\""), file: "r.toml")
+        #expect(c.clients["web1"]?.transport == .unix)
         expectError(f.valid(client: "transport = \"udp\"")) { e in
             #expect(e.description.contains("must be \"tcp\" or \"unix\""))
         }

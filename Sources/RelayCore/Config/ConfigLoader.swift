@@ -184,10 +184,6 @@ public enum ConfigLoader {
         guard let transport = Transport(rawValue: transportText) else {
             throw t.error("transport", .invalidValue(reason: "must be \"tcp\" or \"unix\", not '\(transportText)'"))
         }
-        if transport == .unix {
-            throw t.error("transport", .invalidValue(reason:
-                "the unix-socket transport is not available in this version of borg-relay; use \"tcp\""))
-        }
         let borgPath = try t.optionalString("borg_path") ?? "borg"
         if borgPath.isEmpty || borgPath.contains("\n") {
             throw t.error("borg_path", .invalidValue(reason: "must name the borg executable on the client"))

@@ -332,15 +332,19 @@ public final class BackupRun: @unchecked Sendable {
     private func start(_ plan: BackupPlan) throws {
         guard let t, let b else { return }
         let th = try t.require()
+        var useUnix = client.transport == .unix
+        if case .raw = workload { useUnix = false }
 
-        // 1. The remote forward on T's loopback, port chosen by T's sshd.
+        // 1. TCP transport: the remote forward on T's loopback, port chosen by T's sshd.
         var bound: Int32 = 0
-        if ssh_channel_listen_forward(th, "127.0.0.1", 0, &bound) != SSH_OK {
-            throw SSHError.forwardRefused(host: t.label, detail: t.lastError)
+        if !useUnix {
+            if ssh_channel_listen_forward(th, "127.0.0.1", 0, &bound) != SSH_OK {
+                throw SSHError.forwardRefused(host: t.label, detail: t.lastError)
+            }
+            forwardPort = bound
+            forwardActive = true
+            logger.info("client is listening on 127.0.0.1:\(bound) for borg's connection (single use)")
         }
-        forwardPort = bound
-        forwardActive = true
-        logger.info("client is listening on 127.0.0.1:\(bound) for borg's connection (single use)")
 
         // 2. borg serve on B, waiting for the connection. B's forced command decides
         //    what really runs; the string only has to be a valid borg serve line.
@@ -356,11 +360,40 @@ public final class BackupRun: @unchecked Sendable {
         }
         try openExec(serve, on: b, command: BackupPlan.serveCommand, what: "starting borg serve")
 
-        // 3. Accept exactly one forwarded connection, from the moment borg can start.
-        ssh_set_message_callback(th, { _, msg, user in
-            guard let msg, let user else { return 1 }
-            return Unmanaged<BackupRun>.fromOpaque(user).takeUnretainedValue().handleMessage(msg)
-        }, Unmanaged.passUnretained(self).toOpaque())
+        var unixSocket: String?
+        if useUnix {
+            // 3u. Unix transport: a listener on T whose stdio is its channel (libssh 0.10
+            //     cannot ask for streamlocal forwarding): socat accepts one connection on a
+            //     0600 socket in a fresh 0700 directory; the channel is the client end.
+            let random = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+            let dir = BackupPlan.unixSocketDir(random: random)
+            unixSocket = dir + "/borg.sock"
+            let listener = try t.newChannel(label: "socket listener")
+            let listenerLog = LineCollector { [logger] line in
+                logger.info("\(line)", metadata: ["relay.origin": "T listener"])
+                return line
+            }
+            install(listener) { [unowned self] data, isStderr in
+                if isStderr {
+                    listenerLog.append(data)
+                    return data.count
+                }
+                if !self.acceptedConnection {
+                    self.acceptedConnection = true
+                    self.logger.info("borg connected to the socket on the client; splicing it into borg serve")
+                }
+                return sp.up.accept(data)
+            }
+            try openExec(listener, on: t, command: BackupPlan.unixListenerCommand(dir: dir), what: "starting the socket listener")
+            sp.attachClient(listener)
+            logger.info("client listens on \(unixSocket!) (0600, in a fresh 0700 directory; one connection)")
+        } else {
+            // 3. Accept exactly one forwarded connection, from the moment borg can start.
+            ssh_set_message_callback(th, { _, msg, user in
+                guard let msg, let user else { return 1 }
+                return Unmanaged<BackupRun>.fromOpaque(user).takeUnretainedValue().handleMessage(msg)
+            }, Unmanaged.passUnretained(self).toOpaque())
+        }
 
         // 4. borg create on T; the passphrase goes to its stdin (BORG_PASSPHRASE_FD=0), then EOF.
         let e = try t.newChannel(label: "borg create")
@@ -378,12 +411,13 @@ public final class BackupRun: @unchecked Sendable {
         let command: String
         switch workload {
         case .backup:
-            command = plan.createCommand(port: Int(bound), withPassphrase: passphrase != nil)
+            command = unixSocket.map { plan.createCommand(unixSocket: $0, withPassphrase: passphrase != nil) }
+                ?? plan.createCommand(port: Int(bound), withPassphrase: passphrase != nil)
         case .raw(let template):
             command = template.replacingOccurrences(of: "{port}", with: String(bound))
         case .borg(_, let arguments, let workDir):
             command = plan.borgCommand(port: Int(bound), withPassphrase: passphrase != nil, arguments: arguments,
-                                       workDir: workDir)
+                                       workDir: workDir, unixSocket: unixSocket)
         }
         logger.info("client runs: \(command)")
         try openExec(e, on: t, command: command, what: "starting borg create")

@@ -45,6 +45,37 @@ public struct BackupPlan: Sendable, Equatable {
         "sh -c 'exec socat STDIO TCP:127.0.0.1:\(port)'"
     }
 
+    /// The unix transport's connector: borg's connection goes to the run's socket on T.
+    public static func unixConnector(socket: String) -> String {
+        "sh -c " + Shell.quote("exec socat STDIO UNIX-CONNECT:" + Shell.quote(socket))
+    }
+
+    /// Where the unix transport's socket lives on T: a fresh, unguessable 0700 directory.
+    public static func unixSocketDir(random: String) -> String { "/tmp/borg-relay-sock-\(random)" }
+
+    /// The listener of the unix transport, run in its own exec channel on T: removes stale
+    /// socket directories of this user (their listener is gone), creates the run's 0700
+    /// directory, and accepts one connection on a 0600 socket with socat, whose stdio is
+    /// the channel: the relay splices that channel into borg serve on B. The directory is
+    /// removed when socat ends (and by the next run if the listener was killed).
+    public static func unixListenerCommand(dir: String) -> String {
+        let script = """
+            for d in /tmp/borg-relay-sock-*; do
+              [ -d "$d" ] && [ -O "$d" ] || continue
+              if [ -f "$d/pid" ]; then kill -0 "$(cat "$d/pid")" 2>/dev/null && continue
+              elif [ -z "$(find "$d" -maxdepth 0 -mmin +1)" ]; then continue; fi
+              rm -rf -- "$d"
+            done
+            umask 077
+            mkdir -m 0700 -- "$0" || exit 97
+            echo $$ > "$0/pid"
+            trap 'rm -rf -- "$0"' EXIT
+            trap 'exit 143' HUP INT TERM
+            socat UNIX-LISTEN:"$0/borg.sock",mode=0600,listen-timeout=300 STDIO
+            """
+        return "exec " + Shell.join(["sh", "-c", script, dir])
+    }
+
     /// borg create's argument vector (after the program name).
     public var createArguments: [String] {
         // --log-json --progress: borg's log and progress as JSON lines on stderr, which
@@ -75,9 +106,16 @@ public struct BackupPlan: Sendable, Equatable {
         if let pre = c.pre {
             lines.append("client: pre hook:    \(hookCommand(argv: pre, timeout: c.preTimeout, runID: runID, client: c.name, result: nil))")
         }
-        lines.append("client: remote forward on 127.0.0.1:PORT (PORT chosen by the client's sshd; one connection, then cancelled)")
-        lines.append("server: exec         \(serveCommand)   (the key's forced command decides what runs)")
-        lines.append("client: exec         \(plan.createCommand(port: 0, withPassphrase: c.passphrase != nil).replacingOccurrences(of: "127.0.0.1:0", with: "127.0.0.1:PORT"))")
+        if c.transport == .unix {
+            let dir = unixSocketDir(random: "RANDOM")
+            lines.append("server: exec         \(serveCommand)   (the key's forced command decides what runs)")
+            lines.append("client: exec         \(unixListenerCommand(dir: dir).replacingOccurrences(of: "\n", with: "; "))")
+            lines.append("client: exec         \(plan.createCommand(unixSocket: dir + "/borg.sock", withPassphrase: c.passphrase != nil))")
+        } else {
+            lines.append("client: remote forward on 127.0.0.1:PORT (PORT chosen by the client's sshd; one connection, then cancelled)")
+            lines.append("server: exec         \(serveCommand)   (the key's forced command decides what runs)")
+            lines.append("client: exec         \(plan.createCommand(port: 0, withPassphrase: c.passphrase != nil).replacingOccurrences(of: "127.0.0.1:0", with: "127.0.0.1:PORT"))")
+        }
         if c.passphrase != nil {
             lines.append("client: stdin        *** (the passphrase, then EOF)")
         }
@@ -97,14 +135,18 @@ public struct BackupPlan: Sendable, Equatable {
 
     /// Another borg command on the client, with BORG_REPO set to the repository (so that
     /// `::ARCHIVE` works), run in `workDir` (created 0700 when missing) if given.
-    public func borgCommand(port: Int, withPassphrase: Bool, arguments: [String], workDir: String?) -> String {
+    public func borgCommand(port: Int, withPassphrase: Bool, arguments: [String], workDir: String?,
+                            unixSocket: String? = nil) -> String {
         var argv = ["env", "-u", "BORG_PASSPHRASE", "-u", "BORG_PASSCOMMAND"]
         argv += withPassphrase ? ["BORG_PASSPHRASE_FD=0"] : ["-u", "BORG_PASSPHRASE_FD"]
         argv.append("BORG_REPO=\(repositoryURL)")
-        argv.append("BORG_RSH=\(Self.connector(port: port))")
+        argv.append("BORG_RSH=\(unixSocket.map(Self.unixConnector) ?? Self.connector(port: port))")
         argv.append(client.borgPath)
         argv += arguments
-        let run = "exec " + Shell.join(argv)
+        var run = "exec " + Shell.join(argv)
+        if let sock = unixSocket {
+            run = "i=0; while [ ! -S \(Shell.quote(sock)) ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; " + run
+        }
         guard let dir = workDir else { return run }
         return "mkdir -p -m 0700 -- \(Shell.quote(dir)) && cd -- \(Shell.quote(dir)) && " + run
     }
@@ -113,13 +155,23 @@ public struct BackupPlan: Sendable, Equatable {
     /// it: borg reads it from fd 0 (`BORG_PASSPHRASE_FD=0`), which is the channel's stdin.
     /// Variables that would override the fd (BORG_PASSPHRASE, BORG_PASSCOMMAND) are unset.
     public func createCommand(port: Int, withPassphrase: Bool) -> String {
+        createCommand(connector: Self.connector(port: port), withPassphrase: withPassphrase)
+    }
+
+    /// borg create with the unix transport: waits (up to 10 s) for the listener's socket.
+    public func createCommand(unixSocket: String, withPassphrase: Bool) -> String {
+        let wait = "i=0; while [ ! -S \(Shell.quote(unixSocket)) ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; "
+        return wait + createCommand(connector: Self.unixConnector(socket: unixSocket), withPassphrase: withPassphrase)
+    }
+
+    func createCommand(connector: String, withPassphrase: Bool) -> String {
         var argv = ["exec", "env", "-u", "BORG_PASSPHRASE", "-u", "BORG_PASSCOMMAND", "-u", "BORG_REPO"]
         if withPassphrase {
             argv.append("BORG_PASSPHRASE_FD=0")
         } else {
             argv += ["-u", "BORG_PASSPHRASE_FD"]
         }
-        argv.append("BORG_RSH=\(Self.connector(port: port))")
+        argv.append("BORG_RSH=\(connector)")
         argv.append(client.borgPath)
         argv += createArguments
         // `exec` must stay a bare shell word.
