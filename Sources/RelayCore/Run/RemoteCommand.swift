@@ -144,11 +144,14 @@ public struct BackupPlan: Sendable, Equatable {
         argv.append(client.borgPath)
         argv += arguments
         var run = "exec " + Shell.join(argv)
+        if let dir = workDir {
+            // borg runs only if the directory could be made and entered.
+            run = "mkdir -p -m 0700 -- \(Shell.quote(dir)) && cd -- \(Shell.quote(dir)) && " + run
+        }
         if let sock = unixSocket {
             run = "i=0; while [ ! -S \(Shell.quote(sock)) ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; " + run
         }
-        guard let dir = workDir else { return run }
-        return "mkdir -p -m 0700 -- \(Shell.quote(dir)) && cd -- \(Shell.quote(dir)) && " + run
+        return run
     }
 
     /// The full command line for the client's exec channel. The passphrase is not in
