@@ -26,6 +26,9 @@ public enum ConfigLoader {
 
     /// Validates config text; `file` is only used in messages.
     public static func parse(_ text: String, file: String, checkFiles: Bool = true) throws(ConfigError) -> RelayConfig {
+        if let (line, column, reason) = lexicalProblem(text) {
+            throw ConfigError(file: file, table: "", key: nil, kind: .syntax(line: line, column: column, reason: reason))
+        }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)
@@ -76,6 +79,86 @@ public enum ConfigLoader {
             try checkReadable(config)
         }
         return config
+    }
+
+    /// TOML allows non-ASCII characters only inside strings and comments, and no control
+    /// characters but tab outside them. Checked before the TOML library sees the text:
+    /// toml++ aborts on some non-ASCII table names (found by the fuzz test).
+    static func lexicalProblem(_ text: String) -> (line: Int, column: Int, reason: String)? {
+        let b = Array(text.utf8)
+        let newline = UInt8(ascii: "\n"), hash = UInt8(ascii: "#"), dq = UInt8(ascii: "\""), sq = UInt8(ascii: "'")
+        let backslash = UInt8(ascii: "\\")
+        var i = 0, line = 1, lineStart = 0
+        // Arrays and inline tables open in a value (`x = [`, `x = {`): a `[` there is not
+        // a table header, and a closing bracket must match (toml++ aborts on `x = [}`).
+        var containers: [UInt8] = []
+        var lineHasEquals = false
+        func run(_ q: UInt8, _ n: Int) -> Bool {
+            i + n <= b.count && b[i..<(i + n)].allSatisfy { $0 == q }
+        }
+        func isBare(_ ch: UInt8) -> Bool {
+            (ch >= 0x30 && ch <= 0x39) || (ch >= 0x41 && ch <= 0x5A) || (ch >= 0x61 && ch <= 0x7A)
+                || ch == UInt8(ascii: "_") || ch == UInt8(ascii: "-")
+        }
+        let open = UInt8(ascii: "["), close = UInt8(ascii: "]"), brace = UInt8(ascii: "{"), endBrace = UInt8(ascii: "}")
+        while i < b.count {
+            let c = b[i]
+            let atLineStart = b[lineStart..<i].allSatisfy { $0 == 0x20 || $0 == 0x09 }
+            let inValue = !containers.isEmpty || lineHasEquals
+            if c == UInt8(ascii: "=") { lineHasEquals = true }
+            if (c == open || c == brace) && inValue {
+                containers.append(c)
+            } else if (c == close || c == endBrace) && !containers.isEmpty {
+                let expected = containers.removeLast() == open ? close : endBrace
+                if c != expected {
+                    return (line, i - lineStart + 1, "'\(Character(UnicodeScalar(c)))' does not close the '\(expected == close ? "[" : "{")' opened before it")
+                }
+            } else if c == open && atLineStart {
+                // A table header: its first name must be a bare key or a quoted one
+                // (toml++ aborts on anything else).
+                var j = i + 1
+                if j < b.count && b[j] == open { j += 1 }
+                while j < b.count && (b[j] == 0x20 || b[j] == 0x09) { j += 1 }
+                if j < b.count && !(isBare(b[j]) || b[j] == dq || b[j] == sq || b[j] == close) {
+                    return (line, j - lineStart + 1, "a table name must start with a letter, a digit, _, - or a quote")
+                }
+            }
+            if c == newline {
+                line += 1
+                lineStart = i + 1
+                if containers.isEmpty { lineHasEquals = false }
+                i += 1
+            } else if c == hash {
+                while i < b.count && b[i] != newline { i += 1 }
+            } else if c == dq || c == sq {
+                let multi = run(c, 3)
+                let width = multi ? 3 : 1
+                i += width
+                while i < b.count {
+                    if b[i] == newline {
+                        if !multi { break }  // unterminated: the TOML parser reports it
+                        line += 1
+                        lineStart = i + 1
+                    }
+                    if c == dq && b[i] == backslash {
+                        i += 2
+                        continue
+                    }
+                    if run(c, width) {
+                        i += width
+                        break
+                    }
+                    i += 1
+                }
+            } else if c >= 0x80 {
+                return (line, i - lineStart + 1, "a non-ASCII character outside a string or comment (names must be ASCII; quote values)")
+            } else if c < 0x20 && c != UInt8(ascii: "\t") && c != UInt8(ascii: "\r") {
+                return (line, i - lineStart + 1, "control character 0x\(String(c, radix: 16)) outside a string")
+            } else {
+                i += 1
+            }
+        }
+        return nil
     }
 
     // MARK: - Tables
