@@ -6,16 +6,14 @@ import Testing
 @Suite("Daemon and relayctl (real daemon, real sshd, real borg)", .serialized)
 struct DaemonTests {
     func sandbox(_ name: String, multiRepo: Bool = false, relay: [String] = []) throws -> Sandbox {
-        let s = try Sandbox(name: name, multiRepo: multiRepo)
-        s.relayExtra = ["socket = \"\(s.dir)/relay/control.sock\""] + relay
-        return s
+        try daemonSandbox(name, multiRepo: multiRepo, relay: relay)
     }
 
     @Test("run --follow shows progress and ends with the summary; runs, log and status show the record")
     func followRunsLogStatus() throws {
         let s = try sandbox("follow")
         defer { s.close() }
-        try writeRandomFile("\(s.dataDir)/big.bin", count: 300 * 1024 * 1024)
+        try writeRandomFile("\(s.dataDir)/big.bin", count: 160 * 1024 * 1024)
         try s.configure()
         let d = try AgentDaemon(s)
 
@@ -31,7 +29,7 @@ struct DaemonTests {
         #expect(runs.count == 1)
         #expect(run.state == "succeeded")
         #expect(run.trigger == "api")
-        #expect(run.bytesToServer > 300 * 1024 * 1024 / 2)
+        #expect(run.bytesToServer > 160 * 1024 * 1024 / 2)
         let archive = try #require(run.archive)
         #expect(run.stats?.nfiles == 1)
         #expect(try s.archives() == [archive])
@@ -82,10 +80,10 @@ struct DaemonTests {
         for limit in [1, 2] {
             let s = try sandbox("par\(limit)", multiRepo: true, relay: ["max_parallel = \(limit)"])
             defer { s.close() }
-            try writeRandomFile("\(s.dataDir)/big.bin", count: 150 * 1024 * 1024)
+            try writeRandomFile("\(s.dataDir)/big.bin", count: 80 * 1024 * 1024)
             let sealed = try s.sealed()
             let data2 = try s.addClient("web2", sealed: sealed)
-            try writeRandomFile("\(data2)/big.bin", count: 150 * 1024 * 1024)
+            try writeRandomFile("\(data2)/big.bin", count: 80 * 1024 * 1024)
             try s.writeConfig(sealed: sealed)
             let d = try AgentDaemon(s)
             let ids = try d.start(["web1", "web2"])
@@ -115,7 +113,7 @@ struct DaemonTests {
     func sameClientTwice() throws {
         let s = try sandbox("twice")
         defer { s.close() }
-        try writeRandomFile("\(s.dataDir)/big.bin", count: 200 * 1024 * 1024)
+        try writeRandomFile("\(s.dataDir)/big.bin", count: 120 * 1024 * 1024)
         try s.configure()
         let d = try AgentDaemon(s)
         let first = try d.start(["web1"])[0]
@@ -165,7 +163,7 @@ struct DaemonTests {
         for grace in [120, 1] {
             let s = try sandbox("term\(grace)", relay: ["shutdown_grace = \(grace)"])
             defer { s.close() }
-            try writeRandomFile("\(s.dataDir)/big.bin", count: 300 * 1024 * 1024)
+            try writeRandomFile("\(s.dataDir)/big.bin", count: 200 * 1024 * 1024)
             try s.configure()
             let d = try AgentDaemon(s)
             let id = try d.start(["web1"])[0]
@@ -183,7 +181,7 @@ struct DaemonTests {
     func sigkillInterrupted() throws {
         let s = try sandbox("dkill")
         defer { s.close() }
-        try writeRandomFile("\(s.dataDir)/big.bin", count: 400 * 1024 * 1024)
+        try writeRandomFile("\(s.dataDir)/big.bin", count: 300 * 1024 * 1024)
         try s.configure()
         var d = try AgentDaemon(s)
         let id = try d.start(["web1"])[0]
@@ -198,6 +196,23 @@ struct DaemonTests {
         let next = try d.ctl(["run", "web1", "--follow"])
         #expect(next.status == 0, "\(next.output)")
         #expect(d.stop() == 0)
+    }
+
+}
+
+/// A sandbox whose config puts the control socket into the sandbox.
+func daemonSandbox(_ name: String, multiRepo: Bool = false, relay: [String] = []) throws -> Sandbox {
+    let s = try Sandbox(name: name, multiRepo: multiRepo)
+    s.relayExtra = ["socket = \"\(s.dir)/relay/control.sock\""] + relay
+    return s
+}
+
+/// The daemon's control side: signals, the socket, the schedule, errors. A suite of its
+/// own so that it runs beside the run-heavy one (the schedule test mostly waits).
+@Suite("Daemon control: signals, socket, schedule, errors (real daemon, real sshd, real borg)", .serialized)
+struct DaemonControlTests {
+    func sandbox(_ name: String, multiRepo: Bool = false, relay: [String] = []) throws -> Sandbox {
+        try daemonSandbox(name, multiRepo: multiRepo, relay: relay)
     }
 
     @Test("SIGHUP: a broken config is refused with the error logged and the old one kept; a good one is taken")
