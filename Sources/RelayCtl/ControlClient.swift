@@ -56,6 +56,32 @@ final class ControlClient: Sendable {
         try? await http.shutdown()
     }
 
+    /// A raw chunk of a run's output: the bytes, where the next starts, whether it was the last.
+    func rawOutput(run: String, offset: Int) async throws(CtlError) -> (bytes: [UInt8], next: Int, complete: Bool) {
+        guard let url = URL(httpURLWithSocketPath: socketPath, uri: ControlAPI.prefix + "/runs/\(run)/output/raw?offset=\(offset)") else {
+            throw .transport(path: socketPath, detail: "the socket path cannot be used in a URL")
+        }
+        let request = HTTPClientRequest(url: url.absoluteString)
+        do {
+            let response = try await http.execute(request, timeout: .seconds(60))
+            let buffer = try await response.body.collect(upTo: ControlAPI.maxRawChunk + 65536)
+            guard response.status.code == 200 else {
+                let data = Data(buffer.readableBytesView)
+                if let e = try? ControlAPI.decoder().decode(APIErrorBody.self, from: data) {
+                    throw CtlError.refused(status: Int(response.status.code), body: e)
+                }
+                throw CtlError.badResponse("HTTP \(response.status.code)")
+            }
+            let next = response.headers.first(name: ControlAPI.nextOffsetHeader).flatMap(Int.init) ?? offset
+            let complete = response.headers.first(name: ControlAPI.completeHeader) == "1"
+            return ([UInt8](buffer.readableBytesView), next, complete)
+        } catch let e as CtlError {
+            throw e
+        } catch {
+            throw .transport(path: socketPath, detail: "\(error)")
+        }
+    }
+
     func get<T: Decodable>(_ path: String, as: T.Type = T.self) async throws(CtlError) -> T {
         try await call(.GET, path, body: Optional<RunRequest>.none)
     }

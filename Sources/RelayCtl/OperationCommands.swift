@@ -5,7 +5,7 @@ import RelayCore
 /// Runs an operation through the agent, waits for it, and returns the run and borg's
 /// stdout. Operations queue behind a run of the same client (one borg per repository).
 func runOperation(_ agent: AgentOptions, client name: String, _ op: OperationRequest,
-                  passphraseStdin: Bool = false) async throws -> (RunView, String) {
+                  passphraseStdin: Bool = false, streamTo sink: FileHandle? = nil) async throws -> (RunView, String) {
     try await withAgent(agent) { client in
         var request = RunRequest(clients: [name], queue: true, operation: op)
         if passphraseStdin { request.passphrase = try await sealPassphrase(client) }
@@ -13,6 +13,20 @@ func runOperation(_ agent: AgentOptions, client name: String, _ op: OperationReq
         guard var v = started.runs.first else { throw CtlError.badResponse("no run was started") }
         var told = false
         let tty = isatty(2) == 1
+        var collected: [UInt8] = []
+        var offset = 0
+        // borg's output, as it comes: to `sink` (streamed), else collected for the caller.
+        func drain() async throws -> Bool {
+            while true {
+                let chunk = try await client.rawOutput(run: v.id, offset: offset)
+                if !chunk.bytes.isEmpty {
+                    if let sink { sink.write(Data(chunk.bytes)) } else { collected += chunk.bytes }
+                }
+                offset = chunk.next
+                if chunk.complete { return true }
+                if chunk.bytes.count < ControlAPI.maxRawChunk { return false }
+            }
+        }
         while !v.isFinished {
             try await Task.sleep(for: .milliseconds(250))
             v = try await client.get("/runs/\(v.id)")
@@ -21,20 +35,14 @@ func runOperation(_ agent: AgentOptions, client name: String, _ op: OperationReq
                 told = true
             }
             // Live progress on a terminal, as for a backup (stdout stays borg's output).
-            if tty && v.state == "running" {
+            if tty && v.state == "running" && sink == nil {
                 FileHandle.standardError.write(Data(("\r\u{1B}[K" + Format.progressLine(v)).utf8))
             }
+            if sink != nil && v.state == "running" { _ = try await drain() }
         }
-        if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        var output = ""
-        var offset = 0
-        while true {
-            let chunk: LogChunk = try await client.get("/runs/\(v.id)/output?offset=\(offset)")
-            output += chunk.data
-            offset = chunk.nextOffset
-            if chunk.complete || chunk.data.isEmpty { break }
-        }
-        return (v, output)
+        if tty && sink == nil { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        while try await !drain() {}
+        return (v, String(decoding: collected, as: UTF8.self))
     }
 }
 
@@ -384,7 +392,7 @@ struct BorgCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "borg",
         abstract: "Run a read-only borg command on the client against its repository (list, info, diff, extract --stdout, export-tar -).",
-        discussion: "Name archives as ::ARCHIVE. Example: relayctl borg web1 -- diff ::a1 a2. Output up to 16 MiB."
+        discussion: "Name archives as ::ARCHIVE. Example: relayctl borg web1 -- export-tar ::a1 - > a1.tar. The output streams to stdout as borg writes it; it passes through the run's output file in state_dir on the relay."
     )
 
     @OptionGroup var agent: AgentOptions
@@ -396,8 +404,9 @@ struct BorgCommand: AsyncParsableCommand {
     var args: [String] = []
 
     func run() async throws {
-        let (v, out) = try await runOperation(agent, client: client, OperationRequest(kind: "borg", args: args))
-        FileHandle.standardOutput.write(Data(out.utf8))
+        // Output streams to stdout as borg writes it (binary-safe: export-tar - works).
+        let (v, _) = try await runOperation(agent, client: client, OperationRequest(kind: "borg", args: args),
+                                            streamTo: FileHandle.standardOutput)
         try requireSuccess(v)
     }
 }

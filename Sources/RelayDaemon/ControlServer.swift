@@ -166,6 +166,18 @@ enum ControlRoutes {
             }
             return jsonResponse(try await manager.output(try runID(context), offset: offset))
         }
+        v1.get("runs/:id/output/raw") { request, context in
+            var offset = 0
+            if let o = request.uri.queryParameters["offset"] {
+                guard let n = Int(String(o)), n >= 0 else { throw ControlError.badRequest("offset must be a number, 0 or more") }
+                offset = n
+            }
+            let chunk = try await manager.rawOutput(try runID(context), offset: offset)
+            var headers: HTTPFields = [.contentType: "application/octet-stream"]
+            headers[HTTPField.Name(ControlAPI.nextOffsetHeader)!] = String(chunk.next)
+            headers[HTTPField.Name(ControlAPI.completeHeader)!] = chunk.complete ? "1" : "0"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: chunk.bytes)))
+        }
         v1.post("runs/:id/cancel") { _, context in
             jsonResponse(try await manager.cancel(try runID(context)))
         }

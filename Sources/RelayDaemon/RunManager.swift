@@ -180,6 +180,21 @@ public actor RunManager {
         return try chunk(of: r, path: r.logFile.map(Self.outputPath), offset: offset)
     }
 
+    /// borg's stdout of an operation as raw bytes (it may be binary, e.g. export-tar), from
+    /// `offset`; `complete` once the run has ended and everything has been read.
+    public func rawOutput(_ id: String, offset: Int) throws(ControlError) -> (bytes: [UInt8], next: Int, complete: Bool) {
+        let r = try run(id)
+        guard offset >= 0 else { throw .badRequest("offset must be 0 or more") }
+        var bytes: [UInt8] = []
+        if let path = r.logFile.map(Self.outputPath), let fh = FileHandle(forReadingAtPath: path) {
+            defer { try? fh.close() }
+            if (try? fh.seek(toOffset: UInt64(offset))) != nil {
+                bytes = [UInt8]((try? fh.read(upToCount: ControlAPI.maxRawChunk)) ?? Data())
+            }
+        }
+        return (bytes, offset + bytes.count, r.isFinished && bytes.count < ControlAPI.maxRawChunk)
+    }
+
     static func outputPath(_ logFile: String) -> String {
         (logFile.hasSuffix(".log") ? String(logFile.dropLast(4)) : logFile) + ".out"
     }

@@ -313,6 +313,17 @@ struct RestoreTests {
         #expect(list.status == 0 && list.stdout.contains("it's $odd.txt"), "\(list.output)")
         let cat = try d.ctl(["borg", "web1", "--", "extract", "--stdout", "::\(archive)", "\(rel)/docs/readme.txt"])
         #expect(cat.status == 0 && cat.stdout == "readme\n", "\(cat.output)")
+        // export-tar streams binary output back: the tar holds the 3 MiB blob byte for byte.
+        let tarFile = "\(s.dir)/export.tar"
+        let ctlPath = try Proc.binary("relayctl")
+        let export = try Proc.run("/bin/sh", ["-c", "exec \"$0\" borg web1 --socket \"$1\" -- export-tar \"::$2\" - > \"$3\"",
+                                              ctlPath, d.socket, archive, tarFile])
+        #expect(export.status == 0, "\(export.output)")
+        let unpacked = "\(s.dir)/unpacked"
+        try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true)
+        try Proc.check("/bin/tar", ["-xf", tarFile, "-C", unpacked])
+        #expect(TreeCompare.sameBytes("\(data)/blob.bin", "\(unpacked)/\(rel)/blob.bin"), "export-tar output differs")
+
         let delete = try d.ctl(["borg", "web1", "--", "delete", "::\(archive)"])
         #expect(delete.status == 2 && delete.stderr.contains("not allowed"), "\(delete.output)")
         #expect(try s.archives() == [archive])

@@ -10,6 +10,8 @@ import Foundation
 /// - `GET  /v1/runs/ID`                     → `RunView`
 /// - `GET  /v1/runs/ID/log?offset=N`        → `LogChunk`
 /// - `GET  /v1/runs/ID/output?offset=N`     → `LogChunk` of borg's stdout (operations)
+/// - `GET  /v1/runs/ID/output/raw?offset=N` → the same bytes as they are (binary-safe), with
+///   `X-Next-Offset` and `X-Complete` headers
 /// - `POST /v1/runs/ID/cancel`              → `RunView`
 /// - `POST /v1/keys`                        → `EphemeralKey` (for a per-run passphrase)
 ///
@@ -20,6 +22,11 @@ public enum ControlAPI {
     public static let maxRequestBody = 64 * 1024
     /// The largest log chunk one request returns.
     public static let maxLogChunk = 256 * 1024
+    /// The largest raw output chunk one request returns (`/output/raw`).
+    public static let maxRawChunk = 4 * 1024 * 1024
+    /// Headers of `/output/raw`: where the next chunk starts, and whether this was the last.
+    public static let nextOffsetHeader = "X-Next-Offset"
+    public static let completeHeader = "X-Complete"
 
     /// Dates are ISO 8601 in UTC with milliseconds ("2026-11-22T02:30:00.125Z").
     static let dateStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)

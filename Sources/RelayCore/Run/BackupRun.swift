@@ -113,6 +113,8 @@ public final class BackupRun: @unchecked Sendable {
     private var cancelRequested = false
     private var stdout = Data()
     private var stdoutTruncated = false
+    /// The output file of `.borg` workloads while the run writes it.
+    private var outputFD: Int32 = -1
     private var clientLog: LineCollector!
     private var serverLog: LineCollector!
     private var failure: Error?
@@ -175,13 +177,11 @@ public final class BackupRun: @unchecked Sendable {
         report.borgExitStatus = create?.exitStatus
         if workload == .backup {
             report.archive = ArchiveSummary.parse(borgJSON: stdout)
-        } else if let out = outputPath {
-            let fd = Glibc.open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
-            if fd >= 0 {
-                _ = stdout.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-                Glibc.close(fd)
-            }
-            if stdoutTruncated { warnings.append("borg's output was cut at \(Self.maxStdout / 1024 / 1024) MiB") }
+        }
+        if outputFD >= 0 {
+            Glibc.close(outputFD)
+            outputFD = -1
+            if stdoutTruncated { warnings.append("writing borg's output to \(outputPath ?? "the output file") failed (disk full?)") }
         }
         report.warnings = warnings
         finishReport(&report)
@@ -398,9 +398,22 @@ public final class BackupRun: @unchecked Sendable {
         // 4. borg create on T; the passphrase goes to its stdin (BORG_PASSPHRASE_FD=0), then EOF.
         let e = try t.newChannel(label: "borg create")
         create = e
+        if case .borg = workload, let out = outputPath {
+            outputFD = Glibc.open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            if outputFD < 0 { throw RunError.setup("cannot create the run's output file \(out): \(String(cString: strerror(errno)))") }
+        }
         install(e) { [unowned self] data, isStderr in
             if isStderr {
                 self.clientLog.append(data)
+            } else if self.outputFD >= 0 {
+                // Streamed to the output file as it comes (relayctl reads it while the run goes on).
+                var off = 0
+                while off < data.count {
+                    let w = Glibc.write(self.outputFD, data.baseAddress! + off, data.count - off)
+                    if w < 0 && errno == EINTR { continue }
+                    if w <= 0 { self.stdoutTruncated = true; break }
+                    off += w
+                }
             } else if self.stdout.count + data.count <= Self.maxStdout {
                 self.stdout.append(data.bindMemory(to: UInt8.self))
             } else {
