@@ -37,7 +37,9 @@ struct GuardTests {
         let check = try Proc.run(try Proc.binary("relayctl"), ["check", "--config", s.configPath])
         #expect(check.stdout.contains("ok    web1: socat on the client"), "\(check.stdout)")
 
-        // A path outside the allowlist: the run fails with the guard's reason.
+        // A path outside the allowlist: the run fails with the guard's reason. (Over tcp: a
+        // unix listener whose borg never connects would wait for its listen-timeout.)
+        s.clientExtra = []
         s.paths = [s.dataDir, "/etc/hostname"]
         try s.configure()
         let outside = try s.runAgent()

@@ -33,8 +33,10 @@ struct UnixTransportTests {
             if !dirs.isEmpty { break }
             usleep(50_000)
         }
-        #expect(dirs.count == 1, "\(dirs)")
-        if let d = dirs.first {
+        // (Other suites may run a unix transport at the same time: every such directory
+        // must look like this.)
+        #expect(!dirs.isEmpty, "no socket directory appeared during the run")
+        for d in dirs {
             var st = stat()
             #expect(lstat(d, &st) == 0 && st.st_mode & 0o777 == 0o700 && st.st_uid == geteuid())
             #expect(lstat("\(d)/borg.sock", &st) == 0 && st.st_mode & S_IFMT == S_IFSOCK && st.st_mode & 0o777 == 0o600)
@@ -65,7 +67,7 @@ struct UnixTransportTests {
     }
 
     func waitForNoNewDirs(_ before: Set<String>) -> Bool {
-        for _ in 0..<100 {
+        for _ in 0..<200 {
             if Set(unixSocketDirs()).subtracting(before).isEmpty { return true }
             usleep(50_000)
         }

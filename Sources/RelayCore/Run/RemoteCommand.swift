@@ -71,7 +71,7 @@ public struct BackupPlan: Sendable, Equatable {
             echo $$ > "$0/pid"
             trap 'rm -rf -- "$0"' EXIT
             trap 'exit 143' HUP INT TERM
-            socat UNIX-LISTEN:"$0/borg.sock",mode=0600,listen-timeout=300 STDIO
+            socat UNIX-LISTEN:"$0/borg.sock",mode=0600,listen-timeout=120 STDIO
             """
         return "exec " + Shell.join(["sh", "-c", script, dir])
     }
