@@ -21,20 +21,12 @@ struct ConnectCommand: ParsableCommand {
 
     func run() throws {
         signal(SIGPIPE, SIG_IGN)
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(socket.utf8)
-        guard fd >= 0, bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            CLI.printError("relay-agent connect: bad socket path \(socket)")
-            throw ExitCode(2)
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: bytes) }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard rc == 0 else {
-            CLI.printError("relay-agent connect: \(socket): \(String(cString: strerror(errno)))")
+        let fd: Int32
+        switch UnixSocket.connect(socket) {
+        case .success(let connected):
+            fd = connected
+        case .failure(let e):
+            CLI.printError("relay-agent connect: \(socket): \(String(cString: strerror(e.code)))")
             throw ExitCode(255)
         }
         // Two copies, each blocking on its own thread: stdin → socket, socket → stdout.

@@ -23,12 +23,5 @@ struct ConfigOption: ParsableArguments {
     var config: String = RelayConfig.defaultPath
 
     /// The config, for its state directory; key files are not checked.
-    func load() throws -> RelayConfig {
-        do {
-            return try ConfigLoader.load(path: config, checkFiles: false)
-        } catch {
-            CLI.printError("relayctl: \(error)")
-            throw ExitCode(CLI.Exit.usage)
-        }
-    }
+    func load() throws -> RelayConfig { try loadConfig(config) }
 }

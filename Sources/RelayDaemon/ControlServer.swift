@@ -151,27 +151,15 @@ enum ControlRoutes {
             jsonResponse(try await manager.run(try runID(context)))
         }
         v1.get("runs/:id/log") { request, context in
-            var offset = 0
-            if let o = request.uri.queryParameters["offset"] {
-                guard let n = Int(String(o)), n >= 0 else { throw ControlError.badRequest("offset must be a number, 0 or more") }
-                offset = n
-            }
+            let offset = try offsetParameter(request)
             return jsonResponse(try await manager.log(try runID(context), offset: offset))
         }
         v1.get("runs/:id/output") { request, context in
-            var offset = 0
-            if let o = request.uri.queryParameters["offset"] {
-                guard let n = Int(String(o)), n >= 0 else { throw ControlError.badRequest("offset must be a number, 0 or more") }
-                offset = n
-            }
+            let offset = try offsetParameter(request)
             return jsonResponse(try await manager.output(try runID(context), offset: offset))
         }
         v1.get("runs/:id/output/raw") { request, context in
-            var offset = 0
-            if let o = request.uri.queryParameters["offset"] {
-                guard let n = Int(String(o)), n >= 0 else { throw ControlError.badRequest("offset must be a number, 0 or more") }
-                offset = n
-            }
+            let offset = try offsetParameter(request)
             let chunk = try await manager.rawOutput(try runID(context), offset: offset)
             var headers: HTTPFields = [.contentType: "application/octet-stream"]
             headers[HTTPField.Name(ControlAPI.nextOffsetHeader)!] = String(chunk.next)
@@ -182,6 +170,13 @@ enum ControlRoutes {
             jsonResponse(try await manager.cancel(try runID(context)))
         }
         return router
+    }
+
+    /// `?offset=N` of the log and output endpoints (0 when absent).
+    static func offsetParameter(_ request: Request) throws -> Int {
+        guard let o = request.uri.queryParameters["offset"] else { return 0 }
+        guard let n = Int(String(o)), n >= 0 else { throw ControlError.badRequest("offset must be a number, 0 or more") }
+        return n
     }
 
     static func runID(_ context: ControlContext) throws -> String {

@@ -149,7 +149,7 @@ public struct BackupPlan: Sendable, Equatable {
             run = "mkdir -p -m 0700 -- \(Shell.quote(dir)) && cd -- \(Shell.quote(dir)) && " + run
         }
         if let sock = unixSocket {
-            run = "i=0; while [ ! -S \(Shell.quote(sock)) ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; " + run
+            run = Self.waitForSocket(sock) + run
         }
         return run
     }
@@ -161,10 +161,15 @@ public struct BackupPlan: Sendable, Equatable {
         createCommand(connector: Self.connector(port: port), withPassphrase: withPassphrase)
     }
 
+    /// The shell prefix that waits (up to 10 s) for the unix transport's socket on T. The
+    /// client guard matches it byte for byte.
+    static func waitForSocket(_ socket: String) -> String {
+        "i=0; while [ ! -S \(Shell.quote(socket)) ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; "
+    }
+
     /// borg create with the unix transport: waits (up to 10 s) for the listener's socket.
     public func createCommand(unixSocket: String, withPassphrase: Bool) -> String {
-        let wait = "i=0; while [ ! -S \(Shell.quote(unixSocket)) ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; "
-        return wait + createCommand(connector: Self.unixConnector(socket: unixSocket), withPassphrase: withPassphrase)
+        return Self.waitForSocket(unixSocket) + createCommand(connector: Self.unixConnector(socket: unixSocket), withPassphrase: withPassphrase)
     }
 
     func createCommand(connector: String, withPassphrase: Bool) -> String {
