@@ -61,6 +61,24 @@ struct SetupTests {
         let r = try s.runAgent()
         #expect(r.status == 0, "\(r.output)")
         #expect(try s.archives().count == 1)
+
+        // The same lines pass check; without --append-only on B's line, check fails, and the
+        // probe wrote nothing to the repository either way.
+        let ctl = try Proc.binary("relayctl")
+        let good = try Proc.run(ctl, ["check", "--config", s.configPath])
+        #expect(good.status == 0, "\(good.output)")
+        #expect(good.stdout.contains("ok    web1: server append-only"), "\(good.stdout)")
+        #expect(good.stdout.contains("ok    web1: borg on the server: borg 1."), "\(good.stdout)")
+        let before = try s.repositoryFiles()
+        let writable = bLines[0].replacingOccurrences(of: "--append-only ", with: "")
+        try ([writable] + bLines.dropFirst()).joined(separator: "\n").appending("\n")
+            .write(toFile: "\(s.b.dir)/authorized_keys", atomically: true, encoding: .utf8)
+        let bad = try Proc.run(ctl, ["check", "--config", s.configPath])
+        #expect(bad.status == 1, "\(bad.output)")
+        #expect(bad.stdout.contains("fail  web1: server append-only: borg serve on vault is NOT append-only"), "\(bad.stdout)")
+        #expect(bad.stdout.contains("--append-only"))
+        #expect(try s.repositoryFiles() == before, "the probe changed the repository")
+        #expect(try s.archives().count == 1)
         let unknown = try Proc.run(try Proc.binary("relayctl"), ["authorized-keys", "nope", "--config", s.configPath])
         #expect(unknown.status == 2 && unknown.stderr.contains("unknown client 'nope'"))
     }
@@ -79,7 +97,15 @@ struct SetupTests {
         var (status, results) = try check()
         #expect(status == 0 && failed(results).isEmpty, "\(results)")
         #expect(Set(results.map(\.check)).isSuperset(of: ["config", "vault", "key file", "client connection", "server connection",
-                                                          "borg on the client", "socat on the client", "server key forced"]))
+                                                          "borg on the client", "socat on the client", "server key forced",
+                                                          "borg on the server", "repository", "server append-only"]))
+
+        // No repository on B: check names it and says how to create it.
+        try FileManager.default.moveItem(atPath: s.repo, toPath: s.repo + ".away")
+        (status, results) = try check()
+        #expect(status == 1 && failed(results) == ["repository"], "\(results)")
+        #expect(results.contains { $0.check == "repository" && $0.fix == "create it: relayctl init web1" }, "\(results)")
+        try FileManager.default.moveItem(atPath: s.repo + ".away", toPath: s.repo)
 
         chmod("\(s.dir)/relay/keys/t", 0o644)
         (status, results) = try check()

@@ -135,6 +135,7 @@ public enum Preflight {
                             "prefix its line in B's authorized_keys with command=\"borg serve --append-only --restrict-to-repository \(client.repository)\",restrict (relayctl authorized-keys \(name))")
                     } else {
                         add(name, "server key forced", .ok, "an arbitrary command got a forced command, not a shell")
+                        serverProbe(b, client: client, server: server, add)
                     }
                 }
                 b.close()
@@ -148,6 +149,54 @@ public enum Preflight {
             }
         }
         return results
+    }
+
+    /// borg serve on B, through the client's key: version, repository, append-only.
+    private static func serverProbe(_ b: SSHSession, client: ClientConfig, server: ServerConfig,
+                                    _ add: (String?, String, PreflightResult.Status, String, String?) -> Void) {
+        let name = client.name
+        let line = "command=\"borg serve --append-only --restrict-to-repository \(client.repository)\",restrict (relayctl authorized-keys \(name))"
+        let probe: BorgServeProbe
+        do {
+            probe = try b.probeBorgServe(repository: client.repository)
+        } catch {
+            add(name, "borg on the server", .fail, "the forced command did not speak borg's protocol: \(error)",
+                "the key's forced command must be \(line)")
+            return
+        }
+        if let v = probe.serverVersion {
+            add(name, "borg on the server", versionStatus("borg \(v)"), "borg \(v)", versionFix("borg \(v)"))
+        } else {
+            add(name, "borg on the server", .warn, "borg serve did not report its version", "borg-relay is tested with borg 1.2.x and 1.4.x")
+        }
+        switch probe.repository {
+        case .opened:
+            add(name, "repository", .ok, "\(client.repository) on \(server.name) exists and opens with the relay's key", nil)
+        case .missing(let m):
+            add(name, "repository", .fail, "\(client.repository) on \(server.name) does not exist (\(m))",
+                "create it: relayctl init \(name)")
+        case .notAllowed(let m):
+            add(name, "repository", .fail, "the forced command on \(server.name) does not allow \(client.repository) (\(m))",
+                "make the line's --restrict-to-repository name it: \(line)")
+        case .locked(let m):
+            add(name, "repository", .warn, "\(client.repository) is locked (a run in progress?): \(m)",
+                "run check again when no run is going; if it stays locked: borg break-lock")
+        case .failed(let m):
+            add(name, "repository", .fail, "opening \(client.repository) failed: \(m)", nil)
+        }
+        switch probe.appendOnly {
+        case .enforced:
+            add(name, "server append-only", .ok, "borg serve refused a repair (a write append-only forbids); nothing was written", nil)
+        case .notEnforced:
+            add(name, "server append-only", .fail,
+                "borg serve on \(server.name) is NOT append-only: a compromised client could delete or rewrite archives",
+                "add --append-only to the forced command: \(line)")
+        case .unknown(let why):
+            if case .opened = probe.repository {
+                add(name, "server append-only", .warn, "could not tell whether borg serve is append-only: \(why)",
+                    "check the forced command on \(server.name) by hand: \(line)")
+            }
+        }
     }
 
     private static func connect(_ ep: HostEndpoint, _ label: String, _ options: SessionOptions, _ client: String,

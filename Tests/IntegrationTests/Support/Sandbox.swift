@@ -427,6 +427,20 @@ final class Sandbox {
         try borg(["list", "--short", repo]).stdout.split(separator: "\n").map(String.init)
     }
 
+    /// Every file of the repository on B (lock files aside) with its size and mtime, to
+    /// prove that something wrote nothing.
+    func repositoryFiles() throws -> [String: String] {
+        var files: [String: String] = [:]
+        let e = FileManager.default.enumerator(atPath: repo)
+        while let rel = e?.nextObject() as? String {
+            guard !rel.hasPrefix("lock") else { continue }
+            var st = stat()
+            guard lstat("\(repo)/\(rel)", &st) == 0 else { continue }
+            files[rel] = "\(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+        }
+        return files
+    }
+
     /// Paths in an archive, exactly as stored (NUL-separated, so newlines survive).
     func archivePaths(_ archive: String) throws -> [String] {
         let out = try borg(["list", "--format", "{path}{NUL}", "\(repo)::\(archive)"]).stdout
