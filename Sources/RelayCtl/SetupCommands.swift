@@ -158,25 +158,44 @@ struct AuthorizedKeysCommand: ParsableCommand {
             if repos.count > 1 {
                 print("# (these lines cover every client of \(s.name): \(cfg.clients.values.filter { $0.server == s.name }.map(\.name).sorted().joined(separator: ", ")))")
             }
-            print("# sshd_config on \(s.name): ClientAliveInterval 30 and ClientAliveCountMax 4, so that a cut link")
-            print("#   ends borg serve and releases the repository lock within about two minutes")
+            print("# sshd_config on \(s.name): ClientAliveInterval 30 and ClientAliveCountMax 4")
+            print("# (a cut link then ends borg serve and releases the repository lock within about two minutes)")
             print("")
             let clientKey = try HostKeyProbe.publicKey(ofPrivateKey: c.endpoint.key)
             print("# On client \(c.name) (\(c.endpoint.display)), in ~\(c.endpoint.user)/.ssh/authorized_keys:")
+            var guardOption = ""
+            if let g = c.guardCommand {
+                // authorized_keys allows \" inside command="…".
+                guardOption = #"command="\#(Shell.join(g).replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\""))","#
+                print("# command=: the client guard; it runs only the commands the relay sends, for the paths in its allowlist")
+            }
             if c.transport == .unix {
                 print("# restrict: no forwarding, pty, agent or X11 at all; the unix transport needs only exec")
                 print("# (borg's connection goes through a 0600 socket in a fresh 0700 directory under /tmp)")
-                print("restrict \(clientKey) borg-relay:\(c.name)")
+                print("\(guardOption)restrict \(clientKey) borg-relay:\(c.name)")
                 print("# sshd_config on \(c.name): nothing special; the client needs borg and socat")
             } else {
                 print("# restrict: no pty, agent or X11; port-forwarding with permitlisten: only a remote forward on the")
                 print("# client's loopback; permitopen=127.0.0.1:9: no connections through the client")
-                print(#"restrict,port-forwarding,permitlisten="127.0.0.1:*",permitopen="127.0.0.1:9" \#(clientKey) borg-relay:\#(c.name)"#)
+                print(#"\#(guardOption)restrict,port-forwarding,permitlisten="127.0.0.1:*",permitopen="127.0.0.1:9" \#(clientKey) borg-relay:\#(c.name)"#)
                 print("# sshd_config on \(c.name): AllowTcpForwarding yes (or remote), the default; the client needs borg and socat")
+            }
+            if c.guardCommand != nil {
+                print("# The guard's allowlist on \(c.name) (default /etc/borg-relay-guard.conf, or its --config FILE),")
+                print("# from this config (add restore-to DIR for restores, dac-read-search SETPRIV for a non-root login):")
+                for line in guardAllowlist(c) { print("#   \(line)") }
             }
         } catch {
             CLI.printError("relayctl: \(error)")
             throw ExitCode(CLI.Exit.runFailed)
         }
     }
+}
+
+/// The guard config lines that allow exactly what the relay does for `c`.
+func guardAllowlist(_ c: ClientConfig) -> [String] {
+    var lines = c.paths.map { "path \($0)" }
+    for hook in [c.pre, c.post].compactMap({ $0 }) { lines.append("hook \(Shell.join(hook))") }
+    if c.borgPath != "borg" { lines.append("borg \(c.borgPath)") }
+    return lines
 }

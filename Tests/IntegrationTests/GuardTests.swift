@@ -13,22 +13,23 @@ struct GuardTests {
         defer { s.close() }
         try Data("guarded".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/f"))
         let conf = "\(s.dir)/t/guard.conf"
-        try """
-            # test allowlist
-            path \(s.dataDir)
-            restore-to \(s.dir)/t/restores
-            hook sh -c "echo pre-ok"
-            """.write(toFile: conf, atomically: true, encoding: .utf8)
-        let tPub = try String(contentsOfFile: "\(s.dir)/relay/keys/t.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        try "command=\"/usr/bin/python3 \(Self.guardPath) --config \(conf)\",restrict,port-forwarding,permitlisten=\"127.0.0.1:*\",permitopen=\"127.0.0.1:9\" \(tPub)\n"
-            .write(toFile: "\(s.t.dir)/authorized_keys", atomically: true, encoding: .utf8)
+        // authorized-keys prints T's line with the guard and the guard's allowlist.
+        let guardLine = "guard = ['/usr/bin/python3', '\(Self.guardPath)', '--config', '\(conf)']"
+        s.clientExtra = [guardLine, "pre = ['sh', '-c', 'echo pre-ok']"]
+        try s.configure()
+        let printed = try Proc.check(try Proc.binary("relayctl"), ["authorized-keys", "web1", "--config", s.configPath]).stdout
+        let tLine = try #require(printed.split(separator: "\n").first { $0.hasPrefix("command=") && $0.hasSuffix("borg-relay:web1") },
+                                 "\(printed)")
+        #expect(tLine.hasPrefix("command=\"/usr/bin/python3 \(Self.guardPath) --config \(conf)\",restrict,port-forwarding,"), "\(tLine)")
+        let allowlist = printed.split(separator: "\n").filter { $0.hasPrefix("#   ") }.map { $0.dropFirst(4) }
+        #expect(allowlist == ["path \(s.dataDir)", "hook sh -c 'echo pre-ok'"], "\(printed)")
+        try (allowlist.joined(separator: "\n") + "\nrestore-to \(s.dir)/t/restores\n").write(toFile: conf, atomically: true, encoding: .utf8)
+        try (tLine + "\n").write(toFile: "\(s.t.dir)/authorized_keys", atomically: true, encoding: .utf8)
 
         // Through sshd: a backup with an allowed pre hook, over tcp and over unix.
-        s.clientExtra = ["pre = ['sh', '-c', 'echo pre-ok']"]
-        try s.configure()
         let tcp = try s.runAgent()
         #expect(tcp.status == 0, "\(tcp.output)")
-        s.clientExtra = ["transport = \"unix\""]
+        s.clientExtra = [guardLine, "transport = \"unix\""]
         try s.configure()
         let unix = try s.runAgent()
         #expect(unix.status == 0, "\(unix.output)")
@@ -39,7 +40,7 @@ struct GuardTests {
 
         // A path outside the allowlist: the run fails with the guard's reason. (Over tcp: a
         // unix listener whose borg never connects would wait for its listen-timeout.)
-        s.clientExtra = []
+        s.clientExtra = [guardLine]
         s.paths = [s.dataDir, "/etc/hostname"]
         try s.configure()
         let outside = try s.runAgent()
@@ -73,5 +74,67 @@ struct GuardTests {
             #expect(r.stderr.contains("borg-relay-guard: refused"), "\(what): \(r.stderr)")
         }
         #expect(!FileManager.default.fileExists(atPath: marker), "an injected command ran")
+    }
+
+    @Test("with dac-read-search, borg create under a non-root login reads root's 0600 files and 0700 directories (ambient CAP_DAC_READ_SEARCH); without it, it cannot",
+          .enabled(if: geteuid() == 0, "needs root: creates a login user and sets a file capability"))
+    func ambientCapability() throws {
+        let s = try Sandbox(name: "guardcap")
+        defer { s.close() }
+        // A login user for T (sshd runs the forced command through its shell); '*' is not a
+        // locked password for sshd, and the account goes again at the end.
+        let login = "brt" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(10).lowercased()
+        try Proc.check("/usr/sbin/useradd", ["--system", "--no-create-home", "--home-dir", "\(s.dir)/t/home",
+                                             "--shell", "/bin/sh", "--password", "*", login])
+        defer { _ = try? Proc.run("/usr/sbin/userdel", [login]) }
+        let pw = try #require(getpwnam(login))
+        let (uid, gid) = (pw.pointee.pw_uid, pw.pointee.pw_gid)
+        for d in ["\(s.dir)/t/home", "\(s.dir)/t/borg-base"] {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+            chown(d, uid, gid)
+        }
+        // root's private data: a 0600 file and a file in a 0700 directory.
+        let secret = Data((0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        try secret.write(to: URL(fileURLWithPath: "\(s.dataDir)/secret"))
+        chmod("\(s.dataDir)/secret", 0o600)
+        try FileManager.default.createDirectory(atPath: "\(s.dataDir)/private", withIntermediateDirectories: true)
+        try Data("inner".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/private/inner"))
+        chmod("\(s.dataDir)/private/inner", 0o600)
+        chmod("\(s.dataDir)/private", 0o700)
+
+        let setpriv = "\(s.dir)/t/setpriv"
+        try Proc.check("/usr/bin/install", ["-m", "0755", "/usr/bin/setpriv", setpriv])
+        let conf = "\(s.dir)/t/guard.conf"
+        let tPub = try String(contentsOfFile: "\(s.dir)/relay/keys/t.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        try "command=\"/usr/bin/python3 \(Self.guardPath) --config \(conf)\",restrict,port-forwarding,permitlisten=\"127.0.0.1:*\",permitopen=\"127.0.0.1:9\" \(tPub)\n"
+            .write(toFile: "\(s.t.dir)/authorized_keys", atomically: true, encoding: .utf8)
+        s.clientUser = login
+        try s.configure()
+
+        // Without the rule: borg on T cannot read them (it warns and skips them).
+        try "path \(s.dataDir)\n".write(toFile: conf, atomically: true, encoding: .utf8)
+        let plain = try s.runAgent()
+        #expect(plain.stdout.contains("Permission denied"), "\(plain.output)")
+        let first = try #require(try s.archives().last)
+        let plainPaths = try s.archivePaths(first)
+        #expect(!plainPaths.contains { $0.hasSuffix("/secret") } && !plainPaths.contains { $0.hasSuffix("/private/inner") }, "\(plainPaths)")
+
+        // The rule names a setpriv without the capability: refused with the setcap fix.
+        try "path \(s.dataDir)\ndac-read-search \(setpriv)\n".write(toFile: conf, atomically: true, encoding: .utf8)
+        let uncapped = try s.runAgent()
+        #expect(uncapped.status != 0)
+        #expect(uncapped.output.contains("setcap cap_dac_read_search+ep \(setpriv)"), "\(uncapped.output)")
+
+        // With the capability on the setpriv copy: everything is backed up, byte for byte.
+        try Proc.check("/usr/sbin/setcap", ["cap_dac_read_search+ep", setpriv])
+        let capped = try s.runAgent()
+        #expect(capped.status == 0, "\(capped.output)")
+        let last = try #require(try s.archives().last)
+        let out = "\(s.dir)/extract"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try s.borg(["extract", "\(s.repo)::\(last)"], cwd: out)
+        let rel = String(s.dataDir.dropFirst())
+        #expect(FileManager.default.contents(atPath: "\(out)/\(rel)/secret") == secret)
+        #expect(FileManager.default.contents(atPath: "\(out)/\(rel)/private/inner") == Data("inner".utf8))
     }
 }

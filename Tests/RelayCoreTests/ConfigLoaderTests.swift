@@ -229,4 +229,18 @@ struct ConfigLoaderTests {
             #expect(e.kind == .wrongType(expected: "true or false", found: "a string"))
         }
     }
+
+    @Test func guardIsAnAbsoluteCommand() throws {
+        let f = try Files()
+        let c = try ConfigLoader.parse(f.valid(client: "guard = \"/usr/local/sbin/borg-relay-guard --config /etc/g.conf\""), file: "r.toml")
+        #expect(try c.client("web1").guardCommand == ["/usr/local/sbin/borg-relay-guard", "--config", "/etc/g.conf"])
+        #expect(try ConfigLoader.parse(f.valid(), file: "r.toml").client("web1").guardCommand == nil)
+        expectError(f.valid(client: "guard = \"borg-relay-guard\"")) { e in
+            #expect(e.key == "guard")
+            #expect(e.description.contains("absolute path"))
+        }
+        expectError(f.valid(client: "guard = 7")) { e in
+            #expect(e.key == "guard")
+        }
+    }
 }

@@ -118,6 +118,9 @@ public struct ClientConfig: Sendable, Equatable {
     /// Seconds each hook may run before it is killed (coreutils `timeout` on the client).
     public var preTimeout: Int = 3600
     public var postTimeout: Int = 3600
+    /// The forced command on the client (contrib/guard/borg-relay-guard), as argv; only
+    /// `relayctl authorized-keys` uses it.
+    public var guardCommand: [String]?
 }
 
 /// A passphrase sealed to the vault's public key. Holding one reveals nothing.

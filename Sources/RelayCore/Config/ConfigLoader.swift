@@ -226,7 +226,7 @@ public enum ConfigLoader {
         try t.allowOnly(endpointKeys.union([
             "server", "repository", "passphrase", "paths", "exclude", "compression", "archive",
             "transport", "borg_path", "schedule", "jitter", "catch_up", "retention", "pre", "post",
-            "pre_timeout", "post_timeout",
+            "pre_timeout", "post_timeout", "guard",
         ]))
         let endpoint = try parseEndpoint(t, defaultUser: nil)
         let server = try t.requiredString("server")
@@ -292,6 +292,12 @@ public enum ConfigLoader {
                             pre: pre, post: post)
         client.preTimeout = try t.int("pre_timeout", default: 3600, range: 1...86_400)
         client.postTimeout = try t.int("post_timeout", default: 3600, range: 1...86_400)
+        if let g = try t.hookCommand("guard") {
+            guard g[0].hasPrefix("/") else {
+                throw t.error("guard", .invalidValue(reason: "must start with the guard's absolute path on the client (e.g. \"/usr/local/sbin/borg-relay-guard\")"))
+            }
+            client.guardCommand = g
+        }
         return client
     }
 

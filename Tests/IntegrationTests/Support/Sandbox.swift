@@ -305,6 +305,8 @@ final class Sandbox {
     /// Raw TOML appended to the config (more clients, say).
     var extraTables: [String] = []
     var paths: [String]
+    /// The login on T, when not the user running the tests.
+    var clientUser: String?
 
     /// `netns`: names of namespaces for B and T (sshd runs inside them) and the addresses
     /// R uses to reach them; nil for plain loopback.
@@ -379,7 +381,7 @@ final class Sandbox {
             [clients.web1]
             host = \(q(t.address))
             port = \(t.port)
-            user = \(q(user))
+            user = \(q(clientUser ?? user))
             key = \(q(dir + "/relay/keys/t"))
             server = "vault"
             repository = \(q(repo))
