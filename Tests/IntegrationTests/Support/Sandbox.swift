@@ -77,21 +77,45 @@ final class SSHD {
     let dir: String
     let port: Int
     let address: String
-    let process: Spawned
+    private(set) var process: Spawned
     let logPath: String
     var hostPublicKey: String
+    private let argv: [String]
 
-    init(name: String, dir: String, address: String = "127.0.0.1", port: Int, authorizedKeys: String,
+    /// `port` nil: a free port; if another process takes it before sshd binds (suites run
+    /// in parallel), sshd is started again on another one.
+    init(name: String, dir: String, address: String = "127.0.0.1", port fixedPort: Int?, authorizedKeys: String,
          allowForwarding: Bool, extraEnv: String, netns: String? = nil) throws {
         self.name = name
         self.dir = dir
-        self.port = port
         self.address = address
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try Proc.check("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "\(name)-host", "-f", "\(dir)/host_key"])
         hostPublicKey = try String(contentsOfFile: "\(dir)/host_key.pub", encoding: .utf8)
             .split(separator: " ").prefix(2).joined(separator: " ")
         try authorizedKeys.write(toFile: "\(dir)/authorized_keys", atomically: true, encoding: .utf8)
+        try? FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
+        logPath = "\(dir)/sshd.log"
+        var argv = ["/usr/sbin/sshd", "-D", "-e", "-f", "\(dir)/sshd_config"]
+        if let ns = netns { argv = ["/usr/sbin/ip", "netns", "exec", ns] + argv }
+        self.argv = argv
+        var attempt = 0
+        while true {
+            attempt += 1
+            let port = fixedPort ?? Proc.freePort()
+            try Self.writeConfig(dir: dir, port: port, address: address, allowForwarding: allowForwarding, extraEnv: extraEnv)
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+            do {
+                process = try Self.launch(argv, name: name, logPath: logPath)
+                self.port = port
+                return
+            } catch let e as FixtureError where fixedPort == nil && attempt < 5 && e.description.contains("Address already in use") {
+                continue
+            }
+        }
+    }
+
+    private static func writeConfig(dir: String, port: Int, address: String, allowForwarding: Bool, extraEnv: String) throws {
         let config = """
             Port \(port)
             ListenAddress \(address)
@@ -113,19 +137,28 @@ final class SSHD {
 
             """
         try config.write(toFile: "\(dir)/sshd_config", atomically: true, encoding: .utf8)
-        try? FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
-        logPath = "\(dir)/sshd.log"
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        var argv = ["/usr/sbin/sshd", "-D", "-e", "-f", "\(dir)/sshd_config"]
-        if let ns = netns { argv = ["/usr/sbin/ip", "netns", "exec", ns] + argv }
-        process = try Spawned(argv[0], Array(argv.dropFirst()), stdin: "/dev/null", stdout: "/dev/null", stderr: logPath)
+    }
+
+    private static func launch(_ argv: [String], name: String, logPath: String) throws -> Spawned {
+        let before = ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").components(separatedBy: "Server listening").count
+        let p = try Spawned(argv[0], Array(argv.dropFirst()), stdin: "/dev/null", stdout: "/dev/null", stderr: logPath)
         let deadline = Date().addingTimeInterval(10)
-        while !log.contains("Server listening") {
-            if !process.isRunning() || Date() > deadline {
+        while true {
+            let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+            if log.components(separatedBy: "Server listening").count > before { return p }
+            if !p.isRunning() || Date() > deadline {
+                p.kill(SIGKILL)
+                _ = p.wait(timeout: 5)
                 throw FixtureError("sshd \(name) did not start: \(log)")
             }
             usleep(20_000)
         }
+    }
+
+    /// Starts sshd again (same port, host key and config) after `stop()`.
+    func restart() throws {
+        stop()
+        process = try Self.launch(argv, name: name, logPath: logPath)
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
@@ -336,10 +369,10 @@ final class Sandbox {
             extraServer.append("maintenance_key = \"\(keys)/b-maint\"")
         }
         let tPub = try String(contentsOfFile: "\(keys)/t.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        b = try SSHD(name: "b", dir: "\(dir)/b", address: netns?.bAddr ?? "127.0.0.1", port: netns == nil ? Proc.freePort() : 22,
+        b = try SSHD(name: "b", dir: "\(dir)/b", address: netns?.bAddr ?? "127.0.0.1", port: netns == nil ? nil : 22,
                      authorizedKeys: "command=\"borg serve --append-only \(multiRepo ? "--restrict-to-path \(dir)/b" : "--restrict-to-repository \(repo)")\",restrict \(bPub)\n" + maintLine,
                      allowForwarding: false, extraEnv: "BORG_BASE_DIR=\(dir)/b/borg-base", netns: netns?.b)
-        t = try SSHD(name: "t", dir: "\(dir)/t", address: netns?.tAddr ?? "127.0.0.1", port: netns == nil ? Proc.freePort() : 22,
+        t = try SSHD(name: "t", dir: "\(dir)/t", address: netns?.tAddr ?? "127.0.0.1", port: netns == nil ? nil : 22,
                      authorizedKeys: "restrict,port-forwarding,permitlisten=\"127.0.0.1:*\",permitopen=\"127.0.0.1:9\" \(tPub)\n",
                      allowForwarding: true, extraEnv: "BORG_BASE_DIR=\(dir)/t/borg-base" + (tPath.map { " PATH=\($0)" } ?? ""), netns: netns?.t)
         configPath = "\(dir)/relay/relay.toml"
