@@ -190,7 +190,8 @@ struct RunsCommand: AsyncParsableCommand {
         var rows = [["RUN", "CLIENT", "STATE", "STARTED", "DURATION", "ORIGINAL", "SENT", "DETAIL"]]
         for r in list.runs {
             let duration = r.endedAt.map { Format.duration($0.timeIntervalSince(r.startedAt)) } ?? Format.duration(Date().timeIntervalSince(r.startedAt)) + "…"
-            let detail = r.error.map { String($0.prefix(60)) } ?? r.archive ?? ""
+            var detail = r.error.map { String($0.prefix(60)) } ?? r.archive ?? ""
+            if let n = r.attempts?.count, n > 0 { detail = "[\(n + 1) attempts] " + detail }
             rows.append([r.id, r.client, r.state, Format.time(r.startedAt), r.state == "queued" ? "-" : duration,
                          r.stats.map { RunReport.size($0.originalSize) } ?? "-", RunReport.size(r.bytesToServer), detail])
         }

@@ -52,10 +52,18 @@ final class Topology {
     static let rToB = "10.213.1.1", bAddr = "10.213.1.2"
     static let rToT = "10.213.2.1", tAddr = "10.213.2.2"
     let r: String, b: String, t: String
+    /// The veth ends: R's towards B and T, and B's and T's own.
+    let rToBLink: String, bLink: String, rToTLink: String, tLink: String
     private var created: [String] = []
+    nonisolated(unsafe) private static var counter = 0
+    private static let counterLock = NSLock()
 
     init() throws {
-        let tag = String(format: "%05d", Int(getpid()) % 100_000)
+        let n = Self.counterLock.withLock { Self.counter += 1; return Self.counter }
+        // Names stay within IFNAMSIZ: "vb" + 5 digits + 1 digit + side.
+        let tag = String(format: "%05d%d", Int(getpid()) % 100_000, n % 10)
+        rToBLink = "vb\(tag)r"; bLink = "vb\(tag)b"
+        rToTLink = "vt\(tag)r"; tLink = "vt\(tag)t"
         r = "brl\(tag)r"
         b = "brl\(tag)b"
         t = "brl\(tag)t"
@@ -65,8 +73,8 @@ final class Topology {
                 created.append(ns)
                 try ip(["-n", ns, "link", "set", "lo", "up"])
             }
-            try link(r, "vb\(tag)r", Self.rToB, b, "vb\(tag)b", Self.bAddr)
-            try link(r, "vt\(tag)r", Self.rToT, t, "vt\(tag)t", Self.tAddr)
+            try link(r, rToBLink, Self.rToB, b, bLink, Self.bAddr)
+            try link(r, rToTLink, Self.rToT, t, tLink, Self.tAddr)
             // Explicitly no forwarding on R: it relays only through relay-agent.
             try ip(["netns", "exec", r, "/usr/sbin/sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])
         } catch {
@@ -87,6 +95,18 @@ final class Topology {
 
     private func ip(_ args: [String]) throws {
         try Proc.check("/usr/sbin/ip", args)
+    }
+
+    /// Takes a veth end down or up inside its namespace (a silent cut: the other side
+    /// still has its link and route, its packets just vanish).
+    func setLink(_ ns: String, _ dev: String, up: Bool) throws {
+        try ip(["-n", ns, "link", "set", dev, up ? "up" : "down"])
+    }
+
+    /// Shapes what leaves `dev` in `ns` with a token bucket (netem is not always there).
+    func shape(_ ns: String, _ dev: String, rateMbit: Int) throws {
+        try ip(["netns", "exec", ns, "/usr/sbin/tc", "qdisc", "add", "dev", dev, "root", "tbf",
+                "rate", "\(rateMbit)mbit", "burst", "64kb", "latency", "200ms"])
     }
 
     /// Tries a TCP connection from inside `ns` (socat, 2 s timeout).

@@ -44,7 +44,7 @@ struct RemoteCommandTests {
     @Test func createArgumentsEndOptionsBeforePaths() {
         let plan = BackupPlan(client: client(paths: ["-weird", "/etc"], exclude: ["-x", "*.tmp"]))
         #expect(plan.createArguments == [
-            "create", "--json", "--log-json", "--progress", "--compression=lz4", "--exclude=-x", "--exclude=*.tmp", "--",
+            "create", "--json", "--log-json", "--progress", "--lock-wait=300", "--compression=lz4", "--exclude=-x", "--exclude=*.tmp", "--",
             "ssh://borg-relay/srv/borg/web 1::{hostname}-{now}", "-weird", "/etc",
         ])
     }

@@ -45,6 +45,18 @@ public struct RelaySettings: Sendable, Equatable {
     public var historyKeepRuns: Int = 1000
     /// Days a run is kept in the history (0: no age limit).
     public var historyKeepDays: Int = 400
+    /// Seconds allowed for authentication, once connected.
+    public var authTimeout: Int = 30
+    /// Seconds allowed for opening a channel or a forward and starting its command.
+    public var channelTimeout: Int = 30
+    /// Seconds the splice may move no byte in either direction while borg runs (0: no limit).
+    public var idleTimeout: Int = 3600
+    /// Seconds a whole run may take (0: no limit).
+    public var runTimeout: Int = 0
+    /// Connection attempts per run (connection-level failures before borg starts).
+    public var connectAttempts: Int = 3
+    /// Seconds before the first retry; each further one waits twice as long (with jitter).
+    public var retryDelay: Int = 10
 
     public var vaultSecretKeyPath: String { stateDir + "/vault.key" }
     public var vaultPublicKeyPath: String { stateDir + "/vault.pub" }
@@ -121,6 +133,13 @@ public struct ClientConfig: Sendable, Equatable {
     /// The forced command on the client (contrib/guard/borg-relay-guard), as argv; only
     /// `relayctl authorized-keys` uses it.
     public var guardCommand: [String]?
+    /// `borg create --lock-wait`: seconds borg waits for the repository lock (a run cut
+    /// off a moment ago may hold it until B's sshd notices).
+    public var lockWait: Int = 300
+    /// `borg create --checkpoint-interval` (borg's default 1800 when nil).
+    public var checkpointInterval: Int?
+    /// Retry a create that failed on a dropped link, once (borg resumes from its checkpoint).
+    public var retry: Bool = false
 }
 
 /// A passphrase sealed to the vault's public key. Holding one reveals nothing.

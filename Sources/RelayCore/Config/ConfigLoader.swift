@@ -168,7 +168,9 @@ public enum ConfigLoader {
     static func parseRelay(_ t: TableReader) throws(ConfigError) -> RelaySettings {
         try t.allowOnly(["state_dir", "socket", "known_hosts", "max_parallel",
                          "keepalive_interval", "keepalive_count", "connect_timeout", "ciphers",
-                         "shutdown_grace", "history_keep_runs", "history_keep_days"])
+                         "shutdown_grace", "history_keep_runs", "history_keep_days",
+                         "auth_timeout", "channel_timeout", "idle_timeout", "run_timeout",
+                         "connect_attempts", "retry_delay"])
         let stateDir = try t.absolutePath("state_dir", default: "/var/lib/borg-relay")
         let socket = try t.absolutePath("socket", default: RelaySettings.defaultSocket)
         let knownHosts = try t.absolutePath("known_hosts", default: "/etc/borg-relay/known_hosts")
@@ -192,6 +194,12 @@ public enum ConfigLoader {
         r.shutdownGrace = try t.int("shutdown_grace", default: 300, range: 0...86400)
         r.historyKeepRuns = try t.int("history_keep_runs", default: 1000, range: 1...10_000_000)
         r.historyKeepDays = try t.int("history_keep_days", default: 400, range: 0...100_000)
+        r.authTimeout = try t.int("auth_timeout", default: 30, range: 1...3600)
+        r.channelTimeout = try t.int("channel_timeout", default: 30, range: 1...3600)
+        r.idleTimeout = try t.int("idle_timeout", default: 3600, range: 0...604_800)
+        r.runTimeout = try t.int("run_timeout", default: 0, range: 0...2_592_000)
+        r.connectAttempts = try t.int("connect_attempts", default: 3, range: 1...100)
+        r.retryDelay = try t.int("retry_delay", default: 10, range: 0...3600)
         return r
     }
 
@@ -226,7 +234,7 @@ public enum ConfigLoader {
         try t.allowOnly(endpointKeys.union([
             "server", "repository", "passphrase", "paths", "exclude", "compression", "archive",
             "transport", "borg_path", "schedule", "jitter", "catch_up", "retention", "pre", "post",
-            "pre_timeout", "post_timeout", "guard",
+            "pre_timeout", "post_timeout", "guard", "lock_wait", "checkpoint_interval", "retry",
         ]))
         let endpoint = try parseEndpoint(t, defaultUser: nil)
         let server = try t.requiredString("server")
@@ -292,6 +300,11 @@ public enum ConfigLoader {
                             pre: pre, post: post)
         client.preTimeout = try t.int("pre_timeout", default: 3600, range: 1...86_400)
         client.postTimeout = try t.int("post_timeout", default: 3600, range: 1...86_400)
+        client.lockWait = try t.int("lock_wait", default: 300, range: 0...86_400)
+        if t.value("checkpoint_interval") != nil {
+            client.checkpointInterval = try t.int("checkpoint_interval", default: 1800, range: 1...86_400)
+        }
+        client.retry = try t.optionalBool("retry") ?? false
         if let g = try t.hookCommand("guard") {
             guard g[0].hasPrefix("/") else {
                 throw t.error("guard", .invalidValue(reason: "must start with the guard's absolute path on the client (e.g. \"/usr/local/sbin/borg-relay-guard\")"))
@@ -416,7 +429,7 @@ struct TableReader {
         }
     }
 
-    private func value(_ key: String) -> TOMLValueConvertible? { table[key] }
+    func value(_ key: String) -> TOMLValueConvertible? { table[key] }
 
     func optionalTable(_ key: String) throws(ConfigError) -> TableReader? {
         guard let v = value(key) else { return nil }

@@ -136,6 +136,8 @@ public struct RunView: Codable, Sendable, Equatable {
     public var progress: RunProgress?
     /// While running: bytes to the server per second, averaged over the run.
     public var rate: Double?
+    /// Failed attempts before the last one (retries), if any.
+    public var attempts: [RunAttempt]?
 
     public var isFinished: Bool { !["queued", "running"].contains(state) }
 
@@ -156,6 +158,7 @@ public struct RunView: Codable, Sendable, Equatable {
         stats = r.stats.flatMap { try? JSONDecoder().decode(ArchiveSummary.self, from: Data($0.utf8)) }
         error = r.error
         logFile = r.logFile
+        attempts = r.attempts.flatMap { try? ControlAPI.decoder().decode([RunAttempt].self, from: Data($0.utf8)) }
         if let p = progress, r.state == "running" {
             self.progress = p
             bytesToServer = Int64(clamping: p.bytesToServer)
@@ -166,7 +169,7 @@ public struct RunView: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, client, server, kind, state, trigger, archive, stats, error, progress, rate
+        case id, client, server, kind, state, trigger, archive, stats, error, progress, rate, attempts
         case queuedAt = "queued_at"
         case startedAt = "started_at"
         case endedAt = "ended_at"

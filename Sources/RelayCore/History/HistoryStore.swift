@@ -30,6 +30,8 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     public var queuedAt: Date?
     /// What asked for it: cli (relay-agent run), api (relayctl run), schedule.
     public var trigger: String?
+    /// The failed attempts before the last one, as JSON ([RunAttempt]); nil when none.
+    public var attempts: String?
 
     enum CodingKeys: String, CodingKey {
         case id, client, server, kind, state, archive, stats, error
@@ -42,7 +44,7 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
         case agentPID = "agent_pid"
         case agentStart = "agent_start"
         case queuedAt = "queued_at"
-        case trigger
+        case trigger, attempts
     }
 
     /// A record for a run that is starting now in this process.
@@ -53,7 +55,8 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
         return RunRecord(id: runID, client: client, server: server, kind: kind, state: state, startedAt: now,
                          endedAt: nil, bytesToServer: 0, bytesFromServer: 0, borgExitStatus: nil, archive: nil,
                          stats: nil, error: nil, logFile: logFile, agentPID: getpid(),
-                         agentStart: ProcessIdentity.startTime(of: getpid()), queuedAt: now, trigger: trigger)
+                         agentStart: ProcessIdentity.startTime(of: getpid()), queuedAt: now, trigger: trigger,
+                         attempts: nil)
     }
 
     /// True once the run has ended (whatever the outcome).
@@ -144,6 +147,11 @@ public final class HistoryStore: Sendable {
                 t.primaryKey(["client", "archive"])
             }
         }
+        m.registerMigration("v4") { db in
+            try db.alter(table: "run") { t in
+                t.add(column: "attempts", .text)
+            }
+        }
         return m
     }
 
@@ -174,6 +182,7 @@ public final class HistoryStore: Sendable {
             r.archive = report.archive?.name
             r.stats = stats
             r.error = report.error
+            r.attempts = report.attempts.isEmpty ? nil : (try? ControlAPI.encoder().encode(report.attempts)).map { String(decoding: $0, as: UTF8.self) }
             try r.update(db)
         }
     }

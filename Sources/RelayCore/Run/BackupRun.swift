@@ -121,6 +121,10 @@ public final class BackupRun: @unchecked Sendable {
     private var warnings: [String] = []
     /// The splice was closed before it had finished (grace period, cancel, failure).
     private var spliceCut = false
+    /// borg (create or the workload's command) was started on the client in this attempt.
+    private var borgStarted = false
+    /// When the whole run must end ([relay] run_timeout).
+    private var runDeadline: Date?
 
     // MARK: - The run
 
@@ -140,20 +144,51 @@ public final class BackupRun: @unchecked Sendable {
         }
         logger.info("run \(runID): backup of client \(client.name) (\(client.endpoint.display)) to server \(server.name) (\(server.endpoint.display)), repository \(client.repository)")
 
-        do {
-            try connect()
-            report.clientCipher = t?.cipher
-            report.serverCipher = b?.cipher
-            logger.info("connected; ciphers: client \(report.clientCipher ?? "?"), server \(report.serverCipher ?? "?")")
-            if canceller.takeRequest() {
-                cancelRequested = true  // cancelled while connecting: start nothing on T or B
-            } else {
-                progress.update { $0.phase = "running" }
-                try start(plan)
-                try loop()
+        runDeadline = options.runTimeout > 0 ? Date().addingTimeInterval(TimeInterval(options.runTimeout)) : nil
+        var number = 1
+        var createRetried = false
+        while true {
+            let attemptStarted = Date()
+            do {
+                try connect()
+                report.clientCipher = t?.cipher
+                report.serverCipher = b?.cipher
+                logger.info("connected; ciphers: client \(report.clientCipher ?? "?"), server \(report.serverCipher ?? "?")")
+                if canceller.takeRequest() {
+                    cancelRequested = true  // cancelled while connecting: start nothing on T or B
+                } else {
+                    progress.update { $0.phase = "running" }
+                    try start(plan)
+                    try loop()
+                }
+            } catch {
+                recordFailure(error)
             }
-        } catch {
-            recordFailure(error)
+            // Retry? Connection-level failures before borg started, up to connect_attempts;
+            // a create cut off by a dropped link, once, when the client has retry = true.
+            guard let f = failure as? SSHError, f.isTransient, !cancelRequested, !canceller.isRequested else { break }
+            let again: Bool
+            if !borgStarted {
+                again = number < options.connectAttempts
+            } else {
+                again = workload == .backup && client.retry && !createRetried
+                if again { createRetried = true }
+            }
+            guard again else { break }
+            let delay = Self.backoff(base: options.retryDelay, attempt: number)
+            if let d = runDeadline, Date().addingTimeInterval(delay) >= d { break }
+            report.attempts.append(RunAttempt(number: number, started: attemptStarted, ended: Date(), error: "\(f)", retryAfter: delay))
+            let resume = borgStarted ? " (borg resumes from its last checkpoint)" : ""
+            logger.warning("attempt \(number) failed: \(f); retrying in \(String(format: "%.1f", delay)) s\(resume)")
+            teardown()
+            resetForRetry()
+            progress.update { $0.phase = "retrying" }
+            if waitOrCancel(delay) {
+                cancelRequested = true
+                break
+            }
+            number += 1
+            logger.info("attempt \(number) of run \(runID)")
         }
         passphrase?.wipe()
         passphrase = nil
@@ -187,6 +222,43 @@ public final class BackupRun: @unchecked Sendable {
         finishReport(&report)
         logger.info("run \(runID) \(report.state.rawValue)\(report.error.map { ": \($0)" } ?? "")")
         return report
+    }
+
+    /// Seconds before retry `attempt + 1`: base × 2^(attempt−1), at most 10 minutes, ±25 % jitter.
+    static func backoff(base: Int, attempt: Int) -> TimeInterval {
+        let raw = min(600, Double(base) * pow(2, Double(max(0, attempt - 1))))
+        return raw * Double.random(in: 0.75...1.25)
+    }
+
+    /// Sleeps up to `seconds`; true when a cancel request came first.
+    private func waitOrCancel(_ seconds: TimeInterval) -> Bool {
+        var p = pollfd(fd: canceller.fd, events: Int16(POLLIN), revents: 0)
+        let end = Date().addingTimeInterval(seconds)
+        while true {
+            let left = end.timeIntervalSinceNow
+            if left <= 0 { return false }
+            let rc = poll(&p, 1, Int32(min(left * 1000, 3_600_000)) + 1)
+            if rc > 0 { return canceller.takeRequest() || canceller.isRequested }
+            if rc < 0 && errno != EINTR { return canceller.isRequested }
+        }
+    }
+
+    /// Forgets the state of a failed attempt (its sessions are closed already).
+    private func resetForRetry() {
+        t = nil
+        b = nil
+        create = nil
+        splice = nil
+        events.removeAll()
+        forwardPort = 0
+        forwardActive = false
+        cancelForwardPending = false
+        acceptedConnection = false
+        borgStarted = false
+        stdout = Data()
+        stdoutTruncated = false
+        failure = nil
+        spliceCut = false
     }
 
     private func recordFailure(_ error: Error) {
@@ -338,8 +410,10 @@ public final class BackupRun: @unchecked Sendable {
         // 1. TCP transport: the remote forward on T's loopback, port chosen by T's sshd.
         var bound: Int32 = 0
         if !useUnix {
-            if ssh_channel_listen_forward(th, "127.0.0.1", 0, &bound) != SSH_OK {
-                throw SSHError.forwardRefused(host: t.label, detail: t.lastError)
+            try t.withTimeout(options.channelTimeout, key: "channel_timeout", what: "asking for the remote forward") { () throws(SSHError) in
+                if ssh_channel_listen_forward(th, "127.0.0.1", 0, &bound) != SSH_OK {
+                    throw SSHError.forwardRefused(host: t.label, detail: t.lastError)
+                }
             }
             forwardPort = bound
             forwardActive = true
@@ -434,21 +508,27 @@ public final class BackupRun: @unchecked Sendable {
         }
         logger.info("client runs: \(command)")
         try openExec(e, on: t, command: command, what: "starting borg create")
+        borgStarted = true
         if let p = passphrase {
             try writeAll(p, to: e, on: t)
-            p.wipe()
-            passphrase = nil
+            // Kept (in guarded memory) only when a retry may need it again.
+            if !(workload == .backup && client.retry) {
+                p.wipe()
+                passphrase = nil
+            }
         }
         e.sendEOF()
     }
 
     private func openExec(_ c: SSHChannel, on s: SSHSession, command: String, what: String) throws {
         guard let h = c.handle else { throw SSHError.channel(host: s.label, what: what, detail: "channel freed") }
-        if ssh_channel_open_session(h) != SSH_OK {
-            throw SSHError.channel(host: s.label, what: "\(what): opening a session channel", detail: s.lastError)
-        }
-        if ssh_channel_request_exec(h, command) != SSH_OK {
-            throw SSHError.channel(host: s.label, what: what, detail: s.lastError)
+        try s.withTimeout(options.channelTimeout, key: "channel_timeout", what: what) { () throws(SSHError) in
+            if ssh_channel_open_session(h) != SSH_OK {
+                throw SSHError.channel(host: s.label, what: "\(what): opening a session channel", detail: s.lastError)
+            }
+            if ssh_channel_request_exec(h, command) != SSH_OK {
+                throw SSHError.channel(host: s.label, what: what, detail: s.lastError)
+            }
         }
     }
 
@@ -596,6 +676,19 @@ public final class BackupRun: @unchecked Sendable {
                 let up = splice.up.delivered, down = splice.down.delivered
                 progress.update { $0.bytesToServer = up; $0.bytesFromServer = down }
             }
+            if !tearingDown && failure == nil {
+                let now = Date()
+                if let d = runDeadline, now >= d {
+                    recordFailure(RunError.timedOut(what: "the run", seconds: options.runTimeout, key: "run_timeout"))
+                    continue
+                }
+                if options.idleTimeout > 0 && !create.remoteClosed
+                    && now.timeIntervalSince(lastProgress) >= TimeInterval(options.idleTimeout) {
+                    recordFailure(RunError.timedOut(what: "the splice (no byte either way while borg ran)",
+                                                    seconds: options.idleTimeout, key: "idle_timeout"))
+                    continue
+                }
+            }
             if create.remoteClosed {
                 if !acceptedConnection {
                     splice.abort()  // borg never connected: let borg serve on B go
@@ -627,8 +720,13 @@ public final class BackupRun: @unchecked Sendable {
                 return
             }
 
-            // Wait for the next event or timer (a deadline, or the next keepalive check).
-            let wake = min(deadline ?? nextKeepaliveCheck, nextKeepaliveCheck)
+            // Wait for the next event or timer (a deadline, the next keepalive check, the
+            // idle or run timeout).
+            var wake = min(deadline ?? nextKeepaliveCheck, nextKeepaliveCheck)
+            if !tearingDown {
+                if let d = runDeadline { wake = min(wake, d) }
+                if options.idleTimeout > 0 { wake = min(wake, lastProgress.addingTimeInterval(TimeInterval(options.idleTimeout))) }
+            }
             let timeout = Int32(max(0, min(3_600_000, wake.timeIntervalSinceNow * 1000)) + 1)
             let rc = ssh_event_dopoll(event, timeout)
             if rc == SSH_ERROR {

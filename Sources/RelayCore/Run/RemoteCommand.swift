@@ -80,7 +80,8 @@ public struct BackupPlan: Sendable, Equatable {
     public var createArguments: [String] {
         // --log-json --progress: borg's log and progress as JSON lines on stderr, which
         // the relay turns into the run log and the live progress of `relayctl run --follow`.
-        var args = ["create", "--json", "--log-json", "--progress"]
+        var args = ["create", "--json", "--log-json", "--progress", "--lock-wait=\(client.lockWait)"]
+        if let c = client.checkpointInterval { args.append("--checkpoint-interval=\(c)") }
         if let c = client.compression { args.append("--compression=\(c)") }
         for e in client.exclude { args.append("--exclude=\(e)") }
         args.append("--")

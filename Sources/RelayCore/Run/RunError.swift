@@ -8,6 +8,7 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
     case protocolFailure(String)
     case hookFailed(hook: String, status: Int32?, detail: String)
     case hookTimedOut(hook: String, seconds: Int)
+    case timedOut(what: String, seconds: Int, key: String)
 
     public var description: String {
         switch self {
@@ -22,6 +23,8 @@ public enum RunError: Error, CustomStringConvertible, Equatable, Sendable {
         case .hookFailed(let hook, let status, let detail):
             return "the \(hook) hook on the client failed (\(status.map { "exit status \($0)" } ?? "no exit status"))"
                 + (detail.isEmpty ? "" : ": \(detail)") + (hook == "pre" ? "; the backup was skipped" : "")
+        case .timedOut(let what, let seconds, let key):
+            return "\(what) timed out after \(seconds) s ([relay] \(key))"
         case .hookTimedOut(let hook, let seconds):
             return "the \(hook) hook on the client was killed at its timeout of \(seconds) s (\(hook)_timeout)"
                 + (hook == "pre" ? "; the backup was skipped" : "")

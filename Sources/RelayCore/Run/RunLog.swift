@@ -72,7 +72,7 @@ struct RunLogHandler: LogHandler {
         if let m = event.metadata { all.merge(m) { $1 } }
         let origin = all.removeValue(forKey: "relay.origin").map { " [\($0)]" } ?? ""
         let extra = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let ts = Date().formatted(.iso8601)
+        let ts = Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
         sink.write("\(ts) \(event.level)\(origin) \(event.message)\(extra)")
     }
 }

@@ -48,6 +48,29 @@ public struct ArchiveSummary: Codable, Sendable, Equatable {
     }
 }
 
+/// One attempt of a run that was retried: when it started and ended, and why it failed.
+public struct RunAttempt: Codable, Sendable, Equatable {
+    public var number: Int
+    public var started: Date
+    public var ended: Date
+    public var error: String
+    /// Seconds waited before the next attempt.
+    public var retryAfter: Double
+
+    public init(number: Int, started: Date, ended: Date, error: String, retryAfter: Double) {
+        self.number = number
+        self.started = started
+        self.ended = ended
+        self.error = error
+        self.retryAfter = retryAfter
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case number, started, ended, error
+        case retryAfter = "retry_after"
+    }
+}
+
 /// What one run did, for the human summary and for `--json`.
 public struct RunReport: Codable, Sendable {
     public var runID: String
@@ -68,6 +91,8 @@ public struct RunReport: Codable, Sendable {
     public var clientCipher: String?
     public var serverCipher: String?
     public var durationSeconds: Double = 0
+    /// The failed attempts before the last one (empty when the first attempt was the last).
+    public var attempts: [RunAttempt] = []
 
     enum CodingKeys: String, CodingKey {
         case runID = "run_id"
@@ -79,6 +104,7 @@ public struct RunReport: Codable, Sendable {
         case clientCipher = "client_cipher"
         case serverCipher = "server_cipher"
         case durationSeconds = "duration_seconds"
+        case attempts
     }
 
     public init(runID: String, client: String, server: String, started: Date) {
@@ -124,6 +150,9 @@ public struct RunReport: Codable, Sendable {
             lines.append("  deduplicated  \(Self.size(a.deduplicatedSize))")
         }
         lines.append("  spliced       \(Self.size(Int64(bytesToServer))) to the server, \(Self.size(Int64(bytesFromServer))) back")
+        for a in attempts {
+            lines.append("  attempt \(a.number)     failed: \(a.error) (retried after \(String(format: "%.0f", a.retryAfter)) s)")
+        }
         for w in warnings { lines.append("  warning       \(w)") }
         if let e = error { lines.append("  error         \(e)") }
         if let l = logFile { lines.append("  log           \(l)") }

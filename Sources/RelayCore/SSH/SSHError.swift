@@ -12,6 +12,7 @@ public enum SSHError: Error, CustomStringConvertible, Equatable, Sendable {
     case channel(host: String, what: String, detail: String)
     case forwardRefused(host: String, detail: String)
     case connectionLost(host: String, detail: String)
+    case timedOut(host: String, what: String, seconds: Int, key: String, detail: String)
 
     public var description: String {
         switch self {
@@ -45,6 +46,19 @@ public enum SSHError: Error, CustomStringConvertible, Equatable, Sendable {
                 + "needs 'port-forwarding,permitlisten=\"127.0.0.1:*\"' and sshd must allow TCP forwarding"
         case .connectionLost(let host, let detail):
             return "\(host): connection lost: \(detail)"
+        case .timedOut(let host, let what, let seconds, let key, let detail):
+            return "\(host): \(what) timed out after \(seconds) s ([relay] \(key))" + (detail.isEmpty ? "" : ": \(detail)")
+        }
+    }
+}
+
+extension SSHError {
+    /// Failures of the network or the peer that a later attempt may not meet: worth a
+    /// retry. Host keys, keys, authentication and refusals are not.
+    public var isTransient: Bool {
+        switch self {
+        case .connect, .connectionLost, .timedOut: return true
+        default: return false
         }
     }
 }

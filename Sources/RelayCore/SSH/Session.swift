@@ -5,6 +5,12 @@ import Foundation
 public struct SessionOptions: Sendable {
     public var knownHosts: String
     public var connectTimeout: Int
+    public var authTimeout: Int = 30
+    public var channelTimeout: Int = 30
+    public var idleTimeout: Int = 3600
+    public var runTimeout: Int = 0
+    public var connectAttempts: Int = 1
+    public var retryDelay: Int = 10
     public var keepaliveInterval: Int
     public var keepaliveCount: Int
     /// Cipher preference list offered to every host.
@@ -23,6 +29,12 @@ public struct SessionOptions: Sendable {
         self.init(knownHosts: relay.knownHosts, connectTimeout: relay.connectTimeout,
                   keepaliveInterval: relay.keepaliveInterval, keepaliveCount: relay.keepaliveCount,
                   ciphers: relay.ciphers)
+        authTimeout = relay.authTimeout
+        channelTimeout = relay.channelTimeout
+        idleTimeout = relay.idleTimeout
+        runTimeout = relay.runTimeout
+        connectAttempts = relay.connectAttempts
+        retryDelay = relay.retryDelay
     }
 
     /// AES-GCM first where the CPU has AES instructions, chacha20-poly1305 first otherwise.
@@ -119,8 +131,31 @@ public final class SSHSession: @unchecked Sendable {
     func connect() throws(SSHError) {
         let s = try require()
         ssh_set_blocking(s, 1)
+        let started = Date()
         if ssh_connect(s) != SSH_OK {
-            throw SSHError.connect(host: label, detail: lastError)
+            let detail = lastError
+            if Date().timeIntervalSince(started) >= Double(options.connectTimeout) - 0.5 {
+                throw SSHError.timedOut(host: label, what: "connecting (TCP and key exchange)", seconds: options.connectTimeout,
+                                        key: "connect_timeout", detail: detail)
+            }
+            throw SSHError.connect(host: label, detail: detail)
+        }
+    }
+
+    /// Runs a blocking libssh step with `seconds` as libssh's timeout (restored afterwards);
+    /// a failure that took that long is reported as a timeout naming `key`.
+    func withTimeout<T>(_ seconds: Int, key: String, what: String, _ body: () throws(SSHError) -> T) throws(SSHError) -> T {
+        let s = try require()
+        _ = relay_ssh_opt_long(s, SSH_OPTIONS_TIMEOUT, seconds)
+        defer { _ = relay_ssh_opt_long(s, SSH_OPTIONS_TIMEOUT, options.connectTimeout) }
+        let started = Date()
+        do {
+            return try body()
+        } catch {
+            if Date().timeIntervalSince(started) >= Double(seconds) - 0.5 {
+                throw SSHError.timedOut(host: label, what: what, seconds: seconds, key: key, detail: "\(error)")
+            }
+            throw error
         }
     }
 
@@ -190,7 +225,14 @@ public final class SSHSession: @unchecked Sendable {
         }
         defer { ssh_key_free(key) }
         let fp = SSHKeys.fingerprint(key!) ?? "SHA256:?"
+        _ = relay_ssh_opt_long(s, SSH_OPTIONS_TIMEOUT, options.authTimeout)
+        defer { _ = relay_ssh_opt_long(s, SSH_OPTIONS_TIMEOUT, options.connectTimeout) }
+        let started = Date()
         let rc = ssh_userauth_publickey(s, nil, key)
+        if rc == SSH_AUTH_ERROR.rawValue && Date().timeIntervalSince(started) >= Double(options.authTimeout) - 0.5 {
+            throw SSHError.timedOut(host: label, what: "authenticating with \(path)", seconds: options.authTimeout,
+                                    key: "auth_timeout", detail: lastError)
+        }
         if rc != SSH_AUTH_SUCCESS.rawValue {
             let detail = rc == SSH_AUTH_ERROR.rawValue ? lastError : ""
             throw SSHError.authDenied(host: label, keyPath: path, fingerprint: fp, detail: detail)
