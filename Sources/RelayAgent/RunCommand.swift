@@ -83,9 +83,6 @@ struct RunCommand: ParsableCommand {
         let cfg = try ConfigLoader.load(path: config)
         let c = try cfg.client(client)
         let s = cfg.server(for: c)
-        if !c.endpoint.via.isEmpty || !s.endpoint.via.isEmpty {
-            throw RunError.notSupported("\(cfg.file): [clients.\(c.name)] or [servers.\(s.name)] uses 'via'; reaching hosts through jumps is not available in this version")
-        }
         var passphrase: SecretBytes?
         if let sealed = c.passphrase {
             let sk = try Vault.readSecretKey(path: cfg.relay.vaultSecretKeyPath)
@@ -105,7 +102,7 @@ struct RunCommand: ParsableCommand {
         if c.retention != nil {
             logger.info("[clients.\(c.name)] 'retention' is applied by the daemon after its backups, or by relayctl prune; not by a foreground run")
         }
-        let run = try BackupRun(runID: runID, client: c, server: s, options: SessionOptions(cfg.relay),
+        let run = try BackupRun(runID: runID, client: c, server: s, options: SessionOptions(cfg),
                                 passphrase: passphrase, logger: logger, logFile: logPath)
         try history.insert(.starting(runID: runID, client: c.name, server: s.name, logFile: logPath))
         return Prepared(run: run, sink: sink, history: history)

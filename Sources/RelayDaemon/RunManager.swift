@@ -396,9 +396,6 @@ public actor RunManager {
                 throw RunError.setup("client \(p.client) is no longer in \(config.file)")
             }
             let s = config.server(for: c)
-            if !c.endpoint.via.isEmpty || !s.endpoint.via.isEmpty {
-                throw RunError.notSupported("\(config.file): [clients.\(c.name)] or [servers.\(s.name)] uses 'via'; reaching hosts through jumps is not available in this version")
-            }
             if passphrase == nil, let sealed = c.passphrase {
                 let sk = try Vault.readSecretKey(path: config.relay.vaultSecretKeyPath)
                 defer { sk.wipe() }
@@ -410,7 +407,7 @@ public actor RunManager {
             let runLogger = sink.logger(label: "borg-relay.run")
             let run: any RelayRun
             if let op = p.operation, OperationRequest.clientKinds.contains(op.kind) {
-                let r = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config.relay),
+                let r = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config),
                                       passphrase: passphrase, logger: runLogger, logFile: path,
                                       workload: try op.clientWorkload(client: c.name, runID: p.id))
                 r.outputPath = Self.outputPath(path)
@@ -420,17 +417,17 @@ public actor RunManager {
                 run = r
             } else if let op = p.operation, OperationRequest.maintenanceKinds.contains(op.kind) {
                 run = try MaintenanceRun(runID: p.id, client: c, server: s, operation: op,
-                                         options: SessionOptions(config.relay), passphrase: passphrase,
+                                         options: SessionOptions(config), passphrase: passphrase,
                                          logger: runLogger, logFile: path,
                                          outputPath: Self.outputPath(path), borgBaseDir: config.relay.stateDir + "/borg",
                                          connectorPath: connectorPath, history: history)
             } else if let op = p.operation {
                 run = try LocalBorgRun(runID: p.id, client: c, server: s, plan: try op.plan(),
-                                       options: SessionOptions(config.relay), passphrase: passphrase,
+                                       options: SessionOptions(config), passphrase: passphrase,
                                        logger: runLogger, logFile: path, outputPath: Self.outputPath(path),
                                        borgBaseDir: config.relay.stateDir + "/borg", connectorPath: connectorPath)
             } else {
-                run = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config.relay),
+                run = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config),
                                     passphrase: passphrase, logger: runLogger, logFile: path)
             }
             passphrase = nil  // the run owns it now and wipes it

@@ -57,6 +57,8 @@ public struct RelaySettings: Sendable, Equatable {
     public var connectAttempts: Int = 3
     /// Seconds before the first retry; each further one waits twice as long (with jitter).
     public var retryDelay: Int = 10
+    /// Runs going through the same jump share its session (one per jump and agent).
+    public var shareJumps: Bool = true
 
     public var vaultSecretKeyPath: String { stateDir + "/vault.key" }
     public var vaultPublicKeyPath: String { stateDir + "/vault.pub" }

@@ -170,7 +170,7 @@ public enum ConfigLoader {
                          "keepalive_interval", "keepalive_count", "connect_timeout", "ciphers",
                          "shutdown_grace", "history_keep_runs", "history_keep_days",
                          "auth_timeout", "channel_timeout", "idle_timeout", "run_timeout",
-                         "connect_attempts", "retry_delay"])
+                         "connect_attempts", "retry_delay", "share_jumps"])
         let stateDir = try t.absolutePath("state_dir", default: "/var/lib/borg-relay")
         let socket = try t.absolutePath("socket", default: RelaySettings.defaultSocket)
         let knownHosts = try t.absolutePath("known_hosts", default: "/etc/borg-relay/known_hosts")
@@ -200,6 +200,7 @@ public enum ConfigLoader {
         r.runTimeout = try t.int("run_timeout", default: 0, range: 0...2_592_000)
         r.connectAttempts = try t.int("connect_attempts", default: 3, range: 1...100)
         r.retryDelay = try t.int("retry_delay", default: 10, range: 0...3600)
+        r.shareJumps = try t.optionalBool("share_jumps") ?? true
         return r
     }
 

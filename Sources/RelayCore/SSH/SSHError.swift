@@ -13,6 +13,7 @@ public enum SSHError: Error, CustomStringConvertible, Equatable, Sendable {
     case forwardRefused(host: String, detail: String)
     case connectionLost(host: String, detail: String)
     case timedOut(host: String, what: String, seconds: Int, key: String, detail: String)
+    case tunnelRefused(host: String, target: String, detail: String)
 
     public var description: String {
         switch self {
@@ -46,6 +47,10 @@ public enum SSHError: Error, CustomStringConvertible, Equatable, Sendable {
                 + "needs 'port-forwarding,permitlisten=\"127.0.0.1:*\"' and sshd must allow TCP forwarding"
         case .connectionLost(let host, let detail):
             return "\(host): connection lost: \(detail)"
+        case .tunnelRefused(let host, let target, let detail):
+            return "\(host): the jump refused a tunnel (direct-tcpip) to \(target): \(detail); its authorized_keys line "
+                + "needs 'port-forwarding,permitopen=\"\(target)\"' (relayctl authorized-keys prints it) and its sshd "
+                + "AllowTcpForwarding yes or local"
         case .timedOut(let host, let what, let seconds, let key, let detail):
             return "\(host): \(what) timed out after \(seconds) s ([relay] \(key))" + (detail.isEmpty ? "" : ": \(detail)")
         }

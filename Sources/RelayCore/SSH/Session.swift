@@ -11,6 +11,9 @@ public struct SessionOptions: Sendable {
     public var runTimeout: Int = 0
     public var connectAttempts: Int = 1
     public var retryDelay: Int = 10
+    /// The config's jumps by name (for `via`), and whether runs share their sessions.
+    public var jumps: [String: HostEndpoint] = [:]
+    public var shareJumps: Bool = true
     public var keepaliveInterval: Int
     public var keepaliveCount: Int
     /// Cipher preference list offered to every host.
@@ -35,6 +38,13 @@ public struct SessionOptions: Sendable {
         runTimeout = relay.runTimeout
         connectAttempts = relay.connectAttempts
         retryDelay = relay.retryDelay
+        shareJumps = relay.shareJumps
+    }
+
+    /// The relay's settings and the config's jumps.
+    public init(_ config: RelayConfig) {
+        self.init(config.relay)
+        jumps = config.jumps.mapValues(\.endpoint)
     }
 
     /// AES-GCM first where the CPU has AES instructions, chacha20-poly1305 first otherwise.
@@ -71,10 +81,17 @@ public final class SSHSession: @unchecked Sendable {
     /// libssh's packet counters for this session (received packets prove the peer is alive).
     private var counter: UnsafeMutablePointer<ssh_counter_struct>?
 
-    public init(label: String, endpoint: HostEndpoint, options: SessionOptions) throws(SSHError) {
-        self.label = "\(label) (\(endpoint.display))"
+    /// A connection made elsewhere (a jump's tunnel) that `connect` uses instead of TCP.
+    private var connectionFD: Int32?
+    /// The jump this session is tunnelled through, if any (its failure explains ours).
+    private var jump: JumpHost?
+
+    /// `fd`: an established connection to use (the session owns it from `connect` on).
+    public init(label: String, endpoint: HostEndpoint, options: SessionOptions, fd: Int32? = nil) throws(SSHError) {
+        self.label = "\(label) (\(endpoint.display)\(endpoint.via.isEmpty ? "" : " via \(endpoint.via.joined(separator: ", "))"))"
         self.endpoint = endpoint
         self.options = options
+        self.connectionFD = fd
         guard let s = ssh_new() else {
             throw SSHError.setup(host: self.label, detail: "ssh_new failed (out of memory)")
         }
@@ -82,7 +99,10 @@ public final class SSHSession: @unchecked Sendable {
         try setOptions(s)
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        if let fd = connectionFD { Glibc.close(fd) }  // never handed to libssh
+    }
 
     private func setOptions(_ s: ssh_session) throws(SSHError) {
         func check(_ rc: Int32, _ what: String) throws(SSHError) {
@@ -107,8 +127,10 @@ public final class SSHSession: @unchecked Sendable {
     /// libssh's error text for this session; read it right after a failing call.
     var lastError: String {
         guard let s = handle, let p = ssh_get_error(UnsafeMutableRawPointer(s)) else { return "no session" }
-        let text = String(cString: p)
-        return text.isEmpty ? "unknown error" : text
+        var text = String(cString: p)
+        if text.isEmpty { text = "unknown error" }
+        if let f = jump?.failure.withLock({ $0 }) { text += " (the jump on the way failed: \(f))" }
+        return text
     }
 
     func require() throws(SSHError) -> ssh_session {
@@ -131,6 +153,14 @@ public final class SSHSession: @unchecked Sendable {
     func connect() throws(SSHError) {
         let s = try require()
         ssh_set_blocking(s, 1)
+        if connectionFD == nil && !endpoint.via.isEmpty {
+            let c = try JumpPool.connection(to: endpoint, options: options)
+            connectionFD = c.fd
+            jump = c.jump
+        }
+        if let fd = connectionFD {
+            try setConnection(s, fd)
+        }
         let started = Date()
         if ssh_connect(s) != SSH_OK {
             let detail = lastError
@@ -140,6 +170,13 @@ public final class SSHSession: @unchecked Sendable {
             }
             throw SSHError.connect(host: label, detail: detail)
         }
+    }
+
+    private func setConnection(_ s: ssh_session, _ fd: Int32) throws(SSHError) {
+        if relay_ssh_opt_int(s, SSH_OPTIONS_FD, fd) != SSH_OK {
+            throw SSHError.setup(host: label, detail: "option fd: \(lastError)")
+        }
+        connectionFD = nil  // libssh closes it with the session from now on
     }
 
     /// Runs a blocking libssh step with `seconds` as libssh's timeout (restored afterwards);

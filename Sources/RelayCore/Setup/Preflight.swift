@@ -64,7 +64,7 @@ public enum Preflight {
             results.append(PreflightResult(client: client, check: check, status: status, detail: detail, fix: fix))
         }
         add(nil, "config", .ok, "\(c.file) is valid")
-        let options = SessionOptions(c.relay)
+        let options = SessionOptions(c)
 
         // The vault: present, private.
         let vk = c.relay.vaultSecretKeyPath

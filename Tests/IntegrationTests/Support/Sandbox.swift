@@ -85,7 +85,7 @@ final class SSHD {
     /// `port` nil: a free port; if another process takes it before sshd binds (suites run
     /// in parallel), sshd is started again on another one.
     init(name: String, dir: String, address: String = "127.0.0.1", port fixedPort: Int?, authorizedKeys: String,
-         allowForwarding: Bool, extraEnv: String, netns: String? = nil) throws {
+         allowForwarding: Bool, extraEnv: String, netns: String? = nil, forwarding: String? = nil) throws {
         self.name = name
         self.dir = dir
         self.address = address
@@ -103,7 +103,7 @@ final class SSHD {
         while true {
             attempt += 1
             let port = fixedPort ?? Proc.freePort()
-            try Self.writeConfig(dir: dir, port: port, address: address, allowForwarding: allowForwarding, extraEnv: extraEnv)
+            try Self.writeConfig(dir: dir, port: port, address: address, forwarding: forwarding ?? (allowForwarding ? "remote" : "no"), extraEnv: extraEnv)
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
             do {
                 process = try Self.launch(argv, name: name, logPath: logPath)
@@ -115,7 +115,7 @@ final class SSHD {
         }
     }
 
-    private static func writeConfig(dir: String, port: Int, address: String, allowForwarding: Bool, extraEnv: String) throws {
+    private static func writeConfig(dir: String, port: Int, address: String, forwarding: String, extraEnv: String) throws {
         let config = """
             Port \(port)
             ListenAddress \(address)
@@ -127,7 +127,7 @@ final class SSHD {
             PasswordAuthentication no
             KbdInteractiveAuthentication no
             PermitRootLogin prohibit-password
-            AllowTcpForwarding \(allowForwarding ? "remote" : "no")
+            AllowTcpForwarding \(forwarding)
             AllowAgentForwarding no
             X11Forwarding no
             LogLevel VERBOSE
@@ -340,6 +340,8 @@ final class Sandbox {
     var paths: [String]
     /// The login on T, when not the user running the tests.
     var clientUser: String?
+    /// Jump hosts made by `addJump` (stopped with the sandbox).
+    var jumps: [SSHD] = []
 
     /// `netns`: names of namespaces for B and T (sshd runs inside them) and the addresses
     /// R uses to reach them; nil for plain loopback.
@@ -537,6 +539,34 @@ final class Sandbox {
         return data
     }
 
+    /// A jump host: its own sshd (TCP forwarding "local" only) whose authorized_keys lets
+    /// the relay's key `keys/NAME` open tunnels to `permitOpen` ("HOST:PORT") only; pinned
+    /// in known_hosts. Add it to the config with `jumpTable`.
+    func addJump(_ name: String, permitOpen: String, netns: String? = nil, address: String = "127.0.0.1") throws -> SSHD {
+        let keys = "\(dir)/relay/keys"
+        try Proc.check("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "relay-to-\(name)", "-f", "\(keys)/\(name)"])
+        let pub = try String(contentsOfFile: "\(keys)/\(name).pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let j = try SSHD(name: name, dir: "\(dir)/\(name)", address: address, port: netns == nil ? nil : 22,
+                         authorizedKeys: "restrict,port-forwarding,permitopen=\"\(permitOpen)\" \(pub)\n",
+                         allowForwarding: false, extraEnv: "X=1", netns: netns, forwarding: "local")
+        jumps.append(j)
+        let pinned = (try? String(contentsOfFile: knownHosts, encoding: .utf8)) ?? ""
+        try (pinned + j.knownHostsLine + "\n").write(toFile: knownHosts, atomically: true, encoding: .utf8)
+        return j
+    }
+
+    /// `[jumps.NAME]` for a jump made by `addJump`.
+    func jumpTable(_ j: SSHD, via: [String] = []) -> String {
+        """
+        [jumps.\(j.name)]
+        host = "\(j.address)"
+        port = \(j.port)
+        user = "\(user)"
+        key = "\(dir)/relay/keys/\(j.name)"
+        \(via.isEmpty ? "" : "via = [\(via.map { "\"\($0)\"" }.joined(separator: ", "))]")
+        """
+    }
+
     /// The sealed value of the sandbox's passphrase.
     func sealed() throws -> String {
         try Proc.check(try Proc.binary("relayctl"), ["seal", "--config", configPath],
@@ -552,6 +582,7 @@ final class Sandbox {
     func close() {
         t.stop()
         b.stop()
+        jumps.forEach { $0.stop() }
         try? FileManager.default.removeItem(atPath: dir)
     }
 }
