@@ -15,7 +15,10 @@ struct RelayCtl: AsyncParsableCommand {
                       VaultCommand.self, SealCommand.self]
     )
 
-    static func main() async { await asyncMainWithContractExitCodes() }
+    static func main() async {
+        CLI.quietLogging()
+        await asyncMainWithContractExitCodes()
+    }
 }
 
 struct ConfigOption: ParsableArguments {

@@ -34,21 +34,31 @@ struct HostKeyCommand: ParsableCommand {
     @Flag(name: .long, help: "With --add: do not ask.")
     var yes = false
 
+    @Option(name: .long, help: "Reach the host through these jumps of the config, in order (repeat, or j1,j2).")
+    var via: [String] = []
+
     func run() throws {
         guard let (host, port) = Self.parse(target) else {
             CLI.printError("relayctl: '\(target)' is not HOST, HOST:PORT or [IPv6]:PORT")
             throw ExitCode(CLI.Exit.usage)
         }
+        let jumps = via.flatMap { $0.split(separator: ",").map(String.init) }
         var timeout = 30
         var knownHosts: String?
-        if add || FileManager.default.fileExists(atPath: config) {
+        var options: SessionOptions?
+        if add || !jumps.isEmpty || FileManager.default.fileExists(atPath: config) {
             let cfg = try loadConfig(config)
             timeout = cfg.relay.connectTimeout
             knownHosts = cfg.relay.knownHosts
+            options = SessionOptions(cfg)
+            if let unknown = jumps.first(where: { cfg.jumps[$0] == nil }) {
+                CLI.printError("relayctl: --via \(unknown): \(cfg.file) has no [jumps.\(unknown)] (known: \(cfg.jumps.keys.sorted().joined(separator: ", ")))")
+                throw ExitCode(CLI.Exit.usage)
+            }
         }
         let keys: [HostKeyInfo]
         do {
-            keys = try HostKeyProbe.scan(host: host, port: port, timeout: timeout)
+            keys = try HostKeyProbe.scan(host: host, port: port, timeout: timeout, via: jumps, options: options)
         } catch {
             CLI.printError("relayctl: \(error)")
             throw ExitCode(CLI.Exit.runFailed)
@@ -179,6 +189,27 @@ struct AuthorizedKeysCommand: ParsableCommand {
                 print("# client's loopback; permitopen=127.0.0.1:9: no connections through the client")
                 print(#"\#(guardOption)restrict,port-forwarding,permitlisten="127.0.0.1:*",permitopen="127.0.0.1:9" \#(clientKey) borg-relay:\#(c.name)"#)
                 print("# sshd_config on \(c.name): AllowTcpForwarding yes (or remote), the default; the client needs borg and socat")
+            }
+            // Jumps on the way to B or T: each may open tunnels only to its next hop(s).
+            let jumps = cfg.jumps.mapValues(\.endpoint)
+            var nextHops: [String: [String]] = [:]
+            for target in [s.endpoint, c.endpoint] {
+                let chain = cfg.hops(to: target)
+                for (i, name) in chain.enumerated() {
+                    let next = i + 1 < chain.count ? jumps[chain[i + 1]]! : target
+                    let hop = next.host.contains(":") ? "[\(next.host)]:\(next.port)" : "\(next.host):\(next.port)"
+                    if !(nextHops[name] ?? []).contains(hop) { nextHops[name, default: []].append(hop) }
+                }
+            }
+            for name in nextHops.keys.sorted() {
+                guard let j = jumps[name] else { continue }
+                let jumpKey = try HostKeyProbe.publicKey(ofPrivateKey: j.key)
+                let opens = nextHops[name]!.map { #"permitopen="\#($0)""# }.joined(separator: ",")
+                print("")
+                print("# On jump \(name) (\(j.display)), in ~\(j.user)/.ssh/authorized_keys:")
+                print("# restrict,port-forwarding: no shell, pty or agent; permitopen: tunnels only to the next hop")
+                print("restrict,port-forwarding,\(opens) \(jumpKey) borg-relay-jump:\(name)")
+                print("# sshd_config on \(name): AllowTcpForwarding local (or yes); nothing is run on the jump itself")
             }
             if c.guardCommand != nil {
                 print("# The guard's allowlist on \(c.name) (default /etc/borg-relay-guard.conf, or its --config FILE),")

@@ -59,7 +59,7 @@ struct HookTests {
             let r = try Proc.run(try Proc.binary(exe), args)
             #expect(r.status == 0, "\(exe): \(r.output)")
             let out = r.stdout
-            #expect(out.contains("borg create --json --log-json --progress --compression=lz4 '--exclude=it'\\''s *.tmp'"), "\(exe): \(out)")
+            #expect(out.contains("borg create --json --log-json --progress --lock-wait=300 --compression=lz4 '--exclude=it'\\''s *.tmp'"), "\(exe): \(out)")
             #expect(out.contains("BORG_PASSPHRASE_FD=0") && out.contains("*** (the passphrase"), "\(out)")
             #expect(out.contains("timeout --kill-after=10 3600 echo pre"), "\(out)")
             #expect(out.contains("borg serve --info"), "\(out)")

@@ -19,14 +19,26 @@ public enum HostKeyProbe {
     static let algorithms = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
                              "rsa-sha2-512"]
 
-    public static func scan(host: String, port: Int, timeout: Int) throws(SSHError) -> [HostKeyInfo] {
+    /// `via`: jump names (from `options.jumps`) to reach the host through.
+    public static func scan(host: String, port: Int, timeout: Int, via: [String] = [],
+                            options: SessionOptions? = nil) throws(SSHError) -> [HostKeyInfo] {
         var keys: [HostKeyInfo] = []
         var lastError = ""
         var reached = false
-        let label = "\(host):\(port)"
+        let label = "\(host):\(port)" + (via.isEmpty ? "" : " via \(via.joined(separator: ", "))")
         for algorithm in algorithms {
             guard let s = ssh_new() else { throw SSHError.connect(host: label, detail: "ssh_new failed") }
-            defer { ssh_free(s) }
+            var tunnel: AdoptedSocket?
+            defer {
+                ssh_free(s)
+                tunnel?.closeIfStillOpen()  // libssh 0.10 leaves a given fd open
+            }
+            if !via.isEmpty, let options {
+                let target = HostEndpoint(host: host, port: port, user: "-", key: "-", via: via)
+                let fd = try JumpPool.connection(to: target, options: options).fd
+                tunnel = AdoptedSocket(fd)
+                _ = relay_ssh_opt_int(s, SSH_OPTIONS_FD, fd)
+            }
             _ = relay_ssh_opt_string(s, SSH_OPTIONS_HOST, host)
             _ = relay_ssh_opt_uint(s, SSH_OPTIONS_PORT, UInt32(port))
             _ = relay_ssh_opt_long(s, SSH_OPTIONS_TIMEOUT, timeout)

@@ -1,5 +1,6 @@
 import CLibSSH
 import Foundation
+import Logging
 import Synchronization
 
 /// One jump host: an SSH session (reached directly, or through the previous jump's tunnel)
@@ -48,6 +49,7 @@ final class JumpHost: @unchecked Sendable {
     private var tunnels: [Tunnel] = []
     private var registered: [Int32: Int16] = [:]
     private var event: ssh_event?
+    private let logger = Logger(label: "relay.jump")
     /// Seconds a jump without tunnels stays up (long enough for its creator's first request).
     static let idleGrace: TimeInterval = 2
     /// Why the jump ended, when it failed: the next hop's errors name it.
@@ -68,6 +70,7 @@ final class JumpHost: @unchecked Sendable {
             session.close()
             throw SSHError.setup(host: session.label, detail: "eventfd failed: \(String(cString: strerror(errno)))")
         }
+        logger.info("\(session.label): connected (host key pinned and matching)")
         let t = Thread { [self] in self.run() }
         t.name = "jump \(name)"
         t.start()
@@ -123,6 +126,7 @@ final class JumpHost: @unchecked Sendable {
                 forget(t.splice.fd)
                 t.channel.close()
                 t.channel.free()
+                logger.debug("\(session.label): tunnel to \(t.target) closed")
                 return true
             }
             if !tunnels.isEmpty { lastUsed = Date() }
@@ -191,6 +195,7 @@ final class JumpHost: @unchecked Sendable {
             isStderr ? data.count : splice.down.accept(data)
         }
         tunnels.append(Tunnel(channel: ch, splice: splice, events: events, target: target))
+        logger.debug("\(session.label): tunnel to \(target) opened (\(tunnels.count) open)")
         return fds[1]
     }
 
@@ -232,6 +237,11 @@ final class JumpHost: @unchecked Sendable {
         for t in tunnels { t.splice.abort() }
         tunnels.removeAll()
         session.close()
+        if let e = error {
+            logger.warning("\(session.label): closed: \(e)")
+        } else {
+            logger.info("\(session.label): closed (unused)")
+        }
         JumpPool.ended(self)
     }
 }
@@ -259,7 +269,25 @@ enum JumpPool {
     /// The live jump at the end of `chain`, connected (with the ones before it) if needed.
     static func jump(_ chain: [String], options: SessionOptions) throws(SSHError) -> JumpHost {
         let key = chain.joined(separator: ">")
-        if options.shareJumps, let j = live.withLock({ $0[key] }) { return j }
+        guard options.shareJumps else { return try connect(chain, key: key, options: options) }
+        // One connection attempt per jump at a time: concurrent runs wait and share it.
+        let lock = creating.withLock { locks -> NSLock in
+            if let l = locks[key] { return l }
+            let l = NSLock()
+            locks[key] = l
+            return l
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        if let j = live.withLock({ $0[key] }) { return j }
+        let j = try connect(chain, key: key, options: options)
+        live.withLock { $0[key] = j }
+        return j
+    }
+
+    private static let creating = Mutex<[String: NSLock]>([:])
+
+    private static func connect(_ chain: [String], key: String, options: SessionOptions) throws(SSHError) -> JumpHost {
         guard let name = chain.last, let endpoint = options.jumps[name] else {
             throw SSHError.setup(host: "jump \(chain.last ?? "?")", detail: "no [jumps.\(chain.last ?? "?")] in the config")
         }
@@ -273,12 +301,7 @@ enum JumpPool {
                 throw SSHError.setup(host: "jump \(name)", detail: "the jump before it kept closing")
             }
         }
-        let j = try JumpHost(name: name, key: key, endpoint: endpoint, options: options, fd: fd)
-        if options.shareJumps {
-            // Two runs may have connected the same jump at once: both work; the pool keeps one.
-            live.withLock { if $0[key] == nil { $0[key] = j } }
-        }
-        return j
+        return try JumpHost(name: name, key: key, endpoint: endpoint, options: options, fd: fd)
     }
 
     static func ended(_ j: JumpHost) {
@@ -287,4 +310,11 @@ enum JumpPool {
 
     /// Live shared jumps (for tests and status).
     static var liveCount: Int { live.withLock { $0.count } }
+}
+
+extension RelayConfig {
+    /// The jumps on the way to `endpoint`, in the order the relay crosses them.
+    public func hops(to endpoint: HostEndpoint) -> [String] {
+        JumpPool.hops(to: endpoint, jumps: jumps.mapValues(\.endpoint))
+    }
 }

@@ -85,6 +85,8 @@ public final class SSHSession: @unchecked Sendable {
     private var connectionFD: Int32?
     /// The jump this session is tunnelled through, if any (its failure explains ours).
     private var jump: JumpHost?
+    /// The connection handed to libssh (SSH_OPTIONS_FD).
+    private var adoptedConnection: AdoptedSocket?
 
     /// `fd`: an established connection to use (the session owns it from `connect` on).
     public init(label: String, endpoint: HostEndpoint, options: SessionOptions, fd: Int32? = nil) throws(SSHError) {
@@ -176,7 +178,8 @@ public final class SSHSession: @unchecked Sendable {
         if relay_ssh_opt_int(s, SSH_OPTIONS_FD, fd) != SSH_OK {
             throw SSHError.setup(host: label, detail: "option fd: \(lastError)")
         }
-        connectionFD = nil  // libssh closes it with the session from now on
+        adoptedConnection = AdoptedSocket(fd)
+        connectionFD = nil  // the session's from now on; `close` ends it
     }
 
     /// Runs a blocking libssh step with `seconds` as libssh's timeout (restored afterwards);
@@ -370,6 +373,10 @@ public final class SSHSession: @unchecked Sendable {
         ssh_disconnect(s)
         ssh_free(s)
         handle = nil
+        // libssh 0.10 leaves a connection given with SSH_OPTIONS_FD open; close it here
+        // (only if that number still is the same socket), so that the jump's tunnel sees EOF.
+        adoptedConnection?.closeIfStillOpen()
+        adoptedConnection = nil
     }
 }
 
@@ -389,5 +396,24 @@ public enum SSHKeys {
         guard let fp = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, h, len) else { return nil }
         defer { ssh_string_free_char(fp) }
         return String(cString: fp)
+    }
+}
+
+/// A socket handed to libssh with SSH_OPTIONS_FD. libssh 0.10 does not close it when the
+/// session is freed; `closeIfStillOpen` does, but only while the number still names the
+/// same socket (same inode), never a descriptor that was reused meanwhile.
+struct AdoptedSocket {
+    let fd: Int32
+    let inode: ino_t?
+
+    init(_ fd: Int32) {
+        self.fd = fd
+        var st = stat()
+        inode = fstat(fd, &st) == 0 ? st.st_ino : nil
+    }
+
+    func closeIfStillOpen() {
+        var st = stat()
+        if let inode, fstat(fd, &st) == 0, st.st_ino == inode { Glibc.close(fd) }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// Small helpers shared by the two executables.
 public enum CLI {
@@ -21,5 +22,17 @@ public enum CLI {
         public static let success: Int32 = 0
         public static let runFailed: Int32 = 1
         public static let usage: Int32 = 2
+    }
+}
+
+extension CLI {
+    /// Library log lines (jumps opening, say) go to stderr, warnings and above only, so
+    /// that a command's stdout stays its output (`--json`).
+    public static func quietLogging() {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = .warning
+            return h
+        }
     }
 }
