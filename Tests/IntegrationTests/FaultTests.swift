@@ -38,6 +38,33 @@ struct FaultTests {
         }
     }
 
+    /// B, R and T in namespaces, R's link to B shaped to `rateMbit`, and `bigMiB` of random
+    /// data on T (so that a run lasts long enough to be cut mid-way).
+    static func namespaces(_ name: String, rateMbit: Int, bigMiB: Int) throws -> (Topology, Sandbox) {
+        let topo = try Topology()
+        do {
+            let s = try Sandbox(name: name, netns: (b: topo.b, bAddr: Topology.bAddr, t: topo.t, tAddr: Topology.tAddr))
+            do {
+                try topo.shape(topo.r, topo.rToBLink, rateMbit: rateMbit)
+                try writeRandomFile("\(s.dataDir)/big.bin", count: bigMiB * 1024 * 1024)
+                return (topo, s)
+            } catch {
+                s.close()
+                throw error
+            }
+        } catch {
+            topo.remove()
+            throw error
+        }
+    }
+
+    /// A run report as `relay-agent run --json` prints it.
+    static func decode(_ json: String) throws -> RunReport {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .iso8601
+        return try d.decode(RunReport.self, from: Data(json.utf8))
+    }
+
     /// borg create's process on T, once it runs (up to 20 s).
     static func borgOnT(_ s: Sandbox) -> Int32? {
         for _ in 0..<400 {
@@ -67,12 +94,8 @@ struct FaultTests {
     @Test("cut R↔B mid-run: fails within the keepalive window, T's borg ends; after the link returns the next run succeeds and borg check is clean",
           .enabled(if: NetnsTests.unavailableReason == nil, "skipped: \(NetnsTests.unavailableReason ?? "")"))
     func cutServerLink() throws {
-        let topo = try Topology()
-        defer { topo.remove() }
-        let s = try Sandbox(name: "cutb", netns: (b: topo.b, bAddr: Topology.bAddr, t: topo.t, tAddr: Topology.tAddr))
-        defer { s.close() }
-        try topo.shape(topo.r, topo.rToBLink, rateMbit: 80)
-        try writeRandomFile("\(s.dataDir)/big.bin", count: 80 * 1024 * 1024)
+        let (topo, s) = try Self.namespaces("cutb", rateMbit: 80, bigMiB: 80)
+        defer { s.close(); topo.remove() }
         s.relayExtra = ["keepalive_interval = 1", "keepalive_count = 3"]
         s.clientExtra = ["lock_wait = 60"]
         try s.configure()
@@ -104,12 +127,8 @@ struct FaultTests {
     @Test("cut R↔T mid-run: fails; B's borg serve exits at once (lock released); the next run succeeds right away",
           .enabled(if: NetnsTests.unavailableReason == nil, "skipped: \(NetnsTests.unavailableReason ?? "")"))
     func cutClientLink() throws {
-        let topo = try Topology()
-        defer { topo.remove() }
-        let s = try Sandbox(name: "cutt", netns: (b: topo.b, bAddr: Topology.bAddr, t: topo.t, tAddr: Topology.tAddr))
-        defer { s.close() }
-        try topo.shape(topo.r, topo.rToBLink, rateMbit: 80)
-        try writeRandomFile("\(s.dataDir)/big.bin", count: 80 * 1024 * 1024)
+        let (topo, s) = try Self.namespaces("cutt", rateMbit: 80, bigMiB: 80)
+        defer { s.close(); topo.remove() }
         s.relayExtra = ["keepalive_interval = 1", "keepalive_count = 3"]
         try s.configure()
         let run = try BackgroundRun(s, netns: topo.r)
@@ -134,12 +153,8 @@ struct FaultTests {
     @Test("retry = true: a create cut off by a dropped R↔B link is retried once after the link returns; the archive is complete",
           .enabled(if: NetnsTests.unavailableReason == nil, "skipped: \(NetnsTests.unavailableReason ?? "")"))
     func createRetriedAfterCut() throws {
-        let topo = try Topology()
-        defer { topo.remove() }
-        let s = try Sandbox(name: "retrycut", netns: (b: topo.b, bAddr: Topology.bAddr, t: topo.t, tAddr: Topology.tAddr))
-        defer { s.close() }
-        try topo.shape(topo.r, topo.rToBLink, rateMbit: 80)
-        try writeRandomFile("\(s.dataDir)/big.bin", count: 60 * 1024 * 1024)
+        let (topo, s) = try Self.namespaces("retrycut", rateMbit: 80, bigMiB: 60)
+        defer { s.close(); topo.remove() }
         s.relayExtra = ["keepalive_interval = 1", "keepalive_count = 3", "retry_delay = 4"]
         s.clientExtra = ["retry = true", "lock_wait = 60", "checkpoint_interval = 2"]
         try s.configure()
@@ -172,12 +187,8 @@ struct FaultTests {
     @Test("a shaped 20 Mbit/s link (tbf; netem where the kernel has it): the run completes at ≥ 80 % of the rate",
           .enabled(if: NetnsTests.unavailableReason == nil, "skipped: \(NetnsTests.unavailableReason ?? "")"))
     func slowLink() throws {
-        let topo = try Topology()
-        defer { topo.remove() }
-        let s = try Sandbox(name: "slow", netns: (b: topo.b, bAddr: Topology.bAddr, t: topo.t, tAddr: Topology.tAddr))
-        defer { s.close() }
-        try topo.shape(topo.r, topo.rToBLink, rateMbit: 20)
-        try writeRandomFile("\(s.dataDir)/big.bin", count: 24 * 1024 * 1024)
+        let (topo, s) = try Self.namespaces("slow", rateMbit: 20, bigMiB: 24)
+        defer { s.close(); topo.remove() }
         try s.configure()
         let r = try s.runAgent(["--json"], netns: topo.r)
         #expect(r.status == 0, "\(r.output)")
@@ -288,8 +299,41 @@ struct FaultTests {
         let t0 = Date()
         let pinned = try s.runAgent(["--json"])
         #expect(pinned.status == 1)
-        #expect(!pinned.stdout.contains("\"attempts\" : [\n    {"), "\(pinned.stdout)")
+        #expect(try Self.decode(pinned.stdout).attempts.isEmpty, "\(pinned.stdout)")
         #expect(Date().timeIntervalSince(t0) < 10)
+    }
+
+    @Test("connect_timeout: a host that accepts TCP but never speaks SSH fails after the timeout, naming the key; retried per connect_attempts")
+    func silentHostTimesOut() throws {
+        let s = try Sandbox(name: "silent")
+        defer { s.close() }
+        // A listening socket nobody accepts on: the kernel completes the handshake, then silence.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, 8) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        #expect(bound)
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        s.relayExtra = ["connect_attempts = 2", "retry_delay = 0"]
+        try s.configure()
+        let cfg = try String(contentsOfFile: s.configPath, encoding: .utf8)
+        #expect(cfg.contains("connect_timeout = 20"))
+        try cfg.replacingOccurrences(of: "port = \(s.t.port)", with: "port = \(port)")
+            .replacingOccurrences(of: "connect_timeout = 20", with: "connect_timeout = 2")
+            .write(toFile: s.configPath, atomically: true, encoding: .utf8)
+        let t0 = Date()
+        let r = try s.runAgent(["--json"])
+        let took = Date().timeIntervalSince(t0)
+        #expect(r.status == 1, "\(r.output)")
+        #expect(r.stdout.contains("timed out after 2 s ([relay] connect_timeout)"), "\(r.stdout)")
+        #expect(try Self.decode(r.stdout).attempts.count == 1, "\(r.stdout)")
+        #expect(took < 20, "two attempts of 2 s took \(took) s")
     }
 
     // MARK: - Quota

@@ -135,24 +135,19 @@ struct JumpTests {
 }
 
 /// Five namespaces in a chain: B – R – J1 – J2 – T, each link its own /24, no forwarding.
-final class ChainTopology {
+final class ChainTopology: NamespaceSet {
+    var created: [String] = []
     static let bAddr = "10.214.1.2", rToB = "10.214.1.1"
     static let rToJ1 = "10.214.2.1", j1Addr = "10.214.2.2"
     static let j1ToJ2 = "10.214.3.1", j2Addr = "10.214.3.2"
     static let j2ToT = "10.214.4.1", tAddr = "10.214.4.2"
     let r: String, b: String, j1: String, j2: String, t: String
-    private var created: [String] = []
 
     init() throws {
         let tag = String(format: "%05d", Int(getpid()) % 100_000)
         r = "bjc\(tag)r"; b = "bjc\(tag)b"; j1 = "bjc\(tag)1"; j2 = "bjc\(tag)2"; t = "bjc\(tag)t"
         do {
-            for ns in [r, b, j1, j2, t] {
-                try ip(["netns", "add", ns])
-                created.append(ns)
-                try ip(["-n", ns, "link", "set", "lo", "up"])
-                try ip(["netns", "exec", ns, "/usr/sbin/sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])
-            }
+            for ns in [r, b, j1, j2, t] { try addNamespace(ns) }
             try link(r, "cb\(tag)r", Self.rToB, b, "cb\(tag)b", Self.bAddr)
             try link(r, "c1\(tag)r", Self.rToJ1, j1, "c1\(tag)j", Self.j1Addr)
             try link(j1, "c2\(tag)a", Self.j1ToJ2, j2, "c2\(tag)b", Self.j2Addr)
@@ -161,28 +156,5 @@ final class ChainTopology {
             remove()
             throw error
         }
-    }
-
-    private func link(_ ns1: String, _ if1: String, _ a1: String, _ ns2: String, _ if2: String, _ a2: String) throws {
-        try ip(["link", "add", if1, "type", "veth", "peer", "name", if2])
-        try ip(["link", "set", if1, "netns", ns1])
-        try ip(["link", "set", if2, "netns", ns2])
-        try ip(["-n", ns1, "addr", "add", "\(a1)/24", "dev", if1])
-        try ip(["-n", ns2, "addr", "add", "\(a2)/24", "dev", if2])
-        try ip(["-n", ns1, "link", "set", if1, "up"])
-        try ip(["-n", ns2, "link", "set", if2, "up"])
-    }
-
-    private func ip(_ args: [String]) throws { try Proc.check("/usr/sbin/ip", args) }
-
-    func canConnect(from ns: String, to host: String, port: Int) throws -> Bool {
-        let r = try Proc.run("/usr/sbin/ip", ["netns", "exec", ns, "/usr/bin/socat", "-u", "OPEN:/dev/null",
-                                              "TCP:\(host):\(port),connect-timeout=2"], timeout: 20)
-        return r.status == 0
-    }
-
-    func remove() {
-        for ns in created.reversed() { _ = try? Proc.run("/usr/sbin/ip", ["netns", "del", ns]) }
-        created.removeAll()
     }
 }

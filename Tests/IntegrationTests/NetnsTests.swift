@@ -47,14 +47,57 @@ struct NetnsTests {
     }
 }
 
+/// Network namespaces a test creates, joined by veth pairs, and removed by `remove()`.
+protocol NamespaceSet: AnyObject {
+    /// The namespaces made so far, for `remove()`.
+    var created: [String] { get set }
+}
+
+extension NamespaceSet {
+
+    /// A namespace with loopback up and IP forwarding off (nothing routes between links).
+    func addNamespace(_ ns: String) throws {
+        try ip(["netns", "add", ns])
+        created.append(ns)
+        try ip(["-n", ns, "link", "set", "lo", "up"])
+        try ip(["netns", "exec", ns, "/usr/sbin/sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])
+    }
+
+    func link(_ ns1: String, _ if1: String, _ a1: String, _ ns2: String, _ if2: String, _ a2: String) throws {
+        try ip(["link", "add", if1, "type", "veth", "peer", "name", if2])
+        try ip(["link", "set", if1, "netns", ns1])
+        try ip(["link", "set", if2, "netns", ns2])
+        try ip(["-n", ns1, "addr", "add", "\(a1)/24", "dev", if1])
+        try ip(["-n", ns2, "addr", "add", "\(a2)/24", "dev", if2])
+        try ip(["-n", ns1, "link", "set", if1, "up"])
+        try ip(["-n", ns2, "link", "set", if2, "up"])
+    }
+
+    func ip(_ args: [String]) throws {
+        try Proc.check("/usr/sbin/ip", args)
+    }
+
+    /// Tries a TCP connection from inside `ns` (socat, 2 s timeout).
+    func canConnect(from ns: String, to host: String, port: Int) throws -> Bool {
+        let r = try Proc.run("/usr/sbin/ip", ["netns", "exec", ns, "/usr/bin/socat", "-u", "OPEN:/dev/null",
+                                              "TCP:\(host):\(port),connect-timeout=2"], timeout: 20)
+        return r.status == 0
+    }
+
+    func remove() {
+        for ns in created.reversed() { _ = try? Proc.run("/usr/sbin/ip", ["netns", "del", ns]) }
+        created.removeAll()
+    }
+}
+
 /// Three namespaces joined by two veth pairs: R–B (10.213.1.0/24) and R–T (10.213.2.0/24).
-final class Topology {
+final class Topology: NamespaceSet {
+    var created: [String] = []
     static let rToB = "10.213.1.1", bAddr = "10.213.1.2"
     static let rToT = "10.213.2.1", tAddr = "10.213.2.2"
     let r: String, b: String, t: String
     /// The veth ends: R's towards B and T, and B's and T's own.
     let rToBLink: String, bLink: String, rToTLink: String, tLink: String
-    private var created: [String] = []
     nonisolated(unsafe) private static var counter = 0
     private static let counterLock = NSLock()
 
@@ -68,33 +111,13 @@ final class Topology {
         b = "brl\(tag)b"
         t = "brl\(tag)t"
         do {
-            for ns in [r, b, t] {
-                try ip(["netns", "add", ns])
-                created.append(ns)
-                try ip(["-n", ns, "link", "set", "lo", "up"])
-            }
+            for ns in [r, b, t] { try addNamespace(ns) }
             try link(r, rToBLink, Self.rToB, b, bLink, Self.bAddr)
             try link(r, rToTLink, Self.rToT, t, tLink, Self.tAddr)
-            // Explicitly no forwarding on R: it relays only through relay-agent.
-            try ip(["netns", "exec", r, "/usr/sbin/sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])
         } catch {
             remove()
             throw error
         }
-    }
-
-    private func link(_ ns1: String, _ if1: String, _ a1: String, _ ns2: String, _ if2: String, _ a2: String) throws {
-        try ip(["link", "add", if1, "type", "veth", "peer", "name", if2])
-        try ip(["link", "set", if1, "netns", ns1])
-        try ip(["link", "set", if2, "netns", ns2])
-        try ip(["-n", ns1, "addr", "add", "\(a1)/24", "dev", if1])
-        try ip(["-n", ns2, "addr", "add", "\(a2)/24", "dev", if2])
-        try ip(["-n", ns1, "link", "set", if1, "up"])
-        try ip(["-n", ns2, "link", "set", if2, "up"])
-    }
-
-    private func ip(_ args: [String]) throws {
-        try Proc.check("/usr/sbin/ip", args)
     }
 
     /// Takes a veth end down or up inside its namespace (a silent cut: the other side
@@ -107,17 +130,5 @@ final class Topology {
     func shape(_ ns: String, _ dev: String, rateMbit: Int) throws {
         try ip(["netns", "exec", ns, "/usr/sbin/tc", "qdisc", "add", "dev", dev, "root", "tbf",
                 "rate", "\(rateMbit)mbit", "burst", "64kb", "latency", "200ms"])
-    }
-
-    /// Tries a TCP connection from inside `ns` (socat, 2 s timeout).
-    func canConnect(from ns: String, to host: String, port: Int) throws -> Bool {
-        let r = try Proc.run("/usr/sbin/ip", ["netns", "exec", ns, "/usr/bin/socat", "-u", "OPEN:/dev/null",
-                                              "TCP:\(host):\(port),connect-timeout=2"], timeout: 20)
-        return r.status == 0
-    }
-
-    func remove() {
-        for ns in created.reversed() { _ = try? Proc.run("/usr/sbin/ip", ["netns", "del", ns]) }
-        created.removeAll()
     }
 }

@@ -95,6 +95,9 @@ public enum Preflight {
             // Key files.
             var keys = [("[clients.\(name)] key", client.endpoint.key), ("[servers.\(server.name)] key", server.endpoint.key)]
             if let m = server.maintenanceKey { keys.append(("[servers.\(server.name)] maintenance_key", m)) }
+            for jump in Set(c.hops(to: client.endpoint) + c.hops(to: server.endpoint)).sorted() {
+                if let j = c.jumps[jump] { keys.append(("[jumps.\(jump)] key", j.endpoint.key)) }
+            }
             var keysOK = true
             for (what, path) in keys {
                 if let reason = ConfigLoader.unreadableReason(path) {
