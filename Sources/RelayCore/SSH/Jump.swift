@@ -159,13 +159,13 @@ final class JumpHost: @unchecked Sendable {
 
     /// Opens the queued tunnels (blocking for at most channel_timeout each).
     private func serveRequests() {
+        // Consume the wake-up first: a request queued after this read writes it again.
+        var v: UInt64 = 0
+        _ = Glibc.read(wakeFD, &v, 8)
         let pending = shared.withLock { s -> [Request] in
             defer { s.requests.removeAll() }
             return s.requests
         }
-        guard !pending.isEmpty else { return }
-        var v: UInt64 = 0
-        _ = Glibc.read(wakeFD, &v, 8)
         for r in pending {
             r.result = Result { () throws(SSHError) -> Int32 in try openForward(r.host, r.port) }
             r.done.signal()
