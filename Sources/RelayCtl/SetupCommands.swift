@@ -64,13 +64,23 @@ struct HostKeyCommand: ParsableCommand {
             throw ExitCode(CLI.Exit.runFailed)
         }
         let name = HostKeyProbe.pinName(host: host, port: port)
-        let pinned = knownHosts.map { HostKeyProbe.pinned(name: name, knownHosts: $0) } ?? []
+        let entries = knownHosts.map { KnownHosts.entries(for: name, path: $0) } ?? []
+        let pinned = entries.filter { $0.marker == nil }.map(\.base64)
+        let revoked = entries.filter { $0.marker == .revoked }
         for k in keys {
             print(k.knownHostsLine(name: name))
-            let state = pinned.isEmpty ? "" : (pinned.contains(k.base64) ? "  (pinned)" : "  (NOT pinned)")
+            var state = pinned.isEmpty ? "" : (pinned.contains(k.base64) ? "  (pinned)" : "  (NOT pinned)")
+            if let r = revoked.first(where: { $0.base64 == k.base64 }) { state = "  (REVOKED: line \(r.line) of \(knownHosts ?? ""))" }
             print("  \(k.fingerprint) (\(k.type))\(state)")
         }
         guard add, let file = knownHosts else { return }
+        if let r = revoked.first(where: { r in keys.contains { $0.base64 == r.base64 } }) {
+            CLI.printError("""
+                relayctl: \(name) offers \(r.type) \(r.fingerprint), which line \(r.line) of \(file) marks @revoked; \
+                nothing pinned. Give the host a new key, then pin that one.
+                """)
+            throw ExitCode(CLI.Exit.runFailed)
+        }
         if !pinned.isEmpty && !keys.contains(where: { pinned.contains($0.base64) }) {
             CLI.printError("""
                 relayctl: \(name) is pinned in \(file) with OTHER keys: its host key has changed, or this is not the \

@@ -75,21 +75,7 @@ public enum HostKeyProbe {
 
     /// Keys already pinned for `name` in `knownHosts` (base64 blobs), read with libssh's parser.
     public static func pinned(name: String, knownHosts: String) -> [String] {
-        guard let text = try? String(contentsOfFile: knownHosts, encoding: .utf8) else { return [] }
-        var found: [String] = []
-        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
-            var entry: UnsafeMutablePointer<ssh_knownhosts_entry>?
-            guard ssh_known_hosts_parse_line(name, trimmed, &entry) == SSH_OK, let e = entry else { continue }
-            defer { ssh_knownhosts_entry_free(e) }
-            var b64: UnsafeMutablePointer<CChar>?
-            if let k = e.pointee.publickey, ssh_pki_export_pubkey_base64(k, &b64) == SSH_OK, let b = b64 {
-                found.append(String(cString: b))
-                ssh_string_free_char(b)
-            }
-        }
-        return found
+        KnownHosts.pinned(for: name, path: knownHosts).map(\.base64)
     }
 
     /// The public half of a private key file, as an authorized_keys key (`type base64`).

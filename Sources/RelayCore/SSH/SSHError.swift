@@ -7,6 +7,8 @@ public enum SSHError: Error, CustomStringConvertible, Equatable, Sendable {
     case hostKeyChanged(host: String, knownHosts: String, expected: String, offered: String)
     case hostKeyOtherType(host: String, knownHosts: String, expected: String?, offered: String, keyType: String)
     case hostKeyCheckFailed(host: String, knownHosts: String, detail: String)
+    case hostKeyRevoked(host: String, knownHosts: String, line: Int, offered: String, keyType: String)
+    case hostCertificatesUnsupported(host: String, knownHosts: String, line: Int, pinName: String, offered: String, keyType: String)
     case keyFile(host: String, path: String, detail: String)
     case authDenied(host: String, keyPath: String, fingerprint: String, detail: String)
     case channel(host: String, what: String, detail: String)
@@ -33,6 +35,14 @@ public enum SSHError: Error, CustomStringConvertible, Equatable, Sendable {
             let pinned = expected.map { "pins \($0)" } ?? "pins a key of another type"
             return "\(host): host key mismatch: \(kh) \(pinned) but the host offers \(keyType) \(offered). "
                 + "Stopped before authenticating; pin the host's \(keyType) key in \(kh) if it is genuine"
+        case .hostKeyRevoked(let host, let kh, let line, let offered, let keyType):
+            return "\(host): HOST KEY REVOKED: the host offers \(keyType) \(offered), which line \(line) of \(kh) marks "
+                + "@revoked. Stopped before authenticating. If the host has a new key, pin that one "
+                + "(relayctl hostkey --add); never remove the @revoked line to make a run pass"
+        case .hostCertificatesUnsupported(let host, let kh, let line, let pinName, let offered, let keyType):
+            return "\(host): host key is not pinned in \(kh); line \(line) is a @cert-authority line, and borg-relay "
+                + "does not accept host certificates (libssh 0.10 cannot verify them). Pin the host's own key for "
+                + "'\(pinName)' instead (it offers \(keyType) \(offered); relayctl hostkey --add prints and adds it)"
         case .hostKeyCheckFailed(let host, let kh, let detail):
             return "\(host): cannot check the host key against \(kh): \(detail)"
         case .keyFile(let host, let path, let detail):

@@ -202,19 +202,32 @@ public final class SSHSession: @unchecked Sendable {
     func verifyHostKey() throws(SSHError) {
         let s = try require()
         let offered = try serverKeyInfo(s)
+        // libssh 0.10 skips marker lines; OpenSSH refuses a revoked key whatever else is pinned.
+        let entries = KnownHosts.entries(for: endpoint.knownHostsName, path: options.knownHosts)
+        if let revoked = entries.first(where: { $0.marker == .revoked && $0.base64 == offered.base64 }) {
+            throw SSHError.hostKeyRevoked(host: label, knownHosts: options.knownHosts, line: revoked.line,
+                                          offered: offered.fingerprint, keyType: offered.type)
+        }
+        let pinned = entries.filter { $0.marker == nil }
+        let pinnedText = pinned.isEmpty ? nil : pinned.map { "\($0.type) \($0.fingerprint)" }.joined(separator: ", ")
         let state = ssh_session_is_known_server(s)
         switch state {
         case SSH_KNOWN_HOSTS_OK:
             return
         case SSH_KNOWN_HOSTS_CHANGED:
             throw SSHError.hostKeyChanged(host: label, knownHosts: options.knownHosts,
-                                          expected: pinnedFingerprint(s) ?? "another key",
+                                          expected: pinnedText ?? "another key",
                                           offered: offered.fingerprint)
         case SSH_KNOWN_HOSTS_OTHER:
             throw SSHError.hostKeyOtherType(host: label, knownHosts: options.knownHosts,
-                                            expected: pinnedFingerprint(s), offered: offered.fingerprint,
+                                            expected: pinnedText, offered: offered.fingerprint,
                                             keyType: offered.type)
         case SSH_KNOWN_HOSTS_UNKNOWN, SSH_KNOWN_HOSTS_NOT_FOUND:
+            if let ca = entries.first(where: { $0.marker == .certAuthority }) {
+                throw SSHError.hostCertificatesUnsupported(host: label, knownHosts: options.knownHosts, line: ca.line,
+                                                           pinName: endpoint.knownHostsName,
+                                                           offered: offered.fingerprint, keyType: offered.type)
+            }
             throw SSHError.hostKeyUnknown(host: label, knownHosts: options.knownHosts,
                                           pinName: endpoint.knownHostsName,
                                           offered: offered.fingerprint, keyType: offered.type)
@@ -223,7 +236,7 @@ public final class SSHSession: @unchecked Sendable {
         }
     }
 
-    private func serverKeyInfo(_ s: ssh_session) throws(SSHError) -> (fingerprint: String, type: String) {
+    private func serverKeyInfo(_ s: ssh_session) throws(SSHError) -> (fingerprint: String, type: String, base64: String) {
         var key: ssh_key?
         guard ssh_get_server_publickey(s, &key) == SSH_OK, let k = key else {
             throw SSHError.hostKeyCheckFailed(host: label, knownHosts: options.knownHosts,
@@ -231,27 +244,13 @@ public final class SSHSession: @unchecked Sendable {
         }
         defer { ssh_key_free(k) }
         let type = ssh_key_type_to_char(ssh_key_type(k)).map { String(cString: $0) } ?? "unknown"
-        return (SSHKeys.fingerprint(k) ?? "SHA256:?", type)
-    }
-
-    /// The keys the pinned file holds for this host ("ssh-ed25519 SHA256:…"), or nil if none.
-    /// Read with libssh's own line parser, so `[host]:port` and hashed names match as in the check.
-    private func pinnedFingerprint(_ s: ssh_session) -> String? {
-        guard let text = try? String(contentsOfFile: options.knownHosts, encoding: .utf8) else { return nil }
-        var found: [String] = []
-        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
-            var entry: UnsafeMutablePointer<ssh_knownhosts_entry>?
-            guard ssh_known_hosts_parse_line(endpoint.knownHostsName, trimmed, &entry) == SSH_OK, let e = entry else {
-                continue
-            }
-            defer { ssh_knownhosts_entry_free(e) }
-            guard let k = e.pointee.publickey, let fp = SSHKeys.fingerprint(k) else { continue }
-            let type = ssh_key_type_to_char(ssh_key_type(k)).map { String(cString: $0) } ?? "key"
-            found.append("\(type) \(fp)")
+        var b64: UnsafeMutablePointer<CChar>?
+        guard ssh_pki_export_pubkey_base64(k, &b64) == SSH_OK, let b = b64 else {
+            throw SSHError.hostKeyCheckFailed(host: label, knownHosts: options.knownHosts,
+                                              detail: "cannot encode the host's \(type) key")
         }
-        return found.isEmpty ? nil : found.joined(separator: ", ")
+        defer { ssh_string_free_char(b) }
+        return (SSHKeys.fingerprint(k) ?? "SHA256:?", type, String(cString: b))
     }
 
     func authenticate() throws(SSHError) {
