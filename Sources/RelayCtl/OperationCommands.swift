@@ -392,7 +392,7 @@ struct BorgCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "borg",
         abstract: "Run a read-only borg command on the client against its repository (list, info, diff, extract --stdout, export-tar -).",
-        discussion: "Name archives as ::ARCHIVE. Example: relayctl borg web1 -- export-tar ::a1 - > a1.tar. The output streams to stdout as borg writes it; it passes through the run's output file in state_dir on the relay."
+        discussion: "Name archives as ::ARCHIVE. Example: relayctl borg web1 -- export-tar ::a1 - > a1.tar. The output streams to stdout as borg writes it; it passes through the run's output file in state_dir on the relay (mode 0600), which is removed once relayctl has read it to the end."
     )
 
     @OptionGroup var agent: AgentOptions

@@ -177,7 +177,9 @@ public actor RunManager {
     /// borg's stdout of an operation (list, info, key export), from `offset`.
     public func output(_ id: String, offset: Int) throws(ControlError) -> LogChunk {
         let r = try run(id)
-        return try chunk(of: r, path: r.logFile.map(Self.outputPath), offset: offset)
+        let c = try chunk(of: r, path: r.logFile.map(Self.outputPath), offset: offset)
+        if c.complete { delivered(r) }
+        return c
     }
 
     /// borg's stdout of an operation as raw bytes (it may be binary, e.g. export-tar), from
@@ -192,7 +194,18 @@ public actor RunManager {
                 bytes = [UInt8]((try? fh.read(upToCount: ControlAPI.maxRawChunk)) ?? Data())
             }
         }
-        return (bytes, offset + bytes.count, r.isFinished && bytes.count < ControlAPI.maxRawChunk)
+        let complete = r.isFinished && bytes.count < ControlAPI.maxRawChunk
+        if complete { delivered(r) }
+        return (bytes, offset + bytes.count, complete)
+    }
+
+    /// borg's output of a finished run has been read to its end: it is removed, so that what
+    /// a read command printed (file contents from `extract --stdout`, a tar stream) does not
+    /// stay on the relay's disk. It is delivered once; asking again gets nothing.
+    private func delivered(_ r: RunView) {
+        guard let log = r.logFile else { return }
+        let path = Self.outputPath(log)
+        if unlink(path) == 0 { logger.info("run \(r.id): output delivered and removed (\(path))") }
     }
 
     static func outputPath(_ logFile: String) -> String {

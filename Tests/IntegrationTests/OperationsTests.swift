@@ -323,6 +323,9 @@ struct RestoreTests {
         try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true)
         try Proc.check("/bin/tar", ["-xf", tarFile, "-C", unpacked])
         #expect(TreeCompare.sameBytes("\(data)/blob.bin", "\(unpacked)/\(rel)/blob.bin"), "export-tar output differs")
+        // What the read commands printed (file contents, the tar) is not left on the relay's disk.
+        let outputs = try FileManager.default.subpathsOfDirectory(atPath: "\(s.stateDir)/logs").filter { $0.hasSuffix(".out") }
+        #expect(outputs.isEmpty, "output files left in state_dir/logs: \(outputs)")
 
         let delete = try d.ctl(["borg", "web1", "--", "delete", "::\(archive)"])
         #expect(delete.status == 2 && delete.stderr.contains("not allowed"), "\(delete.output)")
