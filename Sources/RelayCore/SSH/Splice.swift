@@ -40,7 +40,7 @@ final class SpliceDirection {
 /// Splices a forwarded connection on the client (T side) into a `borg serve` channel on
 /// the backup server (B side), both ways, on the event-loop thread that owns both sessions.
 ///
-/// Rules (from a prototype on libssh 0.10.6, see LIBSSH-NOTES): take from a source only
+/// Rules (found with a splice prototype on libssh 0.10.6): take from a source only
 /// what fits in the direction's queue; after every poll push queues as far as the sink's
 /// window allows and keep whatever a short write left; read libssh's leftover buffer only
 /// when all of it fits (a partial read would make libssh re-open the window without
