@@ -45,7 +45,7 @@ public enum Vault {
             throw VaultError.writeFailed(path: secretPath, reason: "short write")
         }
         let line = publicKeyHeader + Data(pk).base64EncodedString() + "\n"
-        let pfd = Glibc.open(publicPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        let pfd = Glibc.open(publicPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)  // public, but nothing in state_dir is for others
         if pfd < 0 {
             let reason = String(cString: strerror(errno))
             unlink(secretPath)
