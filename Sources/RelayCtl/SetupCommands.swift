@@ -165,15 +165,14 @@ struct AuthorizedKeysCommand: ParsableCommand {
             // --restrict-to-repository options.
             let sharing = cfg.clients.values.filter { $0.server == s.name }.map(\.repository)
             let repos = Array(Set(sharing)).sorted()
-            let restrict = repos.flatMap { ["--restrict-to-repository", $0] }
             let serverKey = try HostKeyProbe.publicKey(ofPrivateKey: s.endpoint.key)
             print("# On server \(s.name) (\(s.endpoint.display)), in ~\(s.endpoint.user)/.ssh/authorized_keys:")
             print("# append-only: the relay (and so the client) can add archives, never delete or rewrite them")
-            print(#"command="\#(Shell.join(["borg", "serve", "--append-only"] + restrict))",restrict \#(serverKey) borg-relay:\#(s.name)"#)
+            print("\(AuthorizedKeys.commandOption(AuthorizedKeys.serveCommand(appendOnly: true, repositories: repos))),restrict \(serverKey) borg-relay:\(s.name)")
             if let m = s.maintenanceKey {
                 let maintKey = try HostKeyProbe.publicKey(ofPrivateKey: m)
                 print("# maintenance (init, prune, compact; used only by borg running on the relay itself):")
-                print(#"command="\#(Shell.join(["borg", "serve"] + restrict))",restrict \#(maintKey) borg-relay-maintenance:\#(s.name)"#)
+                print("\(AuthorizedKeys.commandOption(AuthorizedKeys.serveCommand(appendOnly: false, repositories: repos))),restrict \(maintKey) borg-relay-maintenance:\(s.name)")
             }
             if repos.count > 1 {
                 print("# (these lines cover every client of \(s.name): \(cfg.clients.values.filter { $0.server == s.name }.map(\.name).sorted().joined(separator: ", ")))")
@@ -185,8 +184,7 @@ struct AuthorizedKeysCommand: ParsableCommand {
             print("# On client \(c.name) (\(c.endpoint.display)), in ~\(c.endpoint.user)/.ssh/authorized_keys:")
             var guardOption = ""
             if let g = c.guardCommand {
-                // authorized_keys allows \" inside command="…".
-                guardOption = #"command="\#(Shell.join(g).replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\""))","#
+                guardOption = AuthorizedKeys.commandOption(g) + ","
                 print("# command=: the client guard; it runs only the commands the relay sends, for the paths in its allowlist")
             }
             if c.transport == .unix {

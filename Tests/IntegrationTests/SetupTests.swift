@@ -41,6 +41,45 @@ struct SetupTests {
         #expect(bad.status == 2)
     }
 
+    @Test("a repository path with a space, a double quote and a backslash: the printed B lines, pasted verbatim, are accepted by sshd and restrict borg serve to exactly that path")
+    func authorizedKeysQuoting() throws {
+        let s = try Sandbox(name: "authkeys-quoting", initRepo: false, maintenance: true)
+        defer { s.close() }
+        let odd = "\(s.dir)/b/my \"odd\" re\\po"
+        let data = "\(s.dir)/t/data-odd"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try Data("quoted".utf8).write(to: URL(fileURLWithPath: "\(data)/f"))
+        try s.borg(["init", "--encryption=repokey-blake2", odd])
+        let sealed = try s.sealed()
+        func q(_ v: String) -> String { "'" + v + "'" }  // TOML literal strings: no escapes
+        s.extraTables = ["""
+            [clients.odd]
+            host = "\(s.t.address)"
+            port = \(s.t.port)
+            user = "\(s.user)"
+            key = "\(s.dir)/relay/keys/t"
+            server = "vault"
+            repository = \(q(odd))
+            paths = [\(q(data))]
+            archive = "odd-{now:%Y-%m-%dT%H:%M:%S}"
+            passphrase = "\(sealed)"
+            """]
+        try s.writeConfig(sealed: sealed)
+        let ctl = try Proc.binary("relayctl")
+        let out = try Proc.run(ctl, ["authorized-keys", "odd", "--config", s.configPath])
+        #expect(out.status == 0, "\(out.output)")
+        let bLines = out.stdout.split(separator: "\n").filter { $0.hasPrefix("command=") }.map(String.init)
+        #expect(bLines.count == 2, "\(out.stdout)")
+        #expect(bLines.first?.contains(#"'\#(s.dir)/b/my \"odd\" re\po'"#) == true, "\(bLines)")
+        try (bLines.joined(separator: "\n") + "\n").write(toFile: "\(s.b.dir)/authorized_keys", atomically: true, encoding: .utf8)
+        let run = try Proc.run(try Proc.binary("relay-agent"), ["run", "odd", "--config", s.configPath])
+        #expect(run.status == 0, "\(run.output)")
+        let listed = try s.borg(["list", "--short", odd]).stdout
+        #expect(listed.hasPrefix("odd-"), "\(listed)")
+        let check = try Proc.run(ctl, ["check", "odd", "--config", s.configPath])
+        #expect(check.status == 0 && check.stdout.contains("ok    odd: server append-only"), "\(check.output)")
+    }
+
     @Test("authorized-keys output, pasted into the test sshds, makes a run succeed with B append-only")
     func authorizedKeysLinesWork() throws {
         let s = try Sandbox(name: "authkeys", maintenance: true)

@@ -135,7 +135,7 @@ public enum Preflight {
                 if let r = try? b.capture("echo \(marker)") {
                     if r.stdout.contains(marker) {
                         add(name, "server key forced", .fail, "the key for [servers.\(server.name)] runs any command (a shell answered)",
-                            "prefix its line in B's authorized_keys with command=\"borg serve --append-only --restrict-to-repository \(client.repository)\",restrict (relayctl authorized-keys \(name))")
+                            "prefix its line in B's authorized_keys with \(AuthorizedKeys.serveOptions(appendOnly: true, repository: client.repository)) (relayctl authorized-keys \(name))")
                     } else {
                         add(name, "server key forced", .ok, "an arbitrary command got a forced command, not a shell")
                         serverProbe(b, client: client, server: server, add)
@@ -158,7 +158,7 @@ public enum Preflight {
     private static func serverProbe(_ b: SSHSession, client: ClientConfig, server: ServerConfig,
                                     _ add: (String?, String, PreflightResult.Status, String, String?) -> Void) {
         let name = client.name
-        let line = "command=\"borg serve --append-only --restrict-to-repository \(client.repository)\",restrict (relayctl authorized-keys \(name))"
+        let line = "\(AuthorizedKeys.serveOptions(appendOnly: true, repository: client.repository)) (relayctl authorized-keys \(name))"
         let probe: BorgServeProbe
         do {
             probe = try b.probeBorgServe(repository: client.repository)
