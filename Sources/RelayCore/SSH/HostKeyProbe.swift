@@ -16,8 +16,10 @@ public struct HostKeyInfo: Sendable, Equatable {
 /// Asks a server for its host keys without authenticating (`relayctl hostkey`): one
 /// connection per key algorithm, so that every key the host has is shown.
 public enum HostKeyProbe {
+    /// One probe per key type. An RSA key is the same key whichever signature algorithm the
+    /// server signs with; Dropbear offers only rsa-sha2-256 and ssh-rsa, OpenSSH all three.
     static let algorithms = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-                             "rsa-sha2-512"]
+                             "rsa-sha2-512,rsa-sha2-256,ssh-rsa"]
 
     /// `via`: jump names (from `options.jumps`) to reach the host through.
     public static func scan(host: String, port: Int, timeout: Int, via: [String] = [],
