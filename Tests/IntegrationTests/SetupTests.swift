@@ -111,6 +111,36 @@ struct SetupTests {
         #expect(shown.stdout.contains(String(expected)) && shown.stdout.contains("(ssh-rsa)"), "\(shown.stdout)")
     }
 
+    @Test("AllowTcpForwarding no on T: check opens no forward and fails naming the setting and transport = \"unix\"; the run's error names them too; with transport = \"unix\" check skips the forward and the run works")
+    func checkRemoteForward() throws {
+        let s = try Sandbox(name: "check-forward")
+        defer { s.close() }
+        try Data("x".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/f"))
+        try s.configure()
+        let ctl = try Proc.binary("relayctl")
+        let good = try Proc.run(ctl, ["check", "--config", s.configPath])
+        #expect(good.status == 0 && good.stdout.contains("ok    web1: remote forward on the client"), "\(good.output)")
+        let conf = "\(s.t.dir)/sshd_config"
+        let text = try String(contentsOfFile: conf, encoding: .utf8)
+        try text.replacingOccurrences(of: "AllowTcpForwarding remote", with: "AllowTcpForwarding no")
+            .write(toFile: conf, atomically: true, encoding: .utf8)
+        try s.t.restart()
+        let bad = try Proc.run(ctl, ["check", "--config", s.configPath])
+        #expect(bad.status == 1, "\(bad.output)")
+        #expect(bad.stdout.contains("fail  web1: remote forward on the client") && bad.stdout.contains("AllowTcpForwarding yes")
+                && bad.stdout.contains("transport = \"unix\""), "\(bad.stdout)")
+        let run = try s.runAgent()
+        #expect(run.status != 0 && run.output.contains("AllowTcpForwarding") && run.output.contains("transport = \"unix\""), "\(run.output)")
+        #expect(try s.archives().isEmpty)
+        // The unix transport needs no forwarding: check skips the forward and the run works.
+        s.clientExtra = ["transport = \"unix\""]
+        try s.configure()
+        let unix = try Proc.run(ctl, ["check", "--config", s.configPath])
+        #expect(unix.status == 0 && !unix.stdout.contains("remote forward"), "\(unix.output)")
+        #expect(try s.runAgent().status == 0)
+        #expect(try s.archives().count == 1)
+    }
+
     @Test("authorized-keys output, pasted into the test sshds, makes a run succeed with B append-only")
     func authorizedKeysLinesWork() throws {
         let s = try Sandbox(name: "authkeys", maintenance: true)

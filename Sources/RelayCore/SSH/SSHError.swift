@@ -53,8 +53,9 @@ public enum SSHError: Error, CustomStringConvertible, Equatable, Sendable {
         case .channel(let host, let what, let detail):
             return "\(host): \(what) failed: \(detail)"
         case .forwardRefused(let host, let detail):
-            return "\(host): the remote forward on 127.0.0.1 was refused (\(detail)); the key's authorized_keys line "
-                + "needs 'port-forwarding,permitlisten=\"127.0.0.1:*\"' and sshd must allow TCP forwarding"
+            return "\(host): the remote forward on 127.0.0.1 was refused (\(detail)): TCP forwarding is off for the relay's key. "
+                + "Set AllowTcpForwarding yes (or remote) in the client's sshd_config and give the key the line relayctl "
+                + "authorized-keys prints ('port-forwarding,permitlisten=\"127.0.0.1:*\"'), or use transport = \"unix\" for this client"
         case .connectionLost(let host, let detail):
             return "\(host): connection lost: \(detail)"
         case .tunnelRefused(let host, let target, let detail):

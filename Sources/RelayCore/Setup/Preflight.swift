@@ -127,6 +127,16 @@ public enum Preflight {
                         add(name, "socat on the client", .ok, lines.last ?? "socat found")
                     }
                 }
+                // What a tcp-transport run asks for first: a remote forward on T's loopback.
+                if client.transport == .tcp {
+                    do {
+                        let port = try t.probeRemoteForward()
+                        add(name, "remote forward on the client", .ok, "the client's sshd opened 127.0.0.1:\(port) for the relay (closed again)")
+                    } catch {
+                        add(name, "remote forward on the client", .fail, "\(error)",
+                            "AllowTcpForwarding is off on the client (or its key line forbids forwarding): set AllowTcpForwarding yes (or remote) in its sshd_config and use the line relayctl authorized-keys \(name) prints, or set transport = \"unix\" in [clients.\(name)]")
+                    }
+                }
                 t.close()
             }
             // The server: host key, authentication, forced command.
