@@ -39,6 +39,14 @@ struct InjectionTests {
 
     static func home() -> String { String(cString: getpwuid(geteuid())!.pointee.pw_dir) }
 
+    /// Removes what an extract that got through wrote into the login's home: HOME/tmp/SANDBOX
+    /// (unique to the sandbox; the test has failed already if it exists).
+    static func removeStrayExtract(home: String, rel: String) {
+        let mine = rel.split(separator: "/").prefix(2).joined(separator: "/")
+        guard mine.contains("borg-relay-it-") else { return }
+        try? FileManager.default.removeItem(atPath: "\(home)/\(mine)")
+    }
+
     @Test("relayctl borg against an unguarded T: every injection is refused naming the argument, no canary; read commands still work")
     func relayctlRefusesInjections() throws {
         let s = try Sandbox(name: "inject")
@@ -55,6 +63,7 @@ struct InjectionTests {
         try FileManager.default.createDirectory(atPath: c, withIntermediateDirectories: true)
         let home = Self.home()
         #expect(!FileManager.default.fileExists(atPath: "\(home)/\(rel)"), "a stale extract in \(home)")
+        defer { Self.removeStrayExtract(home: home, rel: rel) }
 
         let started = Date()
         for p in Self.payloads(archive: archive, rel: rel, c: c, home: home) {
@@ -109,9 +118,10 @@ struct InjectionTests {
         for _ in 0..<100 where !Proc.canConnect(port: port) { usleep(50_000) }
 
         let c = "\(s.dir)/canary"
-        let controlHome = "\(s.dir)/control-home"
-        for dir in [c, controlHome] { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        let controlHome = "\(s.dir)/control-home", guardCwd = "\(s.dir)/guard-cwd"
+        for dir in [c, controlHome, guardCwd] { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         let home = Self.home()
+        defer { Self.removeStrayExtract(home: home, rel: rel) }
         let plan = BackupPlan(client: try ConfigLoader.load(path: s.configPath).client("web1"))
         var env = ProcessInfo.processInfo.environment
         env["BORG_BASE_DIR"] = "\(s.dir)/control-borg-base"
@@ -144,11 +154,15 @@ struct InjectionTests {
             // And the guard run directly with SSH_ORIGINAL_COMMAND.
             var genv = ProcessInfo.processInfo.environment
             genv["SSH_ORIGINAL_COMMAND"] = command
-            let g = try Proc.run("/usr/bin/python3", [GuardTests.guardPath, "--config", conf], env: genv, stdin: passphrase, timeout: 30)
+            let g = try Proc.run("/usr/bin/python3", [GuardTests.guardPath, "--config", conf], env: genv, stdin: passphrase,
+                                 cwd: guardCwd, timeout: 30)
             #expect(g.status == 126 && g.stderr.contains(p.named), "\(p.what) (guard direct): \(g.output)")
+            #expect(!FileManager.default.fileExists(atPath: p.canary.replacingOccurrences(of: home + "/", with: guardCwd + "/")),
+                    "\(p.what) ran through the guard (direct)")
         }
         print("sshd + guard: \(sent) injections refused in \(String(format: "%.1f", Date().timeIntervalSince(started))) s (with their unguarded controls)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: c).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: guardCwd).isEmpty)
         #expect(!FileManager.default.fileExists(atPath: "\(home)/\(rel)"), "extract wrote into \(home)")
 
         // The relay's own commands still pass the guard.
