@@ -54,9 +54,6 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     public static let kinds = ["init", "list", "info", "key-export", "prune", "compact", "check", "restore", "borg"]
     /// Kinds that run borg on the client T (through the append-only path), like a backup.
     public static let clientKinds: Set<String> = ["restore", "borg"]
-    /// borg commands `relayctl borg` may run on the client: they only read the repository
-    /// (`BorgArguments` has the grammar of each).
-    public static let readOnlyBorgCommands: Set<String> = Set(BorgArguments.commands)
 
     /// Where a restore goes on the client.
     public func restoreTarget(client: String, runID: String) -> String {
