@@ -64,6 +64,65 @@ struct BorgArgumentsTests {
         #expect(text.contains("0 mismatches"), "\(text)")
     }
 
+    @Test("differential: 3000 random argvs (options, their prefixes, values, positionals, odd Unicode) get the same verdict and the same message from BorgArguments and the guard")
+    func differentialAgainstGuard() throws {
+        var rng = FuzzTests.XorShift(state: 0x9E37_79B9_7F4A_7C15)
+        let spellings = Set(BorgArguments.tables.values.flatMap { $0.map(\.spelling) }).sorted()
+        let values = ["1", "0", "-1", "abc", "\u{663}", "x y", "{path}{NL}", "-", "--", "", "::A", "::", "::-a", "/repo",
+                      "ssh://h/r::A", "a\nb", "a\u{0}b", "\r", "é", "-\u{301}x", "\u{338}x", "web-*", "etc/hosts", "B", "sh -c 'x'", String(repeating: "long-", count: 14)]
+        let commands = BorgArguments.commands + ["delete", "create", "LIST", "--rsh=x", "", "extract\u{301}"]
+        func token() -> String {
+            switch Int.random(in: 0..<10, using: &rng) {
+            case 0...3:
+                return spellings.randomElement(using: &rng)!
+            case 4:
+                let o = spellings.randomElement(using: &rng)!
+                return String(o.prefix(Int.random(in: 1...o.count, using: &rng)))
+            case 5:
+                let o = spellings.randomElement(using: &rng)!
+                return o + "=" + values.randomElement(using: &rng)!
+            case 6:
+                return ["-nv", "-eX", "-e=X", "-vp", "---rsh", "-\u{301}", "--rsh\u{338}=x"].randomElement(using: &rng)!
+            default:
+                return values.randomElement(using: &rng)!
+            }
+        }
+        var vectors: [[String: AnyEncodable]] = []
+        var allowed = 0
+        for _ in 0..<3000 {
+            var argv = [commands.randomElement(using: &rng)!]
+            for _ in 0..<Int.random(in: 0...6, using: &rng) { argv.append(token()) }
+            let restore = Int.random(in: 0..<5, using: &rng) == 0
+            var v: [String: AnyEncodable] = ["argv": AnyEncodable(argv), "restore": AnyEncodable(restore)]
+            do {
+                let parsed = try BorgArguments.parse(argv, context: restore ? .restore : .request)
+                let again = try BorgArguments.parse(parsed.argv, context: restore ? .restore : .request)
+                #expect(again.argv == parsed.argv, "\(argv)")
+                v["allowed"] = AnyEncodable(true)
+                allowed += 1
+            } catch {
+                v["allowed"] = AnyEncodable(false)
+                v["why"] = AnyEncodable(error.description)  // the whole message: the guard's must be equal
+            }
+            vectors.append(v)
+        }
+        #expect(allowed > 50, "too few allowed argvs to compare")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("borg-arguments-random-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try JSONEncoder().encode(vectors).write(to: file)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = [Self.vectorsDir + "/check-guard.py", Self.vectorsDir + "/../../contrib/guard/borg-relay-guard", file.path]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "the guard and BorgArguments disagree:\n\(text.prefix(4000))")
+        #expect(text.contains("3000 vectors, 0 mismatches"), "\(text.suffix(500))")
+    }
+
     @Test("normalised argv: options in full with =, short options expanded, then -- and the positionals")
     func normalised() throws {
         #expect(try BorgArguments.parse(["list", "::A", "--short", "-e", "*.log", "etc"]).argv
@@ -120,4 +179,11 @@ struct BorgArgumentsTests {
         #expect(w == .borg(kind: "restore", arguments: ["extract", "--log-json", "--progress", "--numeric-ids", "--", "::A", "etc/hosts"],
                            workDir: "/var/tmp/borg-relay-restore-web1-r"))
     }
+}
+
+/// A JSON value of any encodable type (the random vectors mix strings, bools and arrays).
+struct AnyEncodable: Encodable {
+    let encode: @Sendable (Encoder) throws -> Void
+    init<T: Encodable & Sendable>(_ value: T) { encode = { try value.encode(to: $0) } }
+    func encode(to encoder: Encoder) throws { try encode(encoder) }
 }
