@@ -75,6 +75,10 @@ struct InjectionTests {
         print("relayctl borg: \(Self.payloads(archive: archive, rel: rel, c: c, home: home).count) injections refused in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
         #expect(try FileManager.default.contentsOfDirectory(atPath: c).isEmpty)
         #expect(!FileManager.default.fileExists(atPath: "\(home)/\(rel)"), "extract wrote into \(home)")
+        // A --format that walks from a value to borg's globals would print its environment.
+        let leak = try d.ctl(["borg", "web1", "--", "list", "--format={mtime}|{mtime.__init__.__globals__[os].environ[BORG_RSH]}{NL}", "::\(archive)"])
+        #expect(leak.status != 0 && leak.stderr.contains("is not a plain key"), "\(leak.output)")
+        #expect(!leak.stdout.contains("socat"), "borg's environment leaked: \(leak.stdout)")
         // Refused before anything ran: no borg run was even queued.
         #expect(try d.runs("web1").filter { $0.kind == "borg" }.isEmpty)
 
@@ -160,6 +164,13 @@ struct InjectionTests {
             #expect(!FileManager.default.fileExists(atPath: p.canary.replacingOccurrences(of: home + "/", with: guardCwd + "/")),
                     "\(p.what) ran through the guard (direct)")
         }
+        // A --format reading borg's environment: live without the guard, refused with it.
+        let format = ["list", "--format={mtime}|{mtime.__init__.__globals__[os].environ[BORG_RSH]}{NL}", "::\(archive)"]
+        let formatCommand = plan.borgCommand(port: port, withPassphrase: true, arguments: format, workDir: nil)
+        let live = try Proc.run("/bin/sh", ["-c", formatCommand], env: env, stdin: passphrase, cwd: controlHome, timeout: 60)
+        #expect(live.stdout.contains("exec socat STDIO TCP:127.0.0.1:\(port)"), "the format payload leaks nothing without the guard: \(live.output)")
+        let guarded = try Proc.run("/usr/bin/ssh", ssh + [formatCommand], stdin: passphrase, timeout: 60)
+        #expect(guarded.status == 126 && guarded.stderr.contains("is not a plain key") && !guarded.stdout.contains("socat"), "\(guarded.output)")
         print("sshd + guard: \(sent) injections refused in \(String(format: "%.1f", Date().timeIntervalSince(started))) s (with their unguarded controls)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: c).isEmpty)
         #expect(try FileManager.default.contentsOfDirectory(atPath: guardCwd).isEmpty)

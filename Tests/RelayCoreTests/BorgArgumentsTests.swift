@@ -69,7 +69,8 @@ struct BorgArgumentsTests {
         var rng = FuzzTests.XorShift(state: 0x9E37_79B9_7F4A_7C15)
         let spellings = Set(BorgArguments.tables.values.flatMap { $0.map(\.spelling) }).sorted()
         let values = ["1", "0", "-1", "abc", "\u{663}", "x y", "{path}{NL}", "-", "--", "", "::A", "::", "::-a", "/repo",
-                      "ssh://h/r::A", "a\nb", "a\u{0}b", "\r", "é", "-\u{301}x", "\u{338}x", "web-*", "etc/hosts", "B", "sh -c 'x'", String(repeating: "long-", count: 14)]
+                      "ssh://h/r::A", "a\nb", "a\u{0}b", "\r", "é", "-\u{301}x", "\u{338}x", "web-*", "etc/hosts", "B", "sh -c 'x'", String(repeating: "long-", count: 14),
+                      "{a.b}", "{0}", "{}", "{{x}}{y!r}", "{size:{w}}", "{p[1]}"]
         let commands = BorgArguments.commands + ["delete", "create", "LIST", "--rsh=x", "", "extract\u{301}"]
         func token() -> String {
             switch Int.random(in: 0..<10, using: &rng) {

@@ -135,6 +135,9 @@ public struct BorgArguments: Sendable, Equatable {
                     throw .invalid("\(shown): borg \(command) option \(name) needs a whole number of at least 1")
                 }
             }
+            if spec.canonical == "--format", let field = badFormatField(v) {
+                throw .invalid("\(shown): the format field \(show("{" + field + "}")) is not a plain key like {path} or {size:8} (attribute and index access are refused)")
+            }
             options.append(spec.canonical + "=" + v)
         }
 
@@ -184,6 +187,30 @@ public struct BorgArguments: Sendable, Equatable {
             throw .invalid("borg extract from a request needs --stdout (or --dry-run); to restore files use relayctl restore")
         }
         return BorgArguments(command: command, options: options, positionals: positionals)
+    }
+
+    /// The first replacement field of a --format value that is not a plain key ({path},
+    /// {size:8}, {mode!r}): attribute or index access (`{mtime.__init__.__globals__[os]}`)
+    /// would let the format read borg's memory and environment on T.
+    static func badFormatField(_ format: String) -> String? {
+        let s = Array(format.unicodeScalars)
+        var i = 0
+        while i < s.count {
+            if s[i] != "{" {
+                i += 1
+            } else if i + 1 < s.count && s[i + 1] == "{" {
+                i += 2
+            } else {
+                var j = i + 1
+                while j < s.count && !"!:{}".unicodeScalars.contains(s[j]) { j += 1 }
+                let field = s[(i + 1)..<j]
+                func letter(_ c: Unicode.Scalar) -> Bool { ("a"..."z").contains(c) || ("A"..."Z").contains(c) || c == "_" }
+                let plain = field.first.map(letter) == true && field.allSatisfy { letter($0) || ("0"..."9").contains($0) }
+                if !plain { return String(String.UnicodeScalarView(field)) }
+                i = j
+            }
+        }
+        return nil
     }
 
     /// An archive name: not empty, at most 200 characters, no `/`, no `::`, not an option.
