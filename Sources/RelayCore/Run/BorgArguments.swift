@@ -135,7 +135,7 @@ public struct BorgArguments: Sendable, Equatable {
                     throw .invalid("\(shown): borg \(command) option \(name) needs a whole number of at least 1")
                 }
             }
-            if spec.canonical == "--format", let field = badFormatField(v) {
+            if ["--format", "--glob-archives", "--prefix"].contains(where: { same($0, spec.canonical) }), let field = badFormatField(v) {
                 throw .invalid("\(shown): the format field \(show("{" + field + "}")) is not a plain key like {path} or {size:8} (attribute and index access are refused)")
             }
             options.append(spec.canonical + "=" + v)
@@ -189,9 +189,10 @@ public struct BorgArguments: Sendable, Equatable {
         return BorgArguments(command: command, options: options, positionals: positionals)
     }
 
-    /// The first replacement field of a --format value that is not a plain key ({path},
-    /// {size:8}, {mode!r}): attribute or index access (`{mtime.__init__.__globals__[os]}`)
-    /// would let the format read borg's memory and environment on T.
+    /// The first replacement field of a --format value (or a -a/-P placeholder) that is not a
+    /// plain key ({path}, {size:8}, {hostname}), nested ones included: attribute or index
+    /// access (`{mtime.__init__.__globals__[os]}`) would let it read borg's memory and
+    /// environment on T.
     static func badFormatField(_ format: String) -> String? {
         let s = Array(format.unicodeScalars)
         var i = 0
