@@ -54,8 +54,6 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     public static let kinds = ["init", "list", "info", "key-export", "prune", "compact", "check", "restore", "borg"]
     /// Kinds that run borg on the client T (through the append-only path), like a backup.
     public static let clientKinds: Set<String> = ["restore", "borg"]
-    /// borg commands `relayctl borg` may run on the client: they only read the repository.
-    public static let readOnlyBorgCommands: Set<String> = ["list", "info", "diff", "extract", "export-tar"]
 
     /// Where a restore goes on the client.
     public func restoreTarget(client: String, runID: String) -> String {
@@ -67,20 +65,28 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     public func clientWorkload(client: String, runID: String) throws(OperationError) -> Workload {
         switch kind {
         case "restore":
-            guard let a = archive else { throw .invalid("restore needs an archive (see relayctl list CLIENT)") }
-            var argv = ["extract", "--log-json", "--progress"]
-            if names != true { argv.append("--numeric-ids") }
-            if dryRun == true { argv += ["--dry-run", "--list"] }
-            argv += ["--", "::" + a]
-            argv += (paths ?? []).map { $0.hasPrefix("/") ? String($0.drop { $0 == "/" }) : $0 }
+            // Checked again here: only the grammar's restore shape ever reaches T.
+            let argv = try BorgArguments.parse(try restoreArguments(), context: .restore).argv
             return .borg(kind: "restore", arguments: argv,
                          workDir: dryRun == true ? nil : restoreTarget(client: client, runID: runID))
         case "borg":
-            return .borg(kind: "borg", arguments: args ?? [], workDir: nil)
+            // The normalised argv (options in full with =, then -- and the positionals).
+            return .borg(kind: "borg", arguments: try BorgArguments.parse(args ?? []).argv, workDir: nil)
         default:
             throw .invalid("\(kind) does not run on the client")
         }
     }
+    /// The arguments of a restore's borg extract on the client (run in its target directory).
+    func restoreArguments() throws(OperationError) -> [String] {
+        guard let a = archive else { throw .invalid("restore needs an archive (see relayctl list CLIENT)") }
+        var argv = ["extract", "--log-json", "--progress"]
+        if names != true { argv.append("--numeric-ids") }
+        if dryRun == true { argv += ["--dry-run", "--list"] }
+        argv += ["--", "::" + a]
+        argv += (paths ?? []).map { $0.hasPrefix("/") ? String($0.drop { $0 == "/" }) : $0 }
+        return argv
+    }
+
     /// Kinds that run as a `MaintenanceRun` (several borg steps, the tamper alarm first).
     public static let maintenanceKinds: Set<String> = ["prune", "compact", "check"]
 
@@ -102,24 +108,19 @@ public struct OperationRequest: Codable, Sendable, Equatable {
             for p in paths ?? [] where p.isEmpty || p.split(separator: "/").contains("..") {
                 throw .invalid("'\(p)' is not a path inside the archive")
             }
+            for p in paths ?? [] where p.allSatisfy({ $0 == "/" }) {
+                throw .invalid("'\(p)' is the whole archive: give no path to restore everything")
+            }
+            // The extract on T, through the same grammar as relayctl borg (restore shape).
+            _ = try BorgArguments.parse(try restoreArguments(), context: .restore)
             return
         }
         if kind == "borg" {
-            guard let argv = args, let command = argv.first else {
+            guard let argv = args, !argv.isEmpty else {
                 throw .invalid("give the borg command after --, e.g. relayctl borg CLIENT -- list ::ARCHIVE")
             }
-            guard Self.readOnlyBorgCommands.contains(command) else {
-                throw .invalid("borg \(command) is not allowed through the client's append-only path; allowed: \(Self.readOnlyBorgCommands.sorted().joined(separator: ", "))")
-            }
-            if command == "extract" && !argv.contains("--stdout") && !argv.contains("--dry-run") && !argv.contains("-n") {
-                throw .invalid("borg extract here needs --stdout (or --dry-run); to restore files use relayctl restore")
-            }
-            if command == "export-tar" && !argv.dropFirst().contains("-") {
-                throw .invalid("borg export-tar here must write to stdout (-)")
-            }
-            if let bad = argv.first(where: { $0.contains("://") }) {
-                throw .invalid("'\(bad)': name archives as ::ARCHIVE; the repository is the client's")
-            }
+            // The allowlist grammar: the refusal names the argument and why.
+            _ = try BorgArguments.parse(argv)
             return
         }
         if Self.maintenanceKinds.contains(kind) {
