@@ -119,7 +119,7 @@ struct GuardMiddleware: RouterMiddleware {
         var owner: uid_t?
         if case .output(let id) = action { owner = owners.owner(of: id) }
         if case .refuse(let why) = access.decide(uid: cred.uid, groups: groups, action: action, runOwner: owner) {
-            logger.warning("control socket: refused \(request.method) \(request.uri.path) from uid \(cred.uid) (pid \(cred.pid)): \(why)")
+            logger.warning("control socket: refused a request from uid \(cred.uid) (pid \(cred.pid)), \(request.method) \(request.uri.path): \(why)")
             return jsonError(ControlError(status: 403, body: .init(code: "forbidden", error: why)))
         }
         var context = context

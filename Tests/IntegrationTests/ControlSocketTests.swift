@@ -115,7 +115,8 @@ struct ControlSocketTests {
         #expect(!FileManager.default.fileExists(atPath: canary), "the refused borg command ran")
         let runsAfter = try d.runs()
         #expect(runsAfter.count == runsBefore, "a refused request left a run: \(runsAfter.map { "\($0.kind) \($0.state)" })")
-        #expect(d.log.contains("refused POST /v1/runs from uid \(member.uid)"), "\(d.log)")
+        #expect(d.log.contains("refused a request from uid \(member.uid) (pid"), "\(d.log)")
+        #expect(d.log.contains("POST /v1/runs: restore needs membership in group \(adminGroup)"), "\(d.log)")
 
         // The admin: restore works (the file comes back), and the admin's output is not the member's.
         let adminTarget = "\(s.dir)/restore-admin"
