@@ -125,6 +125,7 @@ final class ControlConnectionHandler: ChannelDuplexHandler, RemovableChannelHand
             .hop(to: context.eventLoop)
             .whenComplete { (result: Result<PeerCredentials, any Error>) in
                 let (handler, context) = loopBound.value
+                guard channel.isActive else { return }  // gone already: nothing to count
                 guard case .success(let cred) = result, let id = handler.registry.opened(uid: cred.uid, channel: channel) else {
                     context.close(promise: nil)
                     return
