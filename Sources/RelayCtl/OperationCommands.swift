@@ -252,7 +252,7 @@ struct CheckCommand: AsyncParsableCommand {
             One line per check: ok, warn or fail, with the fix. Works without the daemon (run it as the agent's user: \
             it reads the keys and connects to every host). --repository also runs borg check on each client's \
             repository through the daemon (borg on the relay, the client's key); --verify-data implies it. \
-            Exit status: 0 nothing failed, 1 something failed, 2 usage.
+            Exit status: 0 nothing failed, 1 something failed, 2 usage or a config that does not load.
             """
     )
 
@@ -284,7 +284,7 @@ struct CheckCommand: AsyncParsableCommand {
             } else {
                 print("fail  config  \(error)")
             }
-            throw ExitCode(CLI.Exit.runFailed)
+            throw ExitCode(CLI.Exit.usage)
         }
         let names = clients.isEmpty ? cfg.clients.keys.sorted() : clients
         var results = Preflight.run(config: cfg, clients: names)

@@ -4,12 +4,14 @@ import Hummingbird
 import Logging
 import NIOCore
 import RelayCore
+import Synchronization
 
 /// The request context of the control API: Hummingbird's core context plus the
-/// connection, for the peer's credentials.
+/// connection, for the peer's credentials, and the peer's uid once the guard knows it.
 struct ControlContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     let channel: any Channel
+    var peerUID: uid_t?
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -19,18 +21,17 @@ struct ControlContext: RequestContext {
     var maxUploadSize: Int { ControlAPI.maxRequestBody }
 }
 
-/// Who may use the control socket: root, the agent's own user, and members of the
-/// socket's group. The kernel tells who the peer is (SO_PEERCRED); the file mode (0660)
-/// is the first gate, this is the second.
+/// Who may use the control socket, and for what (`ControlAccess`), with the peer's groups
+/// looked up. The kernel tells who the peer is (SO_PEERCRED); the file mode (0660, group
+/// socket_group) is the first gate, this is the second.
 struct PeerPolicy: Sendable {
-    let agentUID: uid_t
-    let socketGID: gid_t
+    let access: ControlAccess
 
-    func allows(uid: uid_t, gid: gid_t, pid: Int32) -> Bool {
-        if uid == 0 || uid == agentUID || gid == socketGID { return true }
-        // The peer process's own supplementary groups where /proc shows them, else the
-        // group database's (ProtectProc=invisible hides other users' processes).
-        return Self.processGroups(pid).contains(socketGID) || Self.supplementaryGroups(of: uid).contains(socketGID)
+    /// The peer's groups: its primary group, its process's supplementary groups where /proc
+    /// shows them, and the group database's (ProtectProc=invisible hides other users'
+    /// processes).
+    static func groups(uid: uid_t, gid: gid_t, pid: Int32) -> Set<gid_t> {
+        Set([gid] + processGroups(pid) + supplementaryGroups(of: uid))
     }
 
     /// The "Groups:" line of /proc/PID/status.
@@ -52,6 +53,30 @@ struct PeerPolicy: Sendable {
     }
 }
 
+/// Which uid submitted which run (in memory, the newest 10000), so that a member of the
+/// socket group reads the output of their own runs only.
+final class RunOwners: Sendable {
+    private struct State {
+        var owner: [String: uid_t] = [:]
+        var order: [String] = []
+    }
+    private let state = Mutex(State())
+    static let limit = 10_000
+
+    func record(_ ids: [String], uid: uid_t) {
+        state.withLock { s in
+            for id in ids where s.owner.updateValue(uid, forKey: id) == nil { s.order.append(id) }
+            if s.order.count > Self.limit {
+                let drop = s.order.count - Self.limit
+                for id in s.order.prefix(drop) { s.owner.removeValue(forKey: id) }
+                s.order.removeFirst(drop)
+            }
+        }
+    }
+
+    func owner(of id: String) -> uid_t? { state.withLock { $0.owner[id] } }
+}
+
 /// `struct ucred` of SO_PEERCRED (glibc shows it only under _GNU_SOURCE): pid, uid, gid.
 struct PeerCredentials: Sendable {
     var pid: Int32 = 0
@@ -59,10 +84,12 @@ struct PeerCredentials: Sendable {
     var gid: UInt32 = 0
 }
 
-/// Refuses peers the policy does not allow; turns every error into a JSON body.
+/// Refuses peers and requests the roles do not allow (403 naming the group); turns every
+/// error into a JSON body.
 struct GuardMiddleware: RouterMiddleware {
     typealias Context = ControlContext
     let policy: PeerPolicy
+    let owners: RunOwners
     let logger: Logger
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -76,11 +103,27 @@ struct GuardMiddleware: RouterMiddleware {
         } catch {
             return jsonError(ControlError(status: 403, body: .init(code: "forbidden", error: "peer credentials unavailable: \(error)")))
         }
-        guard policy.allows(uid: cred.uid, gid: cred.gid, pid: cred.pid) else {
-            logger.warning("control socket: refused a request from uid \(cred.uid) (pid \(cred.pid)): not root, not the agent's user, not in the socket's group")
-            return jsonError(ControlError(status: 403, body: .init(code: "forbidden",
-                error: "uid \(cred.uid) may not use this socket: only root, the agent's user (uid \(policy.agentUID)) and members of group \(policy.socketGID) may")))
+        let access = policy.access
+        let groups = PeerPolicy.groups(uid: cred.uid, gid: cred.gid, pid: cred.pid)
+        var request = request
+        var action = ControlAction.classify(method: request.method.rawValue, path: request.uri.path)
+        if case .submit = action, access.role(uid: cred.uid, groups: groups) == .member {
+            // The operation's kind decides; the route reads the same bytes again.
+            do {
+                action = ControlAction.submit(body: Data(buffer: try await request.collectBody(upTo: context.maxUploadSize)))
+            } catch is NIOTooManyBytesError {
+                return jsonError(ControlError(status: 413, body: .init(code: "too_large",
+                    error: "the request body is larger than \(ControlAPI.maxRequestBody) bytes")))
+            }
         }
+        var owner: uid_t?
+        if case .output(let id) = action { owner = owners.owner(of: id) }
+        if case .refuse(let why) = access.decide(uid: cred.uid, groups: groups, action: action, runOwner: owner) {
+            logger.warning("control socket: refused a request from uid \(cred.uid) (pid \(cred.pid)), \(request.method) \(request.uri.path): \(why)")
+            return jsonError(ControlError(status: 403, body: .init(code: "forbidden", error: why)))
+        }
+        var context = context
+        context.peerUID = cred.uid
         do {
             return try await next(request, context)
         } catch let e as ControlError {
@@ -109,7 +152,8 @@ func jsonError(_ e: ControlError) -> Response {
 enum ControlRoutes {
     static func router(manager: RunManager, policy: PeerPolicy, logger: Logger) -> Router<ControlContext> {
         let router = Router(context: ControlContext.self)
-        router.add(middleware: GuardMiddleware(policy: policy, logger: logger))
+        let owners = RunOwners()
+        router.add(middleware: GuardMiddleware(policy: policy, owners: owners, logger: logger))
         let v1 = router.group(RouterPath(ControlAPI.prefix))
 
         v1.get("status") { _, _ in
@@ -133,6 +177,7 @@ enum ControlRoutes {
                 throw ControlError.badRequest("the body is not a valid run request (JSON with \"clients\": [...]): \(error)")
             }
             let runs = try await manager.submit(req, trigger: "api")
+            if let uid = context.peerUID { owners.record(runs.map(\.id), uid: uid) }
             return jsonResponse(RunList(runs: runs), status: .accepted)
         }
         v1.get("runs") { request, _ in
@@ -192,6 +237,34 @@ enum ControlRoutes {
 /// reach the socket, whose own mode 0660 decides), and removes a stale socket left by
 /// an agent that died. A live agent on the path is an error.
 enum ControlSocket {
+    /// The roles from `[relay] socket_group` and `admin_group`. Without socket_group the
+    /// socket keeps the agent's primary group (as created); without admin_group only root
+    /// and the agent's user may use the admin operations.
+    static func access(_ relay: RelaySettings) throws -> ControlAccess {
+        func gid(_ name: String, _ key: String) throws -> gid_t {
+            guard let g = GroupLookup.gid(of: name) else {
+                throw RunError.setup("[relay] \(key): no group named '\(name)' on this host; create it (groupadd \(name)) or fix the name")
+            }
+            return g
+        }
+        let socketGID = try relay.socketGroup.map { try gid($0, "socket_group") } ?? getegid()
+        if geteuid() != 0 && socketGID != getegid() && !currentGroups().contains(socketGID) {
+            throw RunError.setup("[relay] socket_group: the agent's user is not a member of group \(relay.socketGroup ?? "") and cannot give the socket to it; add it (usermod -aG \(relay.socketGroup ?? "GROUP") USER) or leave socket_group unset")
+        }
+        let adminGID = try relay.adminGroup.map { try gid($0, "admin_group") }
+        return ControlAccess(agentUID: geteuid(), socketGID: socketGID, socketGroupName: GroupLookup.name(of: socketGID),
+                             adminGID: adminGID, adminGroupName: adminGID.map { GroupLookup.name(of: $0) })
+    }
+
+    /// This process's supplementary groups.
+    static func currentGroups() -> [gid_t] {
+        let n = getgroups(0, nil)
+        guard n > 0 else { return [] }
+        var groups = [gid_t](repeating: 0, count: Int(n))
+        let got = getgroups(n, &groups)
+        return Array(groups.prefix(Int(max(0, got))))
+    }
+
     static func prepare(path: String) throws {
         let dir = (path as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,

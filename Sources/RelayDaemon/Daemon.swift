@@ -20,6 +20,7 @@ public enum Daemon {
         // Files the agent creates are its own (history, logs, the socket until chmod).
         umask(0o077)
         signal(SIGPIPE, SIG_IGN)
+        FileLimit.raise(logger: logger)
 
         // Refuse to start with a vault others could read (the check names the file and mode).
         if FileManager.default.fileExists(atPath: config.relay.vaultSecretKeyPath) {
@@ -29,22 +30,37 @@ public enum Daemon {
         for id in try history.markInterrupted() {
             logger.warning("run \(id) was interrupted (its agent ended mid-run); marked in the history")
         }
+        // Operation directories of runs a killed agent left behind (its runs are marked
+        // interrupted above; runs of a foreground relay-agent run still running are kept).
+        StaleRunFiles.remove(isStale: { id in
+            guard let r = try? history.get(id) else { return false }
+            return !["running", "queued"].contains(r.state)
+        }, logger: logger)
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let manager = RunManager(config: config, history: history, logger: logger, connectorPath: exe)
         await manager.prune()
 
         let socketPath = config.relay.socket
         try ControlSocket.prepare(path: socketPath)
-        let policy = PeerPolicy(agentUID: geteuid(), socketGID: getegid())
+        let access = try ControlSocket.access(config.relay)
+        let policy = PeerPolicy(access: access)
         let router = ControlRoutes.router(manager: manager, policy: policy, logger: logger)
         var httpLogger = logger
         httpLogger.logLevel = .warning
+        let connections = ControlConnections(cap: .standard, logger: logger)
         let app = Application(
             router: router,
-            // A client that goes quiet mid-request does not hold its connection forever.
-            server: .http1(configuration: .init(idleTimeout: .seconds(30))),
+            // A client that goes quiet mid-request does not hold its connection forever; the
+            // cap keeps a flood of connections from taking the agent's file descriptors.
+            server: .http1(configuration: .init(additionalChannelHandlers: [ControlConnectionHandler(registry: connections)],
+                                                idleTimeout: .seconds(30))),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "relay-agent"),
             onServerRunning: { _ in
+                // The socket's group may connect (0660); the agent's primary group unless
+                // [relay] socket_group names another.
+                if access.socketGID != getegid() && chown(socketPath, uid_t.max, access.socketGID) != 0 {
+                    logger.error("cannot give \(socketPath) to group \(access.socketGroupName) ([relay] socket_group): \(String(cString: strerror(errno)))")
+                }
                 chmod(socketPath, 0o660)
                 logger.info("relay-agent \(getpid()) listening on \(socketPath); \(config.clients.count) clients, max_parallel \(config.relay.maxParallel)")
                 SystemdNotifier.notify("READY=1\nSTATUS=listening on \(socketPath)")
@@ -99,14 +115,31 @@ struct ReloadService: Service {
             do {
                 let new = try ConfigLoader.load(path: configPath)
                 let old = await manager.config
-                if new.relay.socket != old.relay.socket || new.relay.stateDir != old.relay.stateDir {
-                    logger.warning("SIGHUP: [relay] socket and state_dir changes take effect at the next restart")
+                if new.relay.socket != old.relay.socket || new.relay.stateDir != old.relay.stateDir
+                    || new.relay.socketGroup != old.relay.socketGroup || new.relay.adminGroup != old.relay.adminGroup {
+                    logger.warning("SIGHUP: [relay] socket, state_dir, socket_group and admin_group changes take effect at the next restart")
                 }
                 await manager.reload(new, timeZone: .current)
             } catch {
                 logger.error("SIGHUP: the new configuration was refused, the old one stays in force: \(error)")
             }
             SystemdNotifier.notify("READY=1")
+        }
+    }
+}
+
+/// The agent's file descriptor soft limit, raised to the hard limit at start: every control
+/// connection and every run's sessions, pipes and sockets take descriptors.
+enum FileLimit {
+    static func raise(logger: Logger) {
+        var lim = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0, lim.rlim_cur < lim.rlim_max else { return }
+        let old = lim.rlim_cur
+        lim.rlim_cur = lim.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 {
+            logger.debug("file descriptor limit raised from \(old) to \(lim.rlim_max)")
+        } else {
+            logger.warning("cannot raise the file descriptor limit from \(old) to \(lim.rlim_max): \(String(cString: strerror(errno)))")
         }
     }
 }

@@ -59,6 +59,13 @@ public struct RelaySettings: Sendable, Equatable {
     public var retryDelay: Int = 10
     /// Runs going through the same jump share its session (one per jump and agent).
     public var shareJumps: Bool = true
+    /// The group whose members may connect to the control socket (status, runs, log, run,
+    /// cancel, list, info); the socket is chgrp'd to it. nil: the agent's primary group.
+    public var socketGroup: String?
+    /// The group whose members may also use the operations that read or rewrite the
+    /// repository or the client (restore, borg, key-export, init, prune, compact, check).
+    /// nil: only root and the agent's user may.
+    public var adminGroup: String?
 
     public var vaultSecretKeyPath: String { stateDir + "/vault.key" }
     public var vaultPublicKeyPath: String { stateDir + "/vault.pub" }

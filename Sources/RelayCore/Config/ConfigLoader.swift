@@ -49,6 +49,7 @@ public enum ConfigLoader {
         var servers: [String: ServerConfig] = [:]
         if let t = try top.optionalTable("servers") {
             for name in t.keys {
+                try checkName(name, kind: "server", table: "servers", file: file)
                 let s = try t.requiredTable(name)
                 servers[name] = try parseServer(name: name, s)
             }
@@ -56,6 +57,7 @@ public enum ConfigLoader {
         var jumps: [String: JumpConfig] = [:]
         if let t = try top.optionalTable("jumps") {
             for name in t.keys {
+                try checkName(name, kind: "jump", table: "jumps", file: file)
                 let j = try t.requiredTable(name)
                 jumps[name] = JumpConfig(name: name, endpoint: try parseEndpoint(j, defaultUser: nil))
                 try j.allowOnly(endpointKeys)
@@ -64,6 +66,7 @@ public enum ConfigLoader {
         var clients: [String: ClientConfig] = [:]
         if let t = try top.optionalTable("clients") {
             for name in t.keys {
+                try checkName(name, kind: "client", table: "clients", file: file)
                 let c = try t.requiredTable(name)
                 clients[name] = try parseClient(name: name, c, servers: servers)
             }
@@ -77,6 +80,7 @@ public enum ConfigLoader {
         let config = RelayConfig(file: file, relay: relay, servers: servers, jumps: jumps, clients: clients)
         if checkFiles {
             try checkReadable(config)
+            try checkGroups(config)
         }
         return config
     }
@@ -161,6 +165,40 @@ public enum ConfigLoader {
         return nil
     }
 
+    /// Why `name` cannot name a client, server or jump, or nil if it can: names become
+    /// file and directory names under state_dir (logs/CLIENT/…) and appear in messages.
+    public static func nameProblem(_ name: String) -> String? {
+        if name.isEmpty { return "a name may not be empty" }
+        if name.count > 128 { return "a name may be at most 128 characters long" }
+        if name.hasPrefix(".") { return "a name may not start with '.'" }
+        if let bad = name.unicodeScalars.first(where: { !($0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0))) }) {
+            return "'\(printable(String(bad)))' is not allowed in a name"
+        }
+        return nil
+    }
+
+    static func checkName(_ name: String, kind: String, table: String, file: String) throws(ConfigError) {
+        guard let problem = nameProblem(name) else { return }
+        throw ConfigError(file: file, table: table, key: nil, kind: .invalidValue(reason:
+            "the \(kind) name '\(printable(name))' is not allowed: \(problem); names must match [A-Za-z0-9._-]+ and not start with '.' (they name files under state_dir); rename [\(table).NAME]"))
+    }
+
+    /// `text` with control and non-ASCII characters shown as `?`, for messages.
+    static func printable(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.prefix(200).map { $0.isASCII && $0.value >= 0x20 && $0.value != 0x7f ? $0 : "?" }))
+    }
+
+    /// The groups of `socket_group` and `admin_group` exist on this host.
+    static func checkGroups(_ c: RelayConfig) throws(ConfigError) {
+        for (key, name) in [("socket_group", c.relay.socketGroup), ("admin_group", c.relay.adminGroup)] {
+            guard let name else { continue }
+            if GroupLookup.gid(of: name) == nil {
+                throw ConfigError(file: c.file, table: "relay", key: key, kind: .invalidValue(reason:
+                    "no group named '\(name)' on this host; create it (groupadd \(name)) or fix the name"))
+            }
+        }
+    }
+
     // MARK: - Tables
 
     static let endpointKeys: Set<String> = ["host", "port", "user", "key", "via"]
@@ -170,7 +208,8 @@ public enum ConfigLoader {
                          "keepalive_interval", "keepalive_count", "connect_timeout", "ciphers",
                          "shutdown_grace", "history_keep_runs", "history_keep_days",
                          "auth_timeout", "channel_timeout", "idle_timeout", "run_timeout",
-                         "connect_attempts", "retry_delay", "share_jumps"])
+                         "connect_attempts", "retry_delay", "share_jumps",
+                         "socket_group", "admin_group"])
         let stateDir = try t.absolutePath("state_dir", default: "/var/lib/borg-relay")
         let socket = try t.absolutePath("socket", default: RelaySettings.defaultSocket)
         let knownHosts = try t.absolutePath("known_hosts", default: "/etc/borg-relay/known_hosts")
@@ -201,6 +240,8 @@ public enum ConfigLoader {
         r.connectAttempts = try t.int("connect_attempts", default: 3, range: 1...100)
         r.retryDelay = try t.int("retry_delay", default: 10, range: 0...3600)
         r.shareJumps = try t.optionalBool("share_jumps") ?? true
+        r.socketGroup = try t.groupName("socket_group")
+        r.adminGroup = try t.groupName("admin_group")
         return r
     }
 
@@ -519,6 +560,16 @@ struct TableReader {
         return out
     }
 
+    /// A group name (as groupadd accepts it) or a numeric gid.
+    func groupName(_ key: String) throws(ConfigError) -> String? {
+        guard let s = try optionalString(key) else { return nil }
+        if s.wholeMatch(of: /[0-9]+/) != nil, UInt32(s) != nil { return s }
+        guard s.wholeMatch(of: /[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?/) != nil else {
+            throw error(key, .invalidValue(reason: "'\(ConfigLoader.printable(s))' is not a group name (letters, digits, _ . -) or a numeric gid"))
+        }
+        return s
+    }
+
     func optionalAbsolutePath(_ key: String) throws(ConfigError) -> String? {
         guard let s = try optionalString(key) else { return nil }
         guard s.hasPrefix("/") else { throw error(key, .relativePath(value: s)) }
@@ -545,5 +596,29 @@ struct TableReader {
         case .date, .time, .dateTime: return "a date/time"
         @unknown default: return "a value of another type"
         }
+    }
+}
+
+/// Group names to gids through the group database (getgrnam_r), numeric gids as they are.
+public enum GroupLookup {
+    public static func gid(of name: String) -> gid_t? {
+        if let n = UInt32(name), name.allSatisfy(\.isNumber) { return gid_t(n) }
+        var entry = Glibc.group()
+        var result: UnsafeMutablePointer<Glibc.group>?
+        var buffer = [CChar](repeating: 0, count: 16 * 1024)
+        let rc = getgrnam_r(name, &entry, &buffer, buffer.count, &result)
+        guard rc == 0, let r = result else { return nil }
+        return r.pointee.gr_gid
+    }
+
+    /// The name of `gid`, or the number as text.
+    public static func name(of gid: gid_t) -> String {
+        var entry = Glibc.group()
+        var result: UnsafeMutablePointer<Glibc.group>?
+        var buffer = [CChar](repeating: 0, count: 16 * 1024)
+        guard getgrgid_r(gid, &entry, &buffer, buffer.count, &result) == 0, let r = result, let n = r.pointee.gr_name else {
+            return String(gid)
+        }
+        return String(cString: n)
     }
 }

@@ -10,12 +10,13 @@ final class AgentDaemon {
     let logPath: String
     var socket: String { "\(sandbox.dir)/relay/control.sock" }
 
-    /// Starts the daemon and waits up to 20 s for its socket to answer.
-    init(_ sandbox: Sandbox, env: [String: String]? = nil) throws {
+    /// Starts the daemon and waits up to 20 s for its socket to answer. `wrapper`: a program
+    /// that execs the daemon (same PID) after changing something, e.g. `prlimit --nofile=…`.
+    init(_ sandbox: Sandbox, env: [String: String]? = nil, wrapper: [String] = []) throws {
         self.sandbox = sandbox
         logPath = "\(sandbox.dir)/agent-\(UUID().uuidString.prefix(6)).log"
-        process = try Spawned(try Proc.binary("relay-agent"), ["serve", "--config", sandbox.configPath],
-                              env: env, stdin: "/dev/null", stdout: logPath, stderr: logPath)
+        let argv = wrapper + [try Proc.binary("relay-agent"), "serve", "--config", sandbox.configPath]
+        process = try Spawned(argv[0], Array(argv.dropFirst()), env: env, stdin: "/dev/null", stdout: logPath, stderr: logPath)
         let deadline = Date().addingTimeInterval(20)
         while UnixSocket.probe("\(sandbox.dir)/relay/control.sock") != 0 {
             guard process.isRunning(), Date() < deadline else {
