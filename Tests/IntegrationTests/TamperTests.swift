@@ -26,31 +26,6 @@ struct TamperTests {
         return Dictionary(archives.map { ($0.name, $0.id) }, uniquingKeysWith: { a, _ in a })
     }
 
-    /// Segment numbers in the repository.
-    static func segments(_ repo: String) -> [Int] {
-        let e = FileManager.default.enumerator(atPath: "\(repo)/data")
-        var out: [Int] = []
-        while let p = e?.nextObject() as? String { if let n = Int((p as NSString).lastPathComponent) { out.append(n) } }
-        return out.sorted()
-    }
-
-    /// Rolls an append-only repository back to the transaction that ended in segment
-    /// `lastGood` (borg's append-only documentation): the newer segments and index files go.
-    static func rollBack(_ repo: String, to lastGood: Int) throws {
-        let e = FileManager.default.enumerator(atPath: "\(repo)/data")
-        while let p = e?.nextObject() as? String {
-            if let n = Int((p as NSString).lastPathComponent), n > lastGood {
-                try FileManager.default.removeItem(atPath: "\(repo)/data/\(p)")
-            }
-        }
-        for name in try FileManager.default.contentsOfDirectory(atPath: repo) {
-            let parts = name.split(separator: ".")
-            if parts.count == 2, ["index", "hints", "integrity"].contains(String(parts[0])), let n = Int(parts[1]), n > lastGood {
-                try FileManager.default.removeItem(atPath: "\(repo)/\(name)")
-            }
-        }
-    }
-
     @Test("same-name re-creation through the append-only key: compact refuses naming the archive and both ids; the repository is untouched and rolls back to the original")
     func sameNameRecreation() throws {
         let s = try Sandbox(name: "recreate", maintenance: true)
@@ -63,7 +38,7 @@ struct TamperTests {
         #expect(backup.status == 0, "\(backup.output)")
         let victim = try #require(try s.archives().first)
         let originalID = try #require(try Self.archiveIDs(s)[victim])
-        let lastGood = try #require(Self.segments(s.repo).last)
+        let lastGood = try #require(segmentNumbers(s.repo).last)
 
         // Delete A through the append-only key, then create a small archive under A's name.
         let env = Self.attackerEnv(s)
@@ -103,7 +78,7 @@ struct TamperTests {
         #expect(d2.stop() == 0)
 
         // The original is still there: rolled back, A has its original id and its data.
-        try Self.rollBack(s.repo, to: lastGood)
+        try rollBackAppendOnly(s.repo, to: lastGood)
         #expect(try Self.archiveIDs(s) == [victim: originalID])
         try s.borg(["check", s.repo])
         let restored = "\(s.dir)/check-restore"
