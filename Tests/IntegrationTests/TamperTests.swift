@@ -131,6 +131,46 @@ struct TamperTests {
         #expect(try store.recent(client: "web1", limit: 100).count <= 4)  // 3 backups + the compact
     }
 
+    @Test("the relay's own prune marks its archive pruned by id (from borg prune's list); the check after it and a later compact pass")
+    func ownPruneIsNotTamper() throws {
+        let s = try Sandbox(name: "ownprune", maintenance: true)
+        defer { s.close() }
+        s.relayExtra = ["socket = \"\(s.dir)/relay/control.sock\""]
+        s.clientExtra = ["retention = { daily = 1 }"]
+        try Data("one\n".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/f"))
+        try s.configure()
+        let d = try AgentDaemon(s)
+        func retentionRuns(_ count: Int) throws -> [RunView] {
+            var runs: [RunView] = []
+            for _ in 0..<300 {
+                runs = try d.runs("web1").filter { $0.trigger == "retention" }
+                if runs.count >= count && runs.allSatisfy(\.isFinished) { break }
+                usleep(100_000)
+            }
+            return runs
+        }
+        #expect(try d.ctl(["run", "web1", "--follow"]).status == 0)
+        _ = try retentionRuns(1)
+        let first = try #require(try s.archives().first)
+        let firstID = try #require(try Self.archiveIDs(s)[first])
+        try Data("two\n".utf8).write(to: URL(fileURLWithPath: "\(s.dataDir)/f"))
+        #expect(try d.ctl(["run", "web1", "--follow"]).status == 0)
+        // daily = 1: the second backup's retention run prunes the first archive.
+        let runs = try retentionRuns(2)
+        #expect(runs.count == 2 && runs.allSatisfy { $0.state == "succeeded" }, "\(runs.map { "\($0.state) \($0.error ?? "")" })")
+        let left = try s.archives()
+        #expect(left.count == 1 && !left.contains(first), "\(left)")
+        let compact = try d.ctl(["compact", "web1"])
+        #expect(compact.status == 0, "\(compact.output)")
+        #expect(d.stop() == 0)
+        let records = try HistoryStore(path: "\(s.stateDir)/history.sqlite").archiveRecords(client: "web1")
+        #expect(records.count == 2)
+        let pruned = try #require(records.first { $0.name == first })
+        #expect(pruned.id == firstID && pruned.prunedAt != nil, "\(pruned)")
+        #expect(runs.map(\.id).contains(pruned.prunedByRun ?? "-"), "\(pruned)")
+        #expect(records.filter { $0.prunedAt == nil }.map(\.name) == left)
+    }
+
     @Test("queue cap: 10 waiting runs of one client are accepted, the 11th gets 429 through relayctl; other clients are not affected")
     func queueCap() throws {
         let s = try daemonSandbox("qcap", multiRepo: true)

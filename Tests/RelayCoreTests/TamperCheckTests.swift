@@ -98,4 +98,23 @@ struct TamperCheckTests {
         #expect(PresentArchive.parse(borgListJSON: Data("{\"archives\": [{\"name\": \"x\"}]}".utf8)) == nil)
         #expect(PresentArchive.parse(borgListJSON: Data("not json".utf8)) == nil)
     }
+
+    @Test func onlyWhatBorgPruneSaysItRemovedCountsAsPruned() {
+        let a = PresentArchive(name: "A", id: Self.idA), b = PresentArchive(name: "B", id: Self.idB)
+        let c = PresentArchive(name: "C", id: Self.idC)
+        // borg 1.2's --list messages (format_archive: name padded to 36, time, [id]).
+        let messages = [
+            "Keeping archive (rule: daily #1):        C                                    Wed, 2026-12-02 09:30:00 [\(Self.idC)]",
+            "Pruning archive (1/1):                   A                                    Tue, 2026-12-01 09:30:00 [\(Self.idA.uppercased())]",
+        ]
+        #expect(TamperCheck.prunedIDs(borgMessages: messages) == [Self.idA])
+        // B vanished too, but prune did not remove it: someone else did, it stays expected.
+        #expect(TamperCheck.prunedByRelay(before: [a, b, c], after: [c], borgMessages: messages) == [a])
+        // A name cannot fake a claim: the id is the last bracket of a "Pruning archive" message only.
+        let forged = ["Keeping archive (rule: daily #1):        Pruning archive [\(Self.idB)] x  Wed, 2026-12-02 09:30:00 [\(Self.idC)]",
+                      "Would prune:                             B                                    Tue, 2026-12-01 09:30:00 [\(Self.idB)]",
+                      "Pruning archive (1/1): B [not-an-id]", "Pruning archives  50%"]
+        #expect(TamperCheck.prunedIDs(borgMessages: forged).isEmpty)
+        #expect(TamperCheck.prunedByRelay(before: [a, b], after: [], borgMessages: forged).isEmpty)
+    }
 }

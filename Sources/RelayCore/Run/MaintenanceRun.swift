@@ -82,8 +82,10 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
                         // archives it removed are recorded as pruned (by id), so that the
                         // next tamper check does not take them for deleted behind its back.
                         var pruneError: (any Error)?
+                        var messages: [String] = []
                         do {
-                            try step(LocalBorgPlan(kind: "prune", arguments: args, maintenance: true), output: outputPath, into: &report)
+                            try step(LocalBorgPlan(kind: "prune", arguments: args, maintenance: true), output: outputPath,
+                                     into: &report, messages: &messages)
                         } catch {
                             pruneError = error
                         }
@@ -96,10 +98,13 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
                             if pruneError == nil { logger.error("listing the archives after prune failed: \(error)") }
                             throw pruneError ?? error
                         }
-                        let pruned = TamperCheck.removed(before: before, after: after)
+                        let pruned = TamperCheck.prunedByRelay(before: before, after: after, borgMessages: messages)
                         let marked = try history.recordPruned(client: client.name, runID: runID, removed: pruned)
                         logger.info("pruned \(pruned.count) archive(s)\(pruned.isEmpty ? "" : ": " + pruned.map(\.name).joined(separator: ", ")); \(after.count) kept; \(marked) record(s) of the relay's archives marked pruned")
                         if let e = pruneError { throw e }
+                        // An archive of the relay's that someone else deleted while prune
+                        // ran is still expected: the alarm, and no compact.
+                        try tamperCheck(present: after)
                         if operation.compact == true {
                             try step(LocalBorgPlan(kind: "compact", arguments: ["compact", "--", repo], maintenance: true),
                                      output: nil, into: &report)
@@ -137,6 +142,13 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
     /// `evenIfCancelled`: the step runs even after a cancel request (a read-only step that
     /// must not be skipped, with a canceller of its own).
     private func step(_ plan: LocalBorgPlan, output: String?, into report: inout RunReport, evenIfCancelled: Bool = false) throws {
+        var ignored: [String] = []
+        try step(plan, output: output, into: &report, evenIfCancelled: evenIfCancelled, messages: &ignored, keepMessages: false)
+    }
+
+    /// A step that keeps borg's log messages in `messages` (also when it fails).
+    private func step(_ plan: LocalBorgPlan, output: String?, into report: inout RunReport, evenIfCancelled: Bool = false,
+                      messages: inout [String], keepMessages: Bool = true) throws {
         if canceller.isRequested && !evenIfCancelled { throw StepStop(state: .cancelled, error: RunError.cancelled.description) }
         let stepCanceller = try evenIfCancelled ? RunCanceller() : canceller
         let secret = try passphrase?.copy()
@@ -144,7 +156,9 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
                                    passphrase: secret, logger: logger, logFile: logFile, outputPath: output,
                                    borgBaseDir: borgBaseDir, connectorPath: connectorPath,
                                    canceller: stepCanceller, progress: progress)
+        run.keepMessages = keepMessages
         let r = run.execute()
+        messages = run.messages
         report.bytesToServer += r.bytesToServer
         report.bytesFromServer += r.bytesFromServer
         report.borgExitStatus = r.borgExitStatus

@@ -82,6 +82,28 @@ public enum TamperCheck {
         return before.filter { !kept.contains($0.id) }
     }
 
+    /// The ids of the archives borg prune says it removed: its `--list` messages
+    /// "Pruning archive (N/M): NAME TIME [ID]" (the id always comes last; a message is one
+    /// JSON log record of borg, so an archive name cannot fake one).
+    public static func prunedIDs(borgMessages: [String]) -> Set<String> {
+        var ids = Set<String>()
+        for m in borgMessages where m.hasPrefix("Pruning archive") {
+            let text = m.trimmingCharacters(in: .whitespaces)
+            guard text.hasSuffix("]"), let open = text.lastIndex(of: "[") else { continue }
+            let id = text[text.index(after: open)..<text.index(before: text.endIndex)]
+            if id.count == 64, id.allSatisfy(\.isHexDigit) { ids.insert(ArchiveRecord.normalized(String(id))) }
+        }
+        return ids
+    }
+
+    /// What a prune run may mark as pruned: archives gone after it (by id) that borg prune
+    /// says it removed. Anything else that vanished meanwhile was deleted by someone else
+    /// and stays expected, so the check after the prune raises the alarm.
+    public static func prunedByRelay(before: [PresentArchive], after: [PresentArchive], borgMessages: [String]) -> [PresentArchive] {
+        let claimed = prunedIDs(borgMessages: borgMessages)
+        return removed(before: before, after: after).filter { claimed.contains($0.id) }
+    }
+
     /// The alarm for a person: each archive with its ids, and how to get the data back.
     public static func message(_ findings: [Finding], client: String, server: String) -> String {
         let missing = findings.filter { $0.foundID == nil }.count
