@@ -15,6 +15,12 @@ public struct ControlError: Error, CustomStringConvertible, Sendable {
         .init(status: 409, body: .init(code: "busy", error: text, runID: runID))
     }
     static func conflict(_ text: String) -> ControlError { .init(status: 409, body: .init(code: "conflict", error: text)) }
+    static func tooManyQueued(client: String, queued: Int, cap: Int) -> ControlError {
+        .init(status: 429, body: .init(code: "too_many_queued", error: """
+            client \(client) already has \(queued) run(s) waiting in the queue, the most a client may have (\(cap)); \
+            nothing was queued: wait for the queued runs or cancel some: relayctl runs \(client)
+            """))
+    }
     static func shuttingDown() -> ControlError {
         .init(status: 503, body: .init(code: "shutting_down", error: "relay-agent is shutting down and accepts no new runs"))
     }
@@ -66,6 +72,9 @@ public actor RunManager {
     private var keys: [String: KeySlot] = [:]
     private var nextDue: [String: Date] = [:]
     static let keyLifetime: TimeInterval = 120
+    /// The most runs one client may have waiting in the queue (not yet started): a flood
+    /// of requests cannot grow the queue (or the history) without bound.
+    public static let maxQueuedPerClient = 10
     static let maxKeys = 64
 
     public init(config: RelayConfig, history: HistoryStore, logger: Logger, connectorPath: String = "relay-agent") {
@@ -108,6 +117,12 @@ public actor RunManager {
                 if let busy = runOf(client: n) {
                     throw .busy("client \(n) already has run \(busy.id) \(busy.state); wait for it, cancel it, or ask again with --queue", runID: busy.id)
                 }
+            }
+        }
+        for n in names {
+            let waiting = queue.count(where: { $0.client == n })
+            if waiting >= Self.maxQueuedPerClient {
+                throw .tooManyQueued(client: n, queued: waiting, cap: Self.maxQueuedPerClient)
             }
         }
         var secret: SecretBytes?

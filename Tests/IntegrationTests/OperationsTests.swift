@@ -84,6 +84,32 @@ func repositoryBytes(_ repo: String) -> Int {
     return total
 }
 
+/// Segment numbers in a repository, ascending.
+func segmentNumbers(_ repo: String) -> [Int] {
+    let e = FileManager.default.enumerator(atPath: "\(repo)/data")
+    var out: [Int] = []
+    while let p = e?.nextObject() as? String { if let n = Int((p as NSString).lastPathComponent) { out.append(n) } }
+    return out.sorted()
+}
+
+/// Rolls an append-only repository back to the transaction that ended in segment
+/// `lastGood` (borg's append-only documentation): the newer segments and the newer
+/// index/hints/integrity files go.
+func rollBackAppendOnly(_ repo: String, to lastGood: Int) throws {
+    let e = FileManager.default.enumerator(atPath: "\(repo)/data")
+    while let p = e?.nextObject() as? String {
+        if let n = Int((p as NSString).lastPathComponent), n > lastGood {
+            try FileManager.default.removeItem(atPath: "\(repo)/data/\(p)")
+        }
+    }
+    for name in try FileManager.default.contentsOfDirectory(atPath: repo) {
+        let parts = name.split(separator: ".")
+        if parts.count == 2, ["index", "hints", "integrity"].contains(String(parts[0])), let n = Int(parts[1]), n > lastGood {
+            try FileManager.default.removeItem(atPath: "\(repo)/\(name)")
+        }
+    }
+}
+
 @Suite("Retention and the tamper alarm (real daemon, real sshd, real borg)", .serialized)
 struct RetentionTests {
     @Test("the passphrase never appears in /proc of the relay's own borg (check --verify-data) nor in logs")
@@ -141,12 +167,7 @@ struct RetentionTests {
         }
 
         // Delete through the append-only key (what a compromised T could do).
-        func segments() -> [Int] {
-            let e = FileManager.default.enumerator(atPath: "\(s.repo)/data")
-            var out: [Int] = []
-            while let p = e?.nextObject() as? String { if let n = Int((p as NSString).lastPathComponent) { out.append(n) } }
-            return out.sorted()
-        }
+        func segments() -> [Int] { segmentNumbers(s.repo) }
         let lastGood = try #require(segments().last)
         var env = ProcessInfo.processInfo.environment
         env["BORG_BASE_DIR"] = "\(s.dir)/attacker"
@@ -162,20 +183,7 @@ struct RetentionTests {
 
         // Roll back (borg's append-only documentation): drop the segments and index files
         // written after the last good transaction; the archive is back, intact.
-        for n in segments() where n > lastGood {
-            let e = FileManager.default.enumerator(atPath: "\(s.repo)/data")
-            while let p = e?.nextObject() as? String {
-                if (p as NSString).lastPathComponent == String(n) {
-                    try FileManager.default.removeItem(atPath: "\(s.repo)/data/\(p)")
-                }
-            }
-        }
-        for name in try FileManager.default.contentsOfDirectory(atPath: s.repo) {
-            let parts = name.split(separator: ".")
-            if parts.count == 2, ["index", "hints", "integrity"].contains(String(parts[0])), let n = Int(parts[1]), n > lastGood {
-                try FileManager.default.removeItem(atPath: "\(s.repo)/\(name)")
-            }
-        }
+        try rollBackAppendOnly(s.repo, to: lastGood)
         #expect(try s.archives() == [archive])
         try s.borg(["check", "--verify-data", s.repo])
         let restored = "\(s.dir)/check-restore"

@@ -95,4 +95,131 @@ struct HistoryStoreTests {
             #expect(error.description.contains("state_dir"))
         }
     }
+
+    // MARK: - Archive records (the tamper alarm's reference)
+
+    static let idA = String(repeating: "a1", count: 32)
+    static let idB = String(repeating: "b2", count: 32)
+    static let idX = String(repeating: "ee", count: 32)
+
+    /// A finished backup run of `client` that created archive `name` with `id`.
+    func backup(_ store: HistoryStore, _ runID: String, client: String = "web1", archive name: String?, id: String?,
+                state: RunState = .succeeded, daysAgo: Double = 0) throws {
+        var start = RunRecord.starting(runID: runID, client: client, server: "vault", logFile: nil)
+        start.startedAt = Date().addingTimeInterval(-daysAgo * 86400)
+        try store.insert(start)
+        var report = RunReport(runID: runID, client: client, server: "vault", started: start.startedAt)
+        report.state = state
+        report.archive = name.map { ArchiveSummary(name: $0, id: id, nfiles: 1, originalSize: 1, compressedSize: 1,
+                                                   deduplicatedSize: 1, duration: 1) }
+        report.finish(at: start.startedAt.addingTimeInterval(1))
+        try store.finish(report)
+    }
+
+    @Test func everyCreatedArchiveIsRecordedByIdAndSurvivesHistoryPruning() throws {
+        let d = Dir()
+        let store = try HistoryStore(path: "\(d.path)/h.sqlite")
+        for i in 0..<5 {
+            try backup(store, "r\(i)", archive: "web1-\(i)", id: String(repeating: "\(i)", count: 64), daysAgo: Double(40 - i))
+        }
+        try backup(store, "other", client: "web2", archive: "web2-0", id: Self.idB)
+        try backup(store, "noarchive", archive: nil, id: nil, state: .failed)
+        // A run that is not a backup never records an archive.
+        var restore = RunReport(runID: "restore", client: "web1", server: "vault", started: Date())
+        restore.kind = "restore"
+        restore.archive = ArchiveSummary(name: "web1-0", id: Self.idX, nfiles: 1, originalSize: 1, compressedSize: 1,
+                                         deduplicatedSize: 1, duration: 1)
+        try store.insert(.starting(runID: "restore", client: "web1", server: "vault", kind: "restore", logFile: nil))
+        try store.finish(restore)
+
+        _ = try store.prune(keepPerClient: 1, maxAgeDays: 30)
+        #expect(try store.recent(client: "web1", limit: 100).count == 1)
+        let expected = try store.expectedArchives(client: "web1")
+        #expect(expected.map(\.name) == (0..<5).map { "web1-\($0)" })
+        #expect(expected.map(\.id) == (0..<5).map { String(repeating: "\($0)", count: 64) })
+        #expect(expected.map(\.runID) == (0..<5).map { "r\($0)" })
+        #expect(try store.expectedArchives(client: "web2").map(\.id) == [Self.idB])
+    }
+
+    @Test func pruneMarksByIdNotByName() throws {
+        let d = Dir()
+        let store = try HistoryStore(path: "\(d.path)/h.sqlite")
+        try backup(store, "r1", archive: "A", id: Self.idA.uppercased())
+        try backup(store, "r2", archive: "B", id: Self.idB)
+        // An archive under A's name with another id (not the relay's) goes: A's record stays.
+        #expect(try store.recordPruned(client: "web1", runID: "p1", removed: [PresentArchive(name: "A", id: Self.idX)]) == 0)
+        #expect(try store.expectedArchives(client: "web1").map(\.name) == ["A", "B"])
+        // Another client's prune of the same id does not touch web1.
+        #expect(try store.recordPruned(client: "web2", runID: "p2", removed: [PresentArchive(name: "A", id: Self.idA)]) == 0)
+        // The relay's prune of A by its id.
+        #expect(try store.recordPruned(client: "web1", runID: "p3", removed: [PresentArchive(name: "A", id: Self.idA)]) == 1)
+        #expect(try store.expectedArchives(client: "web1").map(\.name) == ["B"])
+        let a = try #require(try store.archiveRecords(client: "web1").first { $0.name == "A" })
+        #expect(a.prunedByRun == "p3" && a.prunedAt != nil && a.id == Self.idA)
+        // A new archive under a pruned name is expected again.
+        try backup(store, "r4", archive: "A", id: Self.idX)
+        #expect(try store.expectedArchives(client: "web1").map(\.id) == [Self.idB, Self.idX])
+        #expect(try store.archiveRecords(client: "web1").count == 3)
+    }
+
+    @Test func version3HistoryIsMigratedRunsToArchiveRows() throws {
+        let d = Dir()
+        let path = "\(d.path)/h.sqlite"
+        do {
+            let old = try HistoryStore(path: path, migrateUpTo: "v4")
+            func run(_ id: String, _ archive: String, _ when: String, stats: String?, state: String = "succeeded",
+                     kind: String = "backup") throws {
+                try old.execute(sql: """
+                    INSERT INTO run (id, client, server, kind, state, started_at, ended_at, bytes_to_server,
+                                     bytes_from_server, archive, stats, agent_pid)
+                    VALUES ('\(id)', 'web1', 'vault', '\(kind)', '\(state)', '\(when)', '\(when)', 0, 0, '\(archive)',
+                            \(stats.map { "'\($0)'" } ?? "NULL"), 1)
+                    """)
+            }
+            // With an id in its stats (borg create --json), without one, pruned, pruned and re-created.
+            try run("r1", "with-id", "2026-11-01 10:00:00.000", stats: #"{"name":"with-id","id":"\#(Self.idA)","nfiles":1,"original_size":1,"compressed_size":1,"deduplicated_size":1}"#)
+            try run("r2", "no-id", "2026-11-02 10:00:00.000", stats: nil)
+            try run("r3", "gone", "2026-11-03 10:00:00.000", stats: nil)
+            try run("r4", "again", "2026-11-04 10:00:00.000", stats: nil)
+            try run("r5", "again", "2026-11-06 10:00:00.000", stats: nil)
+            try run("r6", "failed", "2026-11-07 10:00:00.000", stats: nil, state: "failed")
+            try run("r7", "listed", "2026-11-07 11:00:00.000", stats: nil, kind: "list")
+            try old.execute(sql: """
+                INSERT INTO pruned_archive (client, archive, run_id, pruned_at) VALUES
+                ('web1', 'gone', 'p1', '2026-11-05 10:00:00.000'), ('web1', 'again', 'p1', '2026-11-05 10:00:00.000')
+                """)
+        }
+        let store = try HistoryStore(path: path)
+        let rows = try store.archiveRecords(client: "web1")
+        #expect(rows.map(\.name) == ["with-id", "no-id", "gone", "again", "again"])
+        #expect(rows.map(\.id) == [Self.idA, nil, nil, nil, nil])
+        #expect(rows.map(\.prunedByRun) == [nil, nil, "p1", "p1", nil])
+        #expect(try store.expectedArchives(client: "web1").map(\.runID) == ["r1", "r2", "r5"])
+        // Name-only rows are marked pruned by name.
+        #expect(try store.recordPruned(client: "web1", runID: "p2", removed: [PresentArchive(name: "no-id", id: Self.idX)]) == 1)
+        #expect(try store.expectedArchives(client: "web1").map(\.runID) == ["r1", "r5"])
+    }
+
+    @Test func theDatabaseIsPrivateEvenUnderAWideUmask() throws {
+        let d = Dir()
+        try FileManager.default.createDirectory(atPath: d.path, withIntermediateDirectories: true)
+        let old = umask(0o022)
+        defer { umask(old) }
+        let path = "\(d.path)/state/history.sqlite"
+        let store = try HistoryStore(path: path)
+        try store.insert(.starting(runID: "r", client: "a", server: "s", logFile: nil))
+        func mode(_ p: String) -> mode_t? {
+            var st = stat()
+            return stat(p, &st) == 0 ? st.st_mode & 0o777 : nil
+        }
+        #expect(mode(path) == 0o600)
+        #expect(mode("\(d.path)/state") == 0o700)
+        for suffix in ["-wal", "-shm", "-journal"] {
+            if let m = mode(path + suffix) { #expect(m == 0o600, "\(suffix): \(String(m, radix: 8))") }
+        }
+        // An existing, wider one is narrowed when opened.
+        #expect(chmod(path, 0o644) == 0)
+        _ = try HistoryStore(path: path)
+        #expect(mode(path) == 0o600)
+    }
 }

@@ -63,6 +63,44 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     public var isFinished: Bool { !["queued", "running"].contains(state) }
 }
 
+/// One archive the relay created (table `archive`): kept for good, the tamper alarm's
+/// reference. `id` is borg's archive id (hex, lower case); nil for archives recorded
+/// before the relay kept ids, which are checked by name.
+public struct ArchiveRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "archive"
+
+    public var seq: Int64?
+    public var client: String
+    public var name: String
+    public var id: String?
+    public var runID: String
+    public var createdAt: Date
+    public var prunedAt: Date?
+    public var prunedByRun: String?
+
+    public init(client: String, name: String, id: String?, runID: String, createdAt: Date,
+                prunedAt: Date? = nil, prunedByRun: String? = nil) {
+        self.client = client
+        self.name = name
+        self.id = id.map(Self.normalized)
+        self.runID = runID
+        self.createdAt = createdAt
+        self.prunedAt = prunedAt
+        self.prunedByRun = prunedByRun
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case seq, client, name, id
+        case runID = "run_id"
+        case createdAt = "created_at"
+        case prunedAt = "pruned_at"
+        case prunedByRun = "pruned_by_run"
+    }
+
+    /// Archive ids compare in lower case.
+    public static func normalized(_ id: String) -> String { id.lowercased() }
+}
+
 /// Tells a live process from a dead one whose PID was reused.
 public enum ProcessIdentity {
     /// Field 22 of /proc/PID/stat: the start time in clock ticks after boot.
@@ -92,18 +130,49 @@ public final class HistoryStore: Sendable {
     public let path: String
     private let queue: DatabaseQueue
 
-    public init(path: String) throws(HistoryError) {
+    public convenience init(path: String) throws(HistoryError) {
+        try self.init(path: path, migrateUpTo: nil)
+    }
+
+    /// `migrateUpTo`: stop at that migration (tests of later migrations).
+    init(path: String, migrateUpTo: String?) throws(HistoryError) {
         self.path = path
         do {
             let dir = (path as NSString).deletingLastPathComponent
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])
+            try Self.makePrivate(path)
             var config = Configuration()
             config.busyMode = .timeout(10)
             queue = try DatabaseQueue(path: path, configuration: config)
-            try Self.migrator.migrate(queue)
+            if let last = migrateUpTo {
+                try Self.migrator.migrate(queue, upTo: last)
+            } else {
+                try Self.migrator.migrate(queue)
+            }
         } catch {
             throw HistoryError.database(path: path, detail: "\(error)")
+        }
+    }
+
+    /// The database and SQLite's companion files (-wal, -shm, -journal) are the agent's
+    /// alone: the file is created 0600 before SQLite opens it (SQLite gives its companion
+    /// files the database's mode), and an existing one that is wider is narrowed.
+    static func makePrivate(_ path: String) throws(HistoryError) {
+        let fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw HistoryError.database(path: path, detail: "cannot create it: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var st = stat()
+        if fstat(fd, &st) == 0 && st.st_mode & 0o077 != 0 && fchmod(fd, 0o600) != 0 {
+            throw HistoryError.database(path: path, detail: "cannot make it 0600: \(String(cString: strerror(errno)))")
+        }
+        for suffix in ["-wal", "-shm", "-journal"] {
+            var cst = stat()
+            if lstat(path + suffix, &cst) == 0 && cst.st_mode & S_IFMT == S_IFREG && cst.st_mode & 0o077 != 0 {
+                _ = chmod(path + suffix, 0o600)
+            }
         }
     }
 
@@ -152,7 +221,56 @@ public final class HistoryStore: Sendable {
                 t.add(column: "attempts", .text)
             }
         }
+        m.registerMigration("v5") { db in
+            // Every archive the relay created, by borg's archive id, kept for good (history
+            // pruning never touches it): the tamper alarm's reference. Only the relay's own
+            // prune marks a row pruned.
+            try db.create(table: "archive") { t in
+                t.autoIncrementedPrimaryKey("seq")
+                t.column("client", .text).notNull()
+                t.column("name", .text).notNull()
+                t.column("id", .text)  // nil: known by name only (recorded before v5 without an id)
+                t.column("run_id", .text).notNull()
+                t.column("created_at", .datetime).notNull()
+                t.column("pruned_at", .datetime)
+                t.column("pruned_by_run", .text)
+            }
+            try db.create(index: "archive_client", on: "archive", columns: ["client", "pruned_at"])
+            try migrateV3Archives(db)
+            try db.drop(table: "pruned_archive")
+        }
         return m
+    }
+
+    /// v5: the archives of succeeded backups still in the run table become archive rows;
+    /// their id comes from the run's stats (borg's `create --json`) where it was recorded,
+    /// otherwise the row has no id and is checked by name. An archive whose name the relay
+    /// pruned (v3's `pruned_archive`) after it was created is marked pruned. Archives whose
+    /// runs history pruning had already deleted are not known any more.
+    static func migrateV3Archives(_ db: Database) throws {
+        let rows = try Row.fetchAll(db, sql: """
+            SELECT id, client, archive, stats, started_at, ended_at FROM run
+            WHERE kind = 'backup' AND state = 'succeeded' AND archive IS NOT NULL ORDER BY started_at
+            """)
+        var pruned: [String: (at: Date, run: String)] = [:]
+        for r in try Row.fetchAll(db, sql: "SELECT client, archive, run_id, pruned_at FROM pruned_archive") {
+            let client: String = r["client"], archive: String = r["archive"]
+            let at: Date = r["pruned_at"], run: String = r["run_id"]
+            pruned[client + "\u{0}" + archive] = (at, run)
+        }
+        for r in rows {
+            let client: String = r["client"], name: String = r["archive"]
+            let ended: Date? = r["ended_at"]
+            let started: Date = r["started_at"]
+            let created = ended ?? started
+            let runID: String = r["id"]
+            let stats: String? = r["stats"]
+            let id = stats.flatMap { try? JSONDecoder().decode(ArchiveSummary.self, from: Data($0.utf8)) }?.id
+            let p = pruned[client + "\u{0}" + name].flatMap { $0.at >= created ? $0 : nil }
+            try db.execute(sql: """
+                INSERT INTO archive (client, name, id, run_id, created_at, pruned_at, pruned_by_run) VALUES (?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [client, name, id.map(ArchiveRecord.normalized), runID, created, p?.at, p?.run])
+        }
     }
 
     private func write<T: Sendable>(_ body: @Sendable (Database) throws -> T) throws(HistoryError) -> T {
@@ -161,6 +279,11 @@ public final class HistoryStore: Sendable {
 
     private func read<T: Sendable>(_ body: @Sendable (Database) throws -> T) throws(HistoryError) -> T {
         do { return try queue.read(body) } catch { throw HistoryError.database(path: path, detail: "\(error)") }
+    }
+
+    /// Runs SQL as it is (tests that build an older database).
+    func execute(sql: String) throws(HistoryError) {
+        try write { db in try db.execute(sql: sql) }
     }
 
     public func insert(_ record: RunRecord) throws(HistoryError) {
@@ -184,6 +307,13 @@ public final class HistoryStore: Sendable {
             r.error = report.error
             r.attempts = report.attempts.isEmpty ? nil : (try? ControlAPI.encoder().encode(report.attempts)).map { String(decoding: $0, as: UTF8.self) }
             try r.update(db)
+            // borg created an archive (it printed it in `create --json`): the relay expects
+            // it in the repository until its own prune removes it.
+            if report.kind == "backup", let a = report.archive {
+                try db.execute(sql: """
+                    INSERT INTO archive (client, name, id, run_id, created_at) VALUES (?, ?, ?, ?, ?)
+                    """, arguments: [report.client, a.name, a.id.map(ArchiveRecord.normalized), report.runID, report.ended])
+            }
         }
     }
 
@@ -231,25 +361,36 @@ public final class HistoryStore: Sendable {
         try read { db in try RunRecord.fetchOne(db, key: id) }
     }
 
-    /// Archives of `client` that the relay created (succeeded backups) and did not prune.
-    public func expectedArchives(client: String) throws(HistoryError) -> Set<String> {
+    /// Archives of `client` that the relay created and did not prune, oldest first.
+    public func expectedArchives(client: String) throws(HistoryError) -> [ArchiveRecord] {
         try read { db in
-            let created = try String.fetchAll(db, sql: """
-                SELECT archive FROM run WHERE client = ? AND kind = 'backup' AND state = 'succeeded' AND archive IS NOT NULL
-                """, arguments: [client])
-            let pruned = try String.fetchAll(db, sql: "SELECT archive FROM pruned_archive WHERE client = ?", arguments: [client])
-            return Set(created).subtracting(pruned)
+            try ArchiveRecord.filter(Column("client") == client && Column("pruned_at") == nil)
+                .order(Column("seq")).fetchAll(db)
         }
     }
 
-    /// Remembers archives a prune run of the relay removed.
-    public func recordPruned(client: String, runID: String, archives: [String]) throws(HistoryError) {
+    /// Every archive record of `client` (pruned ones too), oldest first.
+    public func archiveRecords(client: String) throws(HistoryError) -> [ArchiveRecord] {
+        try read { db in
+            try ArchiveRecord.filter(Column("client") == client).order(Column("seq")).fetchAll(db)
+        }
+    }
+
+    /// Marks the archives a prune run of the relay removed: rows with an id by their id,
+    /// rows known only by name (recorded before ids were) by name. Returns how many rows
+    /// were marked.
+    @discardableResult
+    public func recordPruned(client: String, runID: String, removed: [PresentArchive], at date: Date = Date()) throws(HistoryError) -> Int {
         try write { db in
-            for a in archives {
+            var marked = 0
+            for a in removed {
                 try db.execute(sql: """
-                    INSERT OR REPLACE INTO pruned_archive (client, archive, run_id, pruned_at) VALUES (?, ?, ?, ?)
-                    """, arguments: [client, a, runID, Date()])
+                    UPDATE archive SET pruned_at = ?, pruned_by_run = ?
+                    WHERE client = ? AND pruned_at IS NULL AND (id = ? OR (id IS NULL AND name = ?))
+                    """, arguments: [date, runID, client, ArchiveRecord.normalized(a.id), a.name])
+                marked += db.changesCount
             }
+            return marked
         }
     }
 

@@ -53,6 +53,16 @@ public final class LocalBorgRun: @unchecked Sendable {
 
     var exitGrace: TimeInterval = 15
     var drainGrace: TimeInterval = 60
+    /// Keep the text of borg's log messages (`messages`), e.g. prune's "Pruning archive" lines.
+    var keepMessages = false
+    private let messageBox = MessageBox()
+    /// borg's log messages of this run, when `keepMessages` was set (from its JSON log
+    /// records, so a message is exactly what borg logged: no line can be forged by a name).
+    var messages: [String] { messageBox.items }
+
+    private final class MessageBox {
+        var items: [String] = []
+    }
 
     public init(runID: String, client: ClientConfig, server: ServerConfig, plan: LocalBorgPlan,
                 options: SessionOptions, passphrase: SecretBytes?, logger: Logger, logFile: String?,
@@ -106,8 +116,10 @@ public final class LocalBorgRun: @unchecked Sendable {
         var report = RunReport(runID: runID, client: client.name, server: server.name, started: Date())
         report.kind = plan.kind
         report.logFile = logFile
+        let box: MessageBox? = keepMessages ? messageBox : nil
         borgLog = LineCollector { [logger, progress] line in
-            BorgLogLine.handle(line, logger: logger, origin: "R borg", progress: progress)
+            if let box, case .message(_, let text) = BorgLogLine.parse(line) { box.items.append(text) }
+            return BorgLogLine.handle(line, logger: logger, origin: "R borg", progress: progress)
         }
         serverLog = LineCollector { [logger] line in
             logger.info("\(line)", metadata: ["relay.origin": "B borg serve"])

@@ -3,8 +3,9 @@ import Logging
 
 /// prune, compact and check: borg on R, one step after another, each through its own
 /// `LocalBorgRun`. Before anything that can make deletions permanent (prune, compact), the
-/// tamper alarm compares the repository's archives with the relay's history: an archive
-/// the relay created and never pruned that is gone was deleted behind its back (append-only
+/// tamper alarm compares the repository's archives with the relay's archive records (by
+/// borg's archive id, `TamperCheck`): an archive the relay created and never pruned that is
+/// gone, or replaced by another under its name, was deleted behind its back (append-only
 /// mode lets T mark archives deleted; a compact would then free their data for good, borg
 /// issue #7645). Then nothing is pruned or compacted, and the run fails saying which
 /// archives vanished and how to get them back.
@@ -74,12 +75,36 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
                     guard let retention = client.retention else { throw RunError.setup("no retention policy") }
                     let dry = operation.dryRun == true
                     let args = ["prune", "--list"] + (dry ? ["--dry-run"] : []) + Self.keepArguments(retention) + ["--", repo]
-                    try step(LocalBorgPlan(kind: "prune", arguments: args, maintenance: true), output: outputPath, into: &report)
-                    if !dry {
-                        let after = try archives(into: &report)
-                        let pruned = before.subtracting(after).sorted()
-                        try history.recordPruned(client: client.name, runID: runID, archives: pruned)
-                        logger.info("pruned \(pruned.count) archive(s)\(pruned.isEmpty ? "" : ": " + pruned.joined(separator: ", ")); \(after.count) kept")
+                    if dry {
+                        try step(LocalBorgPlan(kind: "prune", arguments: args, maintenance: true), output: outputPath, into: &report)
+                    } else {
+                        // Whatever prune did, even if it failed or was cancelled halfway, the
+                        // archives it removed are recorded as pruned (by id), so that the
+                        // next tamper check does not take them for deleted behind its back.
+                        var pruneError: (any Error)?
+                        var messages: [String] = []
+                        do {
+                            try step(LocalBorgPlan(kind: "prune", arguments: args, maintenance: true), output: outputPath,
+                                     into: &report, messages: &messages)
+                        } catch {
+                            pruneError = error
+                        }
+                        let pruneStatus = report.borgExitStatus
+                        let after: [PresentArchive]
+                        do {
+                            after = try archives(into: &report, evenIfCancelled: true)
+                            report.borgExitStatus = pruneStatus
+                        } catch {
+                            if pruneError == nil { logger.error("listing the archives after prune failed: \(error)") }
+                            throw pruneError ?? error
+                        }
+                        let pruned = TamperCheck.prunedByRelay(before: before, after: after, borgMessages: messages)
+                        let marked = try history.recordPruned(client: client.name, runID: runID, removed: pruned)
+                        logger.info("pruned \(pruned.count) archive(s)\(pruned.isEmpty ? "" : ": " + pruned.map(\.name).joined(separator: ", ")); \(after.count) kept; \(marked) record(s) of the relay's archives marked pruned")
+                        if let e = pruneError { throw e }
+                        // An archive of the relay's that someone else deleted while prune
+                        // ran is still expected: the alarm, and no compact.
+                        try tamperCheck(present: after)
                         if operation.compact == true {
                             try step(LocalBorgPlan(kind: "compact", arguments: ["compact", "--", repo], maintenance: true),
                                      output: nil, into: &report)
@@ -114,14 +139,26 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
     }
 
     /// Runs one borg step; a step that does not succeed ends the run with its outcome.
-    private func step(_ plan: LocalBorgPlan, output: String?, into report: inout RunReport) throws {
-        if canceller.isRequested { throw StepStop(state: .cancelled, error: RunError.cancelled.description) }
+    /// `evenIfCancelled`: the step runs even after a cancel request (a read-only step that
+    /// must not be skipped, with a canceller of its own).
+    private func step(_ plan: LocalBorgPlan, output: String?, into report: inout RunReport, evenIfCancelled: Bool = false) throws {
+        var ignored: [String] = []
+        try step(plan, output: output, into: &report, evenIfCancelled: evenIfCancelled, messages: &ignored, keepMessages: false)
+    }
+
+    /// A step that keeps borg's log messages in `messages` (also when it fails).
+    private func step(_ plan: LocalBorgPlan, output: String?, into report: inout RunReport, evenIfCancelled: Bool = false,
+                      messages: inout [String], keepMessages: Bool = true) throws {
+        if canceller.isRequested && !evenIfCancelled { throw StepStop(state: .cancelled, error: RunError.cancelled.description) }
+        let stepCanceller = try evenIfCancelled ? RunCanceller() : canceller
         let secret = try passphrase?.copy()
         let run = try LocalBorgRun(runID: runID, client: client, server: server, plan: plan, options: options,
                                    passphrase: secret, logger: logger, logFile: logFile, outputPath: output,
                                    borgBaseDir: borgBaseDir, connectorPath: connectorPath,
-                                   canceller: canceller, progress: progress)
+                                   canceller: stepCanceller, progress: progress)
+        run.keepMessages = keepMessages
         let r = run.execute()
+        messages = run.messages
         report.bytesToServer += r.bytesToServer
         report.bytesFromServer += r.bytesFromServer
         report.borgExitStatus = r.borgExitStatus
@@ -130,38 +167,28 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
         guard r.state == .succeeded else { throw StepStop(state: r.state, error: r.error) }
     }
 
-    /// The archive names in the repository (borg list --json on R, read-only key).
-    private func archives(into report: inout RunReport) throws -> Set<String> {
+    /// The archives in the repository with their ids (borg list --json on R, read-only key).
+    private func archives(into report: inout RunReport, evenIfCancelled: Bool = false) throws -> [PresentArchive] {
         let path = (outputPath ?? (FileManager.default.temporaryDirectory.path + "/borg-relay-\(runID)")) + ".list"
         defer { unlink(path) }
         try step(LocalBorgPlan(kind: "list", arguments: ["list", "--json", "--", LocalBorgPlan.repository], maintenance: false),
-                 output: path, into: &report)
-        struct Listing: Decodable {
-            struct Archive: Decodable { var name: String }
-            var archives: [Archive]
-        }
+                 output: path, into: &report, evenIfCancelled: evenIfCancelled)
         guard let data = FileManager.default.contents(atPath: path),
-              let listing = try? JSONDecoder().decode(Listing.self, from: data) else {
+              let listing = PresentArchive.parse(borgListJSON: data) else {
             throw RunError.protocolFailure("borg list --json printed nothing the relay could read")
         }
-        return Set(listing.archives.map(\.name))
+        return listing
     }
 
-    private func tamperCheck(present: Set<String>) throws {
+    private func tamperCheck(present: [PresentArchive]) throws {
         let expected = try history.expectedArchives(client: client.name)
-        let missing = expected.subtracting(present).sorted()
-        guard missing.isEmpty else {
-            let text = """
-                TAMPER ALARM: \(missing.count) archive(s) the relay created and never pruned are missing from \
-                \(client.name)'s repository on \(server.name): \(missing.joined(separator: ", ")). Someone deleted them \
-                through the append-only key (e.g. from the client). Nothing was pruned or compacted, so their data is \
-                still in the repository: stop compacting this repository, inspect the transactions with \
-                `borg check` and the repository's transaction log, and roll back to the last good transaction as \
-                borg's append-only documentation describes (remove the newer segments and hints/index files on the server).
-                """
+        switch TamperCheck.decide(expected: expected, present: present) {
+        case .ok(let count, let inRepository):
+            logger.info("tamper check: all \(count) archive(s) the relay created and did not prune are present, ids matching (\(inRepository) in the repository)")
+        case .alarm(let findings):
+            let text = TamperCheck.message(findings, client: client.name, server: server.name)
             logger.critical("\(text)")
             throw StepStop(state: .failed, error: text)
         }
-        logger.info("tamper check: all \(expected.count) archive(s) the relay created and did not prune are present (\(present.count) in the repository)")
     }
 }

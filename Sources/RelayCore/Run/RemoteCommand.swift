@@ -126,7 +126,7 @@ public struct BackupPlan: Sendable, Equatable {
         if let r = c.retention {
             let keep = MaintenanceRun.keepArguments(r).joined(separator: " ")
             if s.maintenanceKey != nil {
-                lines.append("relay:  after success (daemon): borg list --json, tamper check, borg prune --list \(keep) \(LocalBorgPlan.url(c)), borg compact (maintenance key)")
+                lines.append("relay:  after success (daemon): borg list --json, tamper check, borg prune --list \(keep) \(LocalBorgPlan.url(c)), borg list --json, tamper check, borg compact (maintenance key)")
             } else {
                 lines.append("relay:  retention is set but [servers.\(s.name)] has no maintenance_key: nothing would be pruned")
             }
