@@ -49,18 +49,24 @@ struct BorgArgumentsTests {
         #expect(mismatches.isEmpty, "\(mismatches.count) mismatches:\n\(mismatches.joined(separator: "\n"))")
     }
 
-    @Test("the client guard agrees on every vector (check-guard.py loads the guard and feeds it all of them)")
-    func vectorsAgainstGuard() throws {
+    /// Runs Tests/Vectors/check-guard.py with `arguments`; its exit status and output.
+    static func checkGuard(_ arguments: [String]) throws -> (Int32, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = [Self.vectorsDir + "/check-guard.py"]
+        p.arguments = [vectorsDir + "/check-guard.py"] + arguments
         let out = Pipe()
         p.standardOutput = out
         p.standardError = out
         try p.run()
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
-        #expect(p.terminationStatus == 0, "the guard disagrees with the vectors:\n\(text)")
+        return (p.terminationStatus, text)
+    }
+
+    @Test("the client guard agrees on every vector (check-guard.py loads the guard and feeds it all of them)")
+    func vectorsAgainstGuard() throws {
+        let (status, text) = try Self.checkGuard([])
+        #expect(status == 0, "the guard disagrees with the vectors:\n\(text)")
         #expect(text.contains("0 mismatches"), "\(text)")
     }
 
@@ -111,16 +117,8 @@ struct BorgArgumentsTests {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("borg-arguments-random-\(UUID().uuidString).json")
         defer { try? FileManager.default.removeItem(at: file) }
         try JSONEncoder().encode(vectors).write(to: file)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = [Self.vectorsDir + "/check-guard.py", Self.vectorsDir + "/../../contrib/guard/borg-relay-guard", file.path]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0, "the guard and BorgArguments disagree:\n\(text.prefix(4000))")
+        let (status, text) = try Self.checkGuard([Self.vectorsDir + "/../../contrib/guard/borg-relay-guard", file.path])
+        #expect(status == 0, "the guard and BorgArguments disagree:\n\(text.prefix(4000))")
         #expect(text.contains("3000 vectors, 0 mismatches"), "\(text.suffix(500))")
     }
 
