@@ -108,5 +108,8 @@ struct ProofTests {
         let table = try d.ctl(["runs", "web1"])
         #expect(table.status == 0)
         #expect(table.stdout.split(separator: "\n").contains { $0.contains(run.id) && $0.contains("warning") }, "\(table.stdout)")
+        let status = try d.ctl(["status"])
+        #expect(status.stdout.contains("ago warning"), "\(status.stdout)")
+        #expect(try d.status().clients.first?.last?.state == "warning")
     }
 }
