@@ -84,6 +84,13 @@ struct DropbearTests {
                 && badCheck.stdout.contains(#"no-agent-forwarding,no-X11-forwarding,no-pty,permitopen="127.0.0.1:9""#), "\(badCheck.stdout)")
         #expect(badCheck.stdout.contains("ok    db: client sshd: dropbear_2022.83"), "\(badCheck.stdout)")
 
+        // A Dropbear line that forbids forwarding: check's forward probe fails and names the line for Dropbear.
+        try db.setAuthorizedKeys("no-port-forwarding," + dropbear + "\n")
+        let noForward = try check(s)
+        #expect(noForward.status == 1, "\(noForward.output)")
+        #expect(noForward.stdout.contains("fail  db: remote forward on the client") && noForward.stdout.contains("Dropbear refused the remote forward")
+                && noForward.stdout.contains("without -k") && noForward.stdout.contains("transport = \"unix\""), "\(noForward.stdout)")
+
         // The Dropbear line: check passes and names the server; the backup works.
         try db.setAuthorizedKeys(dropbear + "\n")
         let good = try check(s)
