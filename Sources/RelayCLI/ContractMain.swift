@@ -7,12 +7,15 @@ extension ParsableCommand {
     /// errors exit 2 (argument-parser's default is 64), `--help` exits 0, and an
     /// `ExitCode` thrown by a command is passed through.
     public static func mainWithContractExitCodes() {
+        defer { JumpPool.closeAll() }
         do {
             var command = try parseAsRoot()
             try command.run()
         } catch let code as ExitCode {
+            JumpPool.closeAll()
             Foundation.exit(code.rawValue)
         } catch {
+            JumpPool.closeAll()
             if exitCode(for: error) == .success { exit(withError: error) }
             CLI.printError(fullMessage(for: error))
             Foundation.exit(CLI.Exit.usage)
@@ -23,6 +26,8 @@ extension ParsableCommand {
 extension AsyncParsableCommand {
     /// `mainWithContractExitCodes` for a root command with async subcommands.
     public static func asyncMainWithContractExitCodes() async {
+        // Jump threads end before the process does (see JumpPool.closeAll).
+        defer { JumpPool.closeAll() }
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {
@@ -31,8 +36,10 @@ extension AsyncParsableCommand {
                 try command.run()
             }
         } catch let code as ExitCode {
+            JumpPool.closeAll()
             Foundation.exit(code.rawValue)
         } catch {
+            JumpPool.closeAll()
             if exitCode(for: error) == .success { exit(withError: error) }
             CLI.printError(fullMessage(for: error))
             Foundation.exit(CLI.Exit.usage)

@@ -36,7 +36,11 @@ final class JumpHost: @unchecked Sendable {
         var requests: [Request] = []
         /// False once the thread is ending: new users must make a new jump.
         var accepting = true
+        /// Set by `close()`: the thread ends at its next wake-up.
+        var closing = false
     }
+    /// Signalled when the jump's thread has ended (its session closed).
+    private let ended = DispatchSemaphore(value: 0)
     private let shared = Mutex(Shared())
 
     /// Thread-only state.
@@ -78,6 +82,18 @@ final class JumpHost: @unchecked Sendable {
 
     deinit { Glibc.close(wakeFD) }
 
+    /// Asks the jump's thread to end now (tunnels aborted, session closed).
+    func close() {
+        shared.withLock { $0.closing = true }
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFD, &one, 8)
+    }
+
+    /// Waits up to `timeout` seconds for the jump's thread to end.
+    func waitEnded(timeout: TimeInterval) -> Bool {
+        ended.wait(timeout: .now() + timeout) == .success
+    }
+
     var label: String { session.label }
 
     /// Opens a tunnel through this jump to `host:port`; returns the local end (a socket).
@@ -102,6 +118,7 @@ final class JumpHost: @unchecked Sendable {
     // MARK: - The jump's thread
 
     private func run() {
+        defer { ended.signal() }
         guard let sh = session.handle, let ev = ssh_event_new() else {
             finish(error: SSHError.setup(host: session.label, detail: "ssh_event_new failed"))
             return
@@ -115,6 +132,7 @@ final class JumpHost: @unchecked Sendable {
         var lastUsed = Date()
         var failure: SSHError?
         while true {
+            if shared.withLock({ $0.closing }) { break }
             serveRequests()
             for t in tunnels {
                 t.splice.pump()
@@ -247,7 +265,7 @@ final class JumpHost: @unchecked Sendable {
 }
 
 /// The jumps of this agent, shared between runs (unless `[relay] share_jumps = false`).
-enum JumpPool {
+public enum JumpPool {
     private static let live = Mutex<[String: JumpHost]>([:])
 
     /// The hops to `endpoint`, in order: `via` with its first jump's own `via` in front.
@@ -301,11 +319,31 @@ enum JumpPool {
                 throw SSHError.setup(host: "jump \(name)", detail: "the jump before it kept closing")
             }
         }
-        return try JumpHost(name: name, key: key, endpoint: endpoint, options: options, fd: fd)
+        let j = try JumpHost(name: name, key: key, endpoint: endpoint, options: options, fd: fd)
+        running.withLock { $0.append(j) }
+        return j
     }
+
+    /// Every jump whose thread may still run, in the order they were connected.
+    private static let running = Mutex<[JumpHost]>([])
 
     static func ended(_ j: JumpHost) {
         live.withLock { if $0[j.key] === j { $0[j.key] = nil } }
+        running.withLock { $0.removeAll { $0 === j } }
+    }
+
+    /// Ends every jump (the last connected first, so none loses the one it runs through) and
+    /// waits for their threads. A process calls it before it exits: a jump thread still inside
+    /// libssh while the process's exit handlers tear down libcrypto would crash it.
+    public static func closeAll(timeout: TimeInterval = 5) {
+        let jumps = running.withLock { all -> [JumpHost] in
+            defer { all.removeAll() }
+            return all
+        }
+        for j in jumps.reversed() {
+            j.close()
+            _ = j.waitEnded(timeout: timeout)
+        }
     }
 
     /// Live shared jumps (for tests and status).
