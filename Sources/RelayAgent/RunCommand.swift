@@ -7,7 +7,7 @@ struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run one backup of CLIENT in the foreground (no daemon needed).",
-        discussion: "Exit status: 0 the backup succeeded, 1 the run failed, 2 bad usage or configuration."
+        discussion: "Exit status: 0 the backup succeeded (archive created and recorded), 1 the run failed, 2 bad usage or configuration, 3 succeeded with borg's warnings (archive created and recorded)."
     )
 
     @Argument(help: "The client to back up (a [clients.NAME] table of the config).")
@@ -56,20 +56,25 @@ struct RunCommand: ParsableCommand {
             s.resume()
             sources.append(s)
         }
-        let report = run.execute()
+        var report = run.execute()
         sources.forEach { $0.cancel() }
         prepared.sink.close()
         do {
-            try prepared.history.finish(report)
+            report = try prepared.history.finish(report)
         } catch {
             CLI.printError("relay-agent: warning: the run could not be recorded: \(error)")
+            report.recordingFailed("\(error)")
         }
         if json {
             print(report.jsonString())
         } else {
             print(report.summary())
         }
-        if report.state != .succeeded { throw ExitCode(CLI.Exit.runFailed) }
+        switch report.state {
+        case .succeeded: return
+        case .warning: throw ExitCode(CLI.Exit.warning)
+        default: throw ExitCode(CLI.Exit.runFailed)
+        }
     }
 
     struct Prepared {

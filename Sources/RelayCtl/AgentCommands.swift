@@ -80,7 +80,9 @@ struct RunCtlCommand: AsyncParsableCommand {
                 return 0
             }
             let final = try await followRuns(started.runs.map(\.id), client: client, json: json)
-            return final.allSatisfy { $0.state == "succeeded" } ? 0 : CLI.Exit.runFailed
+            if final.allSatisfy({ $0.state == "succeeded" }) { return 0 }
+            // borg's warnings (the archives were proven): 3, unless a run failed.
+            return final.allSatisfy { ["succeeded", "warning"].contains($0.state) } ? CLI.Exit.warning : CLI.Exit.runFailed
         }
         if code != 0 { throw ExitCode(code) }
     }
@@ -302,6 +304,7 @@ enum Format {
         var lines: [String] = []
         switch v.state {
         case "succeeded": lines.append("\(v.client) -> \(v.server): backup succeeded in \(dur) (run \(v.id))")
+        case "warning": lines.append("\(v.client) -> \(v.server): backup succeeded WITH WARNINGS in \(dur) (run \(v.id))")
         case "cancelled": lines.append("\(v.client) -> \(v.server): backup cancelled after \(dur) (run \(v.id))")
         default: lines.append("\(v.client) -> \(v.server): backup \(v.state.uppercased()) after \(dur) (run \(v.id))")
         }
@@ -313,7 +316,7 @@ enum Format {
             lines.append("  deduplicated  \(RunReport.size(a.deduplicatedSize))")
         }
         lines.append("  spliced       \(RunReport.size(v.bytesToServer)) to the server, \(RunReport.size(v.bytesFromServer)) back")
-        if let e = v.error { lines.append("  error         \(e)") }
+        if let e = v.error { lines.append("  \(v.state == "warning" ? "warning " : "error   ")      \(e)") }
         lines.append("  log           relayctl log \(v.id)")
         return lines.joined(separator: "\n")
     }

@@ -64,8 +64,13 @@ func sealPassphrase(_ client: ControlClient) async throws -> SealedPassphrase {
     }
 }
 
-/// Exit 1 with the run's error unless it succeeded.
+/// Exit 1 with the run's error unless it succeeded; borg's warnings go to stderr (the
+/// run's output is still delivered, exit 0).
 func requireSuccess(_ v: RunView) throws {
+    if v.state == "warning" {
+        CLI.printError("relayctl: warning: \(v.kind) of \(v.client) succeeded with warnings: \(v.error ?? "see the log") (details: relayctl log \(v.id))")
+        return
+    }
     guard v.state == "succeeded" else {
         CLI.printError("relayctl: \(v.kind) of \(v.client) \(v.state): \(v.error ?? "no detail") (details: relayctl log \(v.id))")
         throw ExitCode(CLI.Exit.runFailed)

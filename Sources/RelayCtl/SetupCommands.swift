@@ -181,22 +181,35 @@ struct AuthorizedKeysCommand: ParsableCommand {
             print("# (a cut link then ends borg serve and releases the repository lock within about two minutes)")
             print("")
             let clientKey = try HostKeyProbe.publicKey(ofPrivateKey: c.endpoint.key)
-            print("# On client \(c.name) (\(c.endpoint.display)), in ~\(c.endpoint.user)/.ssh/authorized_keys:")
-            var guardOption = ""
-            if let g = c.guardCommand {
-                guardOption = AuthorizedKeys.commandOption(g) + ","
+            print("# On client \(c.name) (\(c.endpoint.display)), in ~\(c.endpoint.user)/.ssh/authorized_keys: ONE of the two lines below,")
+            print("# the one for the sshd the client runs (relayctl check \(c.name) shows it: \"client sshd\")")
+            if c.guardCommand != nil {
                 print("# command=: the client guard; it runs only the commands the relay sends, for the paths in its allowlist")
             }
+            let openssh = AuthorizedKeys.clientOptions(transport: c.transport, guardCommand: c.guardCommand, sshd: .openssh) ?? ""
+            let dropbear = AuthorizedKeys.clientOptions(transport: c.transport, guardCommand: c.guardCommand, sshd: .dropbear)
             if c.transport == .unix {
-                print("# restrict: no forwarding, pty, agent or X11 at all; the unix transport needs only exec")
+                print("# OpenSSH: restrict: no forwarding, pty, agent or X11 at all; the unix transport needs only exec")
                 print("# (borg's connection goes through a 0600 socket in a fresh 0700 directory under /tmp)")
-                print("\(guardOption)restrict \(clientKey) borg-relay:\(c.name)")
-                print("# sshd_config on \(c.name): nothing special; the client needs borg and socat")
+                print("\(openssh) \(clientKey) borg-relay:\(c.name)")
+                print("# Dropbear: the same with its own option names (it knows no port-forwarding or permitlisten)")
+                if let dropbear { print("\(dropbear) \(clientKey) borg-relay:\(c.name)") }
+                print("# sshd on \(c.name): nothing special; the client needs borg and socat")
             } else {
-                print("# restrict: no pty, agent or X11; port-forwarding with permitlisten: only a remote forward on the")
+                print("# OpenSSH: restrict: no pty, agent or X11; port-forwarding with permitlisten: only a remote forward on the")
                 print("# client's loopback; permitopen=127.0.0.1:9: no connections through the client")
-                print(#"\#(guardOption)restrict,port-forwarding,permitlisten="127.0.0.1:*",permitopen="127.0.0.1:9" \#(clientKey) borg-relay:\#(c.name)"#)
-                print("# sshd_config on \(c.name): AllowTcpForwarding yes (or remote), the default; the client needs borg and socat")
+                print("\(openssh) \(clientKey) borg-relay:\(c.name)")
+                print("# Dropbear: no pty, agent or X11; permitopen=127.0.0.1:9: no connections through the client. Dropbear")
+                print("# knows no permitlisten, so the key cannot limit which port it listens on: Dropbear binds a remote forward")
+                print("# to the client's loopback unless it runs with -a (then on the address asked for): never run it with -a.")
+                print("# Dropbear before 2022.82 knows no permitopen: drop that option there and run dropbear with -j instead")
+                if let dropbear { print("\(dropbear) \(clientKey) borg-relay:\(c.name)") }
+                print("# sshd on \(c.name): OpenSSH: AllowTcpForwarding yes (or remote), the default; Dropbear: without -k;")
+                print("# the client needs borg and socat")
+            }
+            if dropbear == nil {
+                print("# (no line for Dropbear: the guard's command contains a \", which Dropbear's authorized_keys cannot carry;")
+                print("#  install the guard and its config at paths without \" for a Dropbear client)")
             }
             // Jumps on the way to B or T: each may open tunnels only to its next hop(s).
             let jumps = cfg.jumps.mapValues(\.endpoint)

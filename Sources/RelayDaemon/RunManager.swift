@@ -477,13 +477,15 @@ public actor RunManager {
         }
     }
 
-    private func finished(_ id: String, _ report: RunReport) {
+    private func finished(_ id: String, _ ran: RunReport) {
         guard let a = active.removeValue(forKey: id) else { return }
         a.sink.close()
+        var report = ran
         do {
-            try history.finish(report)
+            report = try history.finish(report)
         } catch {
             logger.error("run \(id): could not record the result: \(error)")
+            report.recordingFailed("\(error)")
         }
         logger.info("run \(id) of client \(a.client) \(report.state.rawValue)\(report.error.map { ": \($0)" } ?? "")")
         prune()
@@ -492,9 +494,10 @@ public actor RunManager {
     }
 
     /// After a successful backup of a client with a `retention` policy: a prune run
-    /// (tamper check, prune, compact) on the relay through the maintenance key.
+    /// (tamper check, prune, compact) on the relay through the maintenance key. A backup
+    /// with borg's warnings counts: its archive was proven (named, recorded).
     private func applyRetention(after report: RunReport) {
-        guard report.kind == "backup", report.state == .succeeded, accepting,
+        guard report.kind == "backup", report.isSuccess, report.backupProof?.verdict.state == report.state, accepting,
               let c = config.clients[report.client], c.retention != nil else { return }
         guard config.server(for: c).maintenanceKey != nil else {
             logger.warning("client \(c.name) has a retention policy but [servers.\(c.server)] has no 'maintenance_key': nothing is pruned")

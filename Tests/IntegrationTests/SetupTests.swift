@@ -81,33 +81,19 @@ struct SetupTests {
     }
 
     @Test("hostkey shows the key of an RSA-only Dropbear (it signs with rsa-sha2-256 or ssh-rsa, never rsa-sha2-512)",
-          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/sbin/dropbear"), "dropbear-bin is not installed (scripts/setup installs it)"))
+          .enabled(if: dropbearInstalled, "dropbear-bin is not installed (scripts/setup installs it)"))
     func hostkeyDropbearRSA() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("borg-relay-it-dropbear-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try Proc.check("/usr/bin/dropbearkey", ["-t", "rsa", "-s", "2048", "-f", "\(dir)/rsa"])
-        let pub = try Proc.check("/usr/bin/dropbearkey", ["-y", "-f", "\(dir)/rsa"]).stdout
-            .split(separator: "\n").first { $0.hasPrefix("ssh-rsa ") }.map(String.init) ?? ""
-        try (pub + "\n").write(toFile: "\(dir)/rsa.pub", atomically: true, encoding: .utf8)
+        let db = try Dropbear(name: "rsa-only", dir: dir, keyType: "rsa", login: false)
+        defer { db.stop() }
+        #expect(db.hostPublicKey.hasPrefix("ssh-rsa "), "\(db.hostPublicKey)")
+        try (db.hostPublicKey + "\n").write(toFile: "\(dir)/rsa.pub", atomically: true, encoding: .utf8)
         let expected = try #require(try Proc.check("/usr/bin/ssh-keygen", ["-lf", "\(dir)/rsa.pub"]).stdout
             .split(separator: " ").first { $0.hasPrefix("SHA256:") })
-        let port = Proc.freePort()
-        let db = try Spawned("/usr/sbin/dropbear", ["-F", "-E", "-s", "-r", "\(dir)/rsa", "-p", "127.0.0.1:\(port)"],
-                             stdin: "/dev/null", stdout: "/dev/null", stderr: "\(dir)/log")
-        defer {
-            db.kill(SIGTERM)
-            _ = db.wait(timeout: 5)
-        }
-        var up = false
-        for _ in 0..<100 where !up {
-            up = Proc.canConnect(port: port)
-            if !up { usleep(50_000) }
-        }
-        #expect(up, "dropbear did not listen: \((try? String(contentsOfFile: "\(dir)/log", encoding: .utf8)) ?? "")")
-        let shown = try Proc.run(try Proc.binary("relayctl"), ["hostkey", "127.0.0.1:\(port)", "--config", "\(dir)/none.toml"])
+        let shown = try Proc.run(try Proc.binary("relayctl"), ["hostkey", "127.0.0.1:\(db.port)", "--config", "\(dir)/none.toml"])
         #expect(shown.status == 0, "\(shown.output)")
-        #expect(shown.stdout.contains("[127.0.0.1]:\(port) \(pub.split(separator: " ").prefix(2).joined(separator: " "))"), "\(shown.stdout)")
+        #expect(shown.stdout.contains(db.knownHostsLine), "\(shown.stdout)")
         #expect(shown.stdout.contains(String(expected)) && shown.stdout.contains("(ssh-rsa)"), "\(shown.stdout)")
     }
 
@@ -150,7 +136,7 @@ struct SetupTests {
         let out = try Proc.run(try Proc.binary("relayctl"), ["authorized-keys", "web1", "--config", s.configPath])
         #expect(out.status == 0, "\(out.output)")
         let lines = out.stdout.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.isEmpty }.map(String.init)
-        #expect(lines.count == 3, "\(out.stdout)")
+        #expect(lines.count == 4, "\(out.stdout)")  // B, B maintenance, T for OpenSSH, T for Dropbear
         let bLines = lines.filter { $0.hasPrefix("command=") }
         let tLine = try #require(lines.first { $0.hasPrefix("restrict,port-forwarding") })
         #expect(bLines.first?.contains("borg serve --append-only --restrict-to-repository \(s.repo)") == true, "\(bLines)")

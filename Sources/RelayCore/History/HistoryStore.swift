@@ -9,7 +9,8 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     public var client: String
     public var server: String
     public var kind: String
-    /// queued, running, succeeded, failed, cancelled, interrupted
+    /// queued, running, succeeded, warning (borg's warnings; the archive was proven),
+    /// failed, cancelled, interrupted
     public var state: String
     public var startedAt: Date
     public var endedAt: Date?
@@ -290,30 +291,44 @@ public final class HistoryStore: Sendable {
         try write { db in try record.insert(db) }
     }
 
-    /// Records how a run ended.
-    public func finish(_ report: RunReport) throws(HistoryError) {
+    /// Records how a run ended, and returns the report as it finally stands: a backup's
+    /// archive is recorded (by id) and read back, and its proof judged again with what was
+    /// read (`BackupProof`): a backup whose archive id is not recorded did not succeed.
+    /// When recording throws, the caller fails the backup (`RunReport.recordingFailed`).
+    @discardableResult
+    public func finish(_ report: RunReport) throws(HistoryError) -> RunReport {
         let stats: String? = report.archive.flatMap { a in
             (try? JSONEncoder().encode(a)).map { String(decoding: $0, as: UTF8.self) }
         }
-        try write { db in
-            guard var r = try RunRecord.fetchOne(db, key: report.runID) else { return }
-            r.state = report.state.rawValue
-            r.endedAt = report.ended
-            r.bytesToServer = Int64(clamping: report.bytesToServer)
-            r.bytesFromServer = Int64(clamping: report.bytesFromServer)
-            r.borgExitStatus = report.borgExitStatus.map(Int.init)
-            r.archive = report.archive?.name
-            r.stats = stats
-            r.error = report.error
-            r.attempts = report.attempts.isEmpty ? nil : (try? ControlAPI.encoder().encode(report.attempts)).map { String(decoding: $0, as: UTF8.self) }
-            try r.update(db)
-            // borg created an archive (it printed it in `create --json`): the relay expects
-            // it in the repository until its own prune removes it.
-            if report.kind == "backup", let a = report.archive {
+        return try write { db in
+            var final = report
+            // borg created an archive (it printed it in `create --json`) and the run proved
+            // it: the relay expects it in the repository until its own prune removes it.
+            if report.kind == "backup", report.isSuccess, let a = report.archive {
                 try db.execute(sql: """
                     INSERT INTO archive (client, name, id, run_id, created_at) VALUES (?, ?, ?, ?, ?)
                     """, arguments: [report.client, a.name, a.id.map(ArchiveRecord.normalized), report.runID, report.ended])
+                if var proof = report.backupProof {
+                    let back = try ArchiveRecord.fetchOne(db, key: db.lastInsertedRowID)
+                    proof.recording = back?.id.map { .recorded(id: $0) } ?? .failed("the archive row has no id")
+                    final.backupProof = proof
+                    final.warnings.removeAll { $0.hasPrefix("borg create finished with warnings") }
+                    final.apply(proof.verdict)
+                }
             }
+            guard var r = try RunRecord.fetchOne(db, key: report.runID) else { return final }
+            r.state = final.state.rawValue
+            r.endedAt = final.ended
+            r.bytesToServer = Int64(clamping: final.bytesToServer)
+            r.bytesFromServer = Int64(clamping: final.bytesFromServer)
+            r.borgExitStatus = final.borgExitStatus.map(Int.init)
+            r.archive = final.archive?.name
+            r.stats = stats
+            // A warning run keeps borg's warning where a failed run keeps its error.
+            r.error = final.error ?? (final.state == .warning ? final.warnings.joined(separator: "; ") : nil)
+            r.attempts = final.attempts.isEmpty ? nil : (try? ControlAPI.encoder().encode(final.attempts)).map { String(decoding: $0, as: UTF8.self) }
+            try r.update(db)
+            return final
         }
     }
 

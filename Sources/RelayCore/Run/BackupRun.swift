@@ -198,6 +198,7 @@ public final class BackupRun: @unchecked Sendable {
         progress.update { $0.phase = "finishing" }
         if workload == .backup, let post = client.post, let t, t.isAlive {
             let ok = failure == nil && !cancelRequested && create?.exitSignal == nil && [0, 1].contains(create?.exitStatus ?? -1)
+                && ArchiveSummary.parse(borgJSON: stdout)?.id != nil
             do {
                 try runHook("post", argv: post, timeout: client.postTimeout, result: ok ? "success" : "failure")
             } catch {
@@ -300,24 +301,32 @@ public final class BackupRun: @unchecked Sendable {
             return
         }
         switch status {
-        case 0?:
-            report.state = .succeeded
-        case 1? where report.archive != nil || workload != .backup:
-            // borg's "warning" status: the archive exists (e.g. a file changed while read).
-            report.state = .succeeded
-            report.warnings.append("borg finished with warnings: \(borgDetail.isEmpty ? "see the run log" : borgDetail)")
+        case 0?, 1?:
+            break
         case let s?:
             report.state = .failed
             var detail = borgDetail
             let serverDetail = Self.errorLines(serverLog.tail)
             if !serverDetail.isEmpty { detail += (detail.isEmpty ? "" : "; ") + "borg serve on the server said: \(serverDetail)" }
             report.error = RunError.borgFailed(status: s, detail: detail, command: borgCommandName).description
+            return
         case nil:
             report.state = .failed
-            report.error = RunError.protocolFailure("borg create on the client ended without an exit status").description
+            report.error = RunError.protocolFailure("borg \(borgCommandName) on the client ended without an exit status").description
+            return
         }
-        if report.state == .succeeded && report.archive == nil && workload == .backup {
-            report.warnings.append("borg printed no JSON statistics")
+        // borg exited 0 or 1: success only where it is proven.
+        switch workload {
+        case .backup:
+            let proof = BackupProof(exitStatus: status, archive: report.archive, stdoutBytes: stdout.count,
+                                    bytesToServer: report.bytesToServer, recording: .pending, borgSaid: borgDetail)
+            report.backupProof = proof
+            report.apply(proof.verdict)
+        case .borg(let kind, let arguments, _):
+            report.apply(OperationProof(kind: kind, exitStatus: status, bytesToServer: report.bytesToServer,
+                                        dryRun: arguments.contains("--dry-run"), borgSaid: borgDetail).verdict)
+        case .raw:
+            report.state = .succeeded
         }
     }
 
@@ -379,9 +388,10 @@ public final class BackupRun: @unchecked Sendable {
     }
 
     /// The lines of borg's stderr worth showing in a one-line error.
+    /// A Python traceback is never the summary: its exception line is (`BorgErrorSummary`);
+    /// the full text is in the run log.
     static func errorLines(_ lines: [String]) -> String {
-        let useful = lines.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        return useful.suffix(6).joined(separator: " | ")
+        BorgErrorSummary.summarize(lines)
     }
 
     // MARK: Connecting

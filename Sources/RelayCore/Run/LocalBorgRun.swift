@@ -50,6 +50,8 @@ public final class LocalBorgRun: @unchecked Sendable {
     /// The `relay-agent` executable (the connector).
     let connectorPath: String
     private var passphrase: SecretBytes?
+    /// init only: a copy for the `borg info` that proves the new repository.
+    private var initPassphrase: SecretBytes?
 
     var exitGrace: TimeInterval = 15
     var drainGrace: TimeInterval = 60
@@ -88,7 +90,10 @@ public final class LocalBorgRun: @unchecked Sendable {
         self.progress = progress ?? ProgressBoard()
     }
 
-    deinit { passphrase?.wipe() }
+    deinit {
+        passphrase?.wipe()
+        initPassphrase?.wipe()
+    }
 
     // MARK: - Loop state (loop thread only)
 
@@ -160,11 +165,9 @@ public final class LocalBorgRun: @unchecked Sendable {
         } else if let sig = exitSignal {
             report.state = .failed
             report.error = "borg \(plan.kind) on the relay was killed by signal \(sig)"
-        } else if exitStatus == 0 {
-            report.state = .succeeded
-        } else if exitStatus == 1 {
-            report.state = .succeeded
-            report.warnings.append("borg finished with warnings: \(BackupRun.errorLines(borgLog.tail))")
+        } else if exitStatus == 0 || exitStatus == 1 {
+            // borg exited 0 or 1: success only where this kind's proof holds.
+            report.apply(proof(exitStatus: exitStatus, bytesToServer: report.bytesToServer).verdict)
         } else {
             report.state = .failed
             var detail = BackupRun.errorLines(borgLog.tail)
@@ -172,8 +175,43 @@ public final class LocalBorgRun: @unchecked Sendable {
             if !serverDetail.isEmpty { detail += (detail.isEmpty ? "" : "; ") + "borg serve on the server said: \(serverDetail)" }
             report.error = "borg \(plan.kind) exited with status \(exitStatus.map(String.init) ?? "?")\(detail.isEmpty ? "" : ": \(detail)")"
         }
+        initPassphrase?.wipe()
+        initPassphrase = nil
         logger.info("run \(runID) \(report.state.rawValue)\(report.error.map { ": \($0)" } ?? "")")
         return report
+    }
+
+    /// The inputs of this kind's proof of success: the output it printed, and for init a
+    /// `borg info` of the new repository.
+    private func proof(exitStatus: Int32?, bytesToServer: UInt64) -> OperationProof {
+        let args = plan.arguments
+        let shape: OperationProof.JSONShape = args.contains("--json-lines") ? .lines : args.contains("--json") ? .document : .none
+        var output: Data?
+        if shape != .none || plan.kind == "key-export", let path = outputPath {
+            output = FileManager.default.contents(atPath: path) ?? Data()
+        }
+        var infoAfterInit: Bool?
+        if plan.kind == "init" && bytesToServer > 0 {
+            infoAfterInit = readsNewRepository()
+        }
+        return OperationProof(kind: plan.kind, exitStatus: exitStatus, bytesToServer: bytesToServer, output: output,
+                              json: shape, infoAfterInit: infoAfterInit, borgSaid: BackupRun.errorLines(borgLog.tail))
+    }
+
+    /// After init: `borg info --json` of the new repository (same key) succeeds and names it.
+    private func readsNewRepository() -> Bool {
+        let path = FileManager.default.temporaryDirectory.path + "/borg-relay-\(runID)-\(UInt32.random(in: 0...UInt32.max)).info"
+        defer { unlink(path) }
+        let info = LocalBorgPlan(kind: "info", arguments: ["info", "--json", "--", LocalBorgPlan.repository], maintenance: plan.maintenance)
+        logger.info("proving the init: borg info of the new repository")
+        guard let run = try? LocalBorgRun(runID: runID, client: client, server: server, plan: info, options: options,
+                                          passphrase: try? initPassphrase?.copy(), logger: logger, logFile: logFile,
+                                          outputPath: path, borgBaseDir: borgBaseDir, borgPath: borgPath,
+                                          connectorPath: connectorPath, progress: progress) else { return false }
+        let r = run.execute()
+        guard r.isSuccess, let data = FileManager.default.contents(atPath: path),
+              let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return false }
+        return obj["repository"] != nil
     }
 
     private func record(_ error: Error) {
@@ -239,6 +277,7 @@ public final class LocalBorgRun: @unchecked Sendable {
             var fds: [Int32] = [0, 0]
             guard relay_pipe_cloexec(&fds) == 0 else { throw RunError.setup("pipe failed: \(String(cString: strerror(errno)))") }
             // The passphrase fits in the pipe's buffer: write it all and close, then borg reads it.
+            if plan.kind == "init" { initPassphrase = try? p.copy() }
             let expected = p.count
             let written = p.withUnsafeBytes { Glibc.write(fds[1], $0.baseAddress, $0.count) }
             Glibc.close(fds[1])

@@ -24,6 +24,8 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
     let borgBaseDir: String
     let connectorPath: String
     let history: HistoryStore
+    /// A step succeeded with warnings (borg exited 1).
+    private var warned = false
     /// Each step gets its own copy; wiped when the run ends.
     private var passphrase: SecretBytes?
 
@@ -117,7 +119,9 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
             default:
                 throw RunError.setup("\(operation.kind) is not a maintenance operation")
             }
-            report.state = .succeeded
+            // Each step proved its success; a step that ended with borg's warnings makes
+            // the run a warning.
+            report.state = warned ? .warning : .succeeded
         } catch let stop as StepStop {
             report.state = stop.state
             report.error = stop.error
@@ -164,7 +168,8 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
         report.borgExitStatus = r.borgExitStatus
         report.serverCipher = r.serverCipher
         report.warnings += r.warnings
-        guard r.state == .succeeded else { throw StepStop(state: r.state, error: r.error) }
+        guard r.isSuccess else { throw StepStop(state: r.state, error: r.error) }
+        if r.state == .warning { warned = true }
     }
 
     /// The archives in the repository with their ids (borg list --json on R, read-only key).

@@ -86,6 +86,12 @@ enum BorgLogLine: Equatable {
                                     deduplicatedSize: int64("deduplicated_size"), path: obj["path"] as? String)
         case "progress_message", "progress_percent":
             return .progressMessage((obj["message"] as? String) ?? "")
+        case "question_prompt":
+            // borg asks (relocated repository, unknown unencrypted repository, …); its
+            // stdin never answers, so the answer is no. One line, for the summary.
+            let text = ((obj["message"] as? String) ?? "").split(whereSeparator: \.isNewline)
+                .map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+            return .text("borg asked: \(text)")
         case "file_status":
             return .text("\(obj["status"] as? String ?? "?") \(obj["path"] as? String ?? "")")
         default:

@@ -2,6 +2,9 @@ import Foundation
 
 public enum RunState: String, Codable, Sendable {
     case succeeded
+    /// borg exited 1 ("succeeded with warnings") and the rest of the run's proof holds
+    /// (for a backup: the archive was named and recorded).
+    case warning
     case failed
     case cancelled
 }
@@ -93,6 +96,9 @@ public struct RunReport: Codable, Sendable {
     public var durationSeconds: Double = 0
     /// The failed attempts before the last one (empty when the first attempt was the last).
     public var attempts: [RunAttempt] = []
+    /// A backup's proof of success, judged again once the history has recorded the
+    /// archive (`HistoryStore.finish`). Not part of the JSON.
+    public var backupProof: BackupProof? = nil
 
     enum CodingKeys: String, CodingKey {
         case runID = "run_id"
@@ -116,6 +122,29 @@ public struct RunReport: Codable, Sendable {
         self.ended = started
     }
 
+    /// The run ended with `verdict`: its state, and its error or warning.
+    public mutating func apply(_ verdict: RunVerdict) {
+        state = verdict.state
+        switch verdict {
+        case .succeeded: break
+        case .warning(let text): warnings.append(text)
+        case .failed(let text): error = text
+        }
+    }
+
+    /// Whether the run reached its goal (succeeded, or succeeded with warnings).
+    public var isSuccess: Bool { state == .succeeded || state == .warning }
+
+    /// The history could not record the archive: a backup whose archive id is not recorded
+    /// did not succeed.
+    public mutating func recordingFailed(_ why: String) {
+        guard var proof = backupProof, isSuccess else { return }
+        proof.recording = .failed(why)
+        backupProof = proof
+        warnings.removeAll { $0.hasPrefix("borg create finished with warnings") }
+        apply(proof.verdict)
+    }
+
     /// Sets the end time and the duration (rounded to milliseconds).
     public mutating func finish(at date: Date = Date()) {
         ended = date
@@ -137,6 +166,8 @@ public struct RunReport: Codable, Sendable {
         switch state {
         case .succeeded:
             lines.append("\(client) -> \(server): \(kind) succeeded in \(dur)")
+        case .warning:
+            lines.append("\(client) -> \(server): \(kind) succeeded WITH WARNINGS in \(dur)")
         case .failed:
             lines.append("\(client) -> \(server): \(kind) FAILED after \(dur)")
         case .cancelled:

@@ -273,7 +273,12 @@ public final class SSHSession: @unchecked Sendable {
                                     key: "auth_timeout", detail: lastError)
         }
         if rc != SSH_AUTH_SUCCESS.rawValue {
-            let detail = rc == SSH_AUTH_ERROR.rawValue ? lastError : ""
+            var detail = rc == SSH_AUTH_ERROR.rawValue ? lastError : ""
+            if let software = serverSoftware, ClientSSHD(software: software) == .dropbear {
+                // Dropbear refuses the whole key when its line has an option it does not know.
+                detail += (detail.isEmpty ? "" : "; ") + "the host runs \(software), which refuses a key whose authorized_keys line "
+                    + "has an option it does not know (OpenSSH's port-forwarding, permitlisten): give it the line for Dropbear"
+            }
             throw SSHError.authDenied(host: label, keyPath: path, fingerprint: fp, detail: detail)
         }
     }
@@ -294,6 +299,14 @@ public final class SSHSession: @unchecked Sendable {
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, &idle, sz)
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, &count, sz)
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_USER_TIMEOUT, &userTimeout, socklen_t(MemoryLayout<UInt32>.size))
+    }
+
+    /// The server's software from its identification string, e.g. "dropbear_2022.83" or
+    /// "OpenSSH_9.2p1 Debian-2+deb12u3"; nil before the connection (also kept after a
+    /// failed authentication, for messages).
+    public var serverSoftware: String? {
+        guard let s = handle, let p = ssh_get_serverbanner(s) else { return nil }
+        return ClientSSHD.software(banner: String(cString: p))
     }
 
     /// The negotiated cipher, e.g. "aes128-gcm@openssh.com".

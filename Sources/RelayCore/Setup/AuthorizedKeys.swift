@@ -19,3 +19,74 @@ public enum AuthorizedKeys {
         commandOption(serveCommand(appendOnly: appendOnly, repositories: [repository])) + ",restrict"
     }
 }
+
+/// The SSH server a client (T) runs, as far as its key line is concerned: OpenSSH, or
+/// Dropbear, whose authorized_keys knows fewer options and refuses a key whose line has
+/// one it does not know ("Bad public key options").
+public enum ClientSSHD: String, Sendable, Equatable, CaseIterable {
+    case openssh
+    case dropbear
+
+    /// From the server's identification ("SSH-2.0-dropbear_2022.83", "OpenSSH_9.2p1 …"):
+    /// Dropbear if it names dropbear, else OpenSSH's line (the one most servers take).
+    public init(software: String) {
+        self = software.lowercased().contains("dropbear") ? .dropbear : .openssh
+    }
+
+    /// The software part of an identification string: "SSH-2.0-dropbear_2022.83" →
+    /// "dropbear_2022.83" (whitespace and control characters trimmed; nil when empty).
+    public static func software(banner: String) -> String? {
+        var text = Substring(banner)
+        if text.hasPrefix("SSH-"), let dash = text.dropFirst(4).firstIndex(of: "-") {
+            text = text[text.index(after: dash)...]
+        }
+        let clean = String(text.unicodeScalars.filter { $0.value >= 0x20 && $0.value < 0x7f })
+            .trimmingCharacters(in: .whitespaces)
+        return clean.isEmpty ? nil : String(clean.prefix(120))
+    }
+}
+
+extension AuthorizedKeys {
+    /// The options of the client's line for the relay's key (everything before the key),
+    /// for the given sshd; nil when that sshd cannot express it (Dropbear and a `"` in the
+    /// guard's command). `guardCommand`: the forced command (the client guard), if any.
+    ///
+    /// OpenSSH: `restrict` plus, for tcp, `port-forwarding,permitlisten="127.0.0.1:*"`
+    /// (only a remote forward on loopback) and `permitopen="127.0.0.1:9"` (no connection
+    /// through the client). Dropbear knows neither `port-forwarding` nor `permitlisten`
+    /// (and `restrict` only since 2022.82): the `no-…` options one by one, forwarding left
+    /// on for tcp with `permitopen` limiting local forwards; a remote forward cannot be
+    /// limited by the key, Dropbear binds it to loopback unless it runs with `-a`.
+    public static func clientOptions(transport: Transport, guardCommand: [String]?, sshd: ClientSSHD) -> String? {
+        var options: [String] = []
+        if let g = guardCommand {
+            switch sshd {
+            case .openssh: options.append(commandOption(g))
+            case .dropbear:
+                guard let c = dropbearCommandOption(g) else { return nil }
+                options.append(c)
+            }
+        }
+        switch (sshd, transport) {
+        case (.openssh, .unix):
+            options.append("restrict")
+        case (.openssh, .tcp):
+            options.append(#"restrict,port-forwarding,permitlisten="127.0.0.1:*",permitopen="127.0.0.1:9""#)
+        case (.dropbear, .unix):
+            options.append("no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-pty")
+        case (.dropbear, .tcp):
+            options.append(#"no-agent-forwarding,no-X11-forwarding,no-pty,permitopen="127.0.0.1:9""#)
+        }
+        return options.joined(separator: ",")
+    }
+
+    /// `command="…"` as Dropbear reads it: Dropbear copies the text between the quotes
+    /// verbatim (it unescapes nothing, so `\"` would reach the shell as `\"`), and its
+    /// line scanner does not honour `\"` at all; a command containing `"` cannot be
+    /// written, so nil. Backslashes pass unchanged, as in OpenSSH.
+    public static func dropbearCommandOption(_ argv: [String]) -> String? {
+        let command = Shell.join(argv)
+        guard !command.contains("\"") else { return nil }
+        return "command=\"" + command + "\""
+    }
+}

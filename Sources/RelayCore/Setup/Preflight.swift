@@ -112,9 +112,16 @@ public enum Preflight {
             }
             guard keysOK else { continue }
 
-            // The client: host key, authentication, borg (its borg_path) and socat.
+            // The client: host key, authentication, its sshd (from the banner), borg (its
+            // borg_path) and socat.
             var clientVersion: String?
-            if let t = connect(client.endpoint, "client \(name)", options, name, "client", &results) {
+            let (t, clientSoftware) = connect(client.endpoint, "client \(name)", options, name, "client", &results,
+                                              dropbearLine: dropbearOptions(client))
+            let clientSSHD = clientSoftware.map(ClientSSHD.init(software:)) ?? .openssh
+            if let software = clientSoftware {
+                add(name, "client sshd", .ok, clientSSHD == .dropbear ? "\(software) (Dropbear: its key needs the line for Dropbear)" : software)
+            }
+            if let t {
                 if let r = try? t.capture(BackupPlan.probeCommand(borgPath: client.borgPath)) {
                     let lines = r.stdout.split(separator: "\n").map(String.init)
                     if let v = lines.first(where: { versionNumber($0) != nil }) {
@@ -137,14 +144,16 @@ public enum Preflight {
                         let port = try t.probeRemoteForward()
                         add(name, "remote forward on the client", .ok, "the client's sshd opened 127.0.0.1:\(port) for the relay (closed again)")
                     } catch {
-                        add(name, "remote forward on the client", .fail, "\(error)",
-                            "AllowTcpForwarding is off on the client (or its key line forbids forwarding): set AllowTcpForwarding yes (or remote) in its sshd_config and use the line relayctl authorized-keys \(name) prints, or set transport = \"unix\" in [clients.\(name)]")
+                        let fix = clientSSHD == .dropbear
+                            ? "the client's Dropbear refused the remote forward: run dropbear without -k, give the key the line for Dropbear relayctl authorized-keys \(name) prints (\(dropbearOptions(client)); no no-port-forwarding), or set transport = \"unix\" in [clients.\(name)]"
+                            : "AllowTcpForwarding is off on the client (or its key line forbids forwarding): set AllowTcpForwarding yes (or remote) in its sshd_config and use the line relayctl authorized-keys \(name) prints, or set transport = \"unix\" in [clients.\(name)]"
+                        add(name, "remote forward on the client", .fail, "\(error)", fix)
                     }
                 }
                 t.close()
             }
             // The server: host key, authentication, forced command.
-            if let b = connect(server.endpoint, "server \(server.name)", options, name, "server", &results) {
+            if let b = connect(server.endpoint, "server \(server.name)", options, name, "server", &results).session {
                 let marker = "borg-relay-probe-\(UInt32.random(in: 0...UInt32.max))"
                 if let r = try? b.capture("echo \(marker)") {
                     if r.stdout.contains(marker) {
@@ -160,7 +169,7 @@ public enum Preflight {
             if let m = server.maintenanceKey {
                 var ep = server.endpoint
                 ep.key = m
-                if let b = connect(ep, "server \(server.name) (maintenance key)", options, name, "server maintenance key", &results) {
+                if let b = connect(ep, "server \(server.name) (maintenance key)", options, name, "server maintenance key", &results).session {
                     b.close()
                 }
             }
@@ -220,27 +229,45 @@ public enum Preflight {
         }
     }
 
+    /// Connects and authenticates; `software` is the server's software from its banner
+    /// (also after a refused key, so that the fix can name the line for Dropbear).
     private static func connect(_ ep: HostEndpoint, _ label: String, _ options: SessionOptions, _ client: String,
-                                _ what: String, _ results: inout [PreflightResult]) -> SSHSession? {
+                                _ what: String, _ results: inout [PreflightResult],
+                                dropbearLine: String? = nil) -> (session: SSHSession?, software: String?) {
+        var session: SSHSession?
+        var software: String?
         do {
             let s = try SSHSession(label: label, endpoint: ep, options: options)
+            session = s
             try s.open()
+            software = s.serverSoftware
             results.append(PreflightResult(client: client, check: "\(what) connection", status: .ok,
                                            detail: "\(ep.display): host key pinned and matching, key accepted"))
-            return s
+            return (s, software)
         } catch {
+            software = session?.serverSoftware
+            session?.close()
             var fix: String?
             switch error {
             case .hostKeyUnknown, .hostKeyChanged, .hostKeyOtherType:
                 fix = "check the host's key on the host itself, then: relayctl hostkey \(ep.host):\(ep.port) --add"
+            case .authDenied where dropbearLine != nil && software.map(ClientSSHD.init(software:)) == .dropbear:
+                fix = "the client runs \(software ?? "Dropbear"), which refuses the OpenSSH line: put the line for Dropbear that "
+                    + "relayctl authorized-keys \(client) prints in ~\(ep.user)/.ssh/authorized_keys on it (\(dropbearLine ?? "") KEY)"
             case .authDenied:
                 fix = "add the relay's key to the host: relayctl authorized-keys \(client)"
             default:
                 fix = nil
             }
             results.append(PreflightResult(client: client, check: "\(what) connection", status: .fail, detail: "\(error)", fix: fix))
-            return nil
+            return (nil, software)
         }
+    }
+
+    /// The options of the client's authorized_keys line for Dropbear, for fixes.
+    static func dropbearOptions(_ c: ClientConfig) -> String {
+        AuthorizedKeys.clientOptions(transport: c.transport, guardCommand: c.guardCommand, sshd: .dropbear)
+            ?? "none: the guard's command contains a \", which Dropbear cannot carry in command="
     }
 
     static func localVersion(_ borg: String) -> String? {

@@ -22,6 +22,9 @@ public enum CLI {
         public static let success: Int32 = 0
         public static let runFailed: Int32 = 1
         public static let usage: Int32 = 2
+        /// The run succeeded with warnings (borg exited 1; for a backup the archive was
+        /// created and recorded).
+        public static let warning: Int32 = 3
     }
 }
 

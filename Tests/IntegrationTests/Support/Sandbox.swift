@@ -332,6 +332,10 @@ final class Sandbox {
     let passphrase: String
     let configPath: String
     var clientExtra: [String] = []
+    /// The client's `borg_path` (nil: not written).
+    var tBorg: String?
+    /// The borg `borg(_:)` runs on this machine.
+    var localBorg: String
     var relayExtra: [String] = []
     /// Lines for [servers.vault].
     var serverExtra: [String] = []
@@ -348,8 +352,14 @@ final class Sandbox {
     /// `multiRepo`: B's key may serve any repository under `dir/b` (for several clients).
     /// `maintenance`: B also has a maintenance key (borg serve without --append-only).
     /// `tPath`: PATH for sessions on T (e.g. one without socat).
+    /// `bBorg`: the borg B's forced commands run (`Borgs.v14` for borg 1.4); `tBorg`: the
+    /// client's `borg_path` on T (nil: the key is not written, T runs `borg`); `localBorg`:
+    /// the test's own borg that creates the repository and reads it back.
     init(name: String, netns: (b: String, bAddr: String, t: String, tAddr: String)? = nil,
-         initRepo: Bool = true, multiRepo: Bool = false, maintenance: Bool = false, tPath: String? = nil) throws {
+         initRepo: Bool = true, multiRepo: Bool = false, maintenance: Bool = false, tPath: String? = nil,
+         bBorg: String = "borg", tBorg: String? = nil, localBorg: String = Borgs.system) throws {
+        self.tBorg = tBorg
+        self.localBorg = localBorg
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("borg-relay-it-\(name)-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         chmod(dir, 0o755)
@@ -367,12 +377,12 @@ final class Sandbox {
         if maintenance {
             try Proc.check("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "relay-to-b-maint", "-f", "\(keys)/b-maint"])
             let mPub = try String(contentsOfFile: "\(keys)/b-maint.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            maintLine = "command=\"borg serve --restrict-to-repository \(dir)/b/repo\",restrict \(mPub)\n"
+            maintLine = "command=\"\(bBorg) serve --restrict-to-repository \(dir)/b/repo\",restrict \(mPub)\n"
             extraServer.append("maintenance_key = \"\(keys)/b-maint\"")
         }
         let tPub = try String(contentsOfFile: "\(keys)/t.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         b = try SSHD(name: "b", dir: "\(dir)/b", address: netns?.bAddr ?? "127.0.0.1", port: netns == nil ? nil : 22,
-                     authorizedKeys: "command=\"borg serve --append-only \(multiRepo ? "--restrict-to-path \(dir)/b" : "--restrict-to-repository \(repo)")\",restrict \(bPub)\n" + maintLine,
+                     authorizedKeys: "command=\"\(bBorg) serve --append-only \(multiRepo ? "--restrict-to-path \(dir)/b" : "--restrict-to-repository \(repo)")\",restrict \(bPub)\n" + maintLine,
                      allowForwarding: false, extraEnv: "BORG_BASE_DIR=\(dir)/b/borg-base", netns: netns?.b)
         t = try SSHD(name: "t", dir: "\(dir)/t", address: netns?.tAddr ?? "127.0.0.1", port: netns == nil ? nil : 22,
                      authorizedKeys: "restrict,port-forwarding,permitlisten=\"127.0.0.1:*\",permitopen=\"127.0.0.1:9\" \(tPub)\n",
@@ -426,6 +436,7 @@ final class Sandbox {
 
             """
         if let s = sealed { text += "passphrase = \(q(s))\n" }
+        if let b = tBorg { text += "borg_path = \(q(b))\n" }
         for line in clientExtra + extraClient { text += line + "\n" }
         for table in extraTables { text += "\n" + table + "\n" }
         try FileManager.default.createDirectory(atPath: "\(dir)/relay", withIntermediateDirectories: true)
@@ -456,7 +467,7 @@ final class Sandbox {
         env["BORG_BASE_DIR"] = "\(dir)/check-borg-base"
         env["BORG_PASSPHRASE_FD"] = "0"
         env.removeValue(forKey: "BORG_PASSPHRASE")
-        return try Proc.check("/usr/bin/borg", args, env: env, stdin: Data((p ?? passphrase).utf8), cwd: cwd)
+        return try Proc.check(localBorg, args, env: env, stdin: Data((p ?? passphrase).utf8), cwd: cwd)
     }
 
     /// Archive names in the repository.
@@ -585,6 +596,35 @@ final class Sandbox {
         jumps.forEach { $0.stop() }
         try? FileManager.default.removeItem(atPath: dir)
     }
+}
+
+/// The borg executables a test can put on B, on T and on this machine.
+enum Borgs {
+    /// Debian 12's borg (1.2.4).
+    static let system = "/usr/bin/borg"
+
+    /// The release scripts/borg14 builds (BORG14_VERSION, default 1.4.5).
+    static let v14Version = ProcessInfo.processInfo.environment["BORG14_VERSION"] ?? "1.4.5"
+
+    /// borg 1.4 in the venv scripts/borg14 builds and caches: RELAY_BORG14 (scripts/test sets
+    /// it), else the script's cache for this user (BORG_RELAY_CACHE, /var/cache/borg-relay-tests
+    /// as root, ~/.cache/borg-relay otherwise); nil when it is not there or its build did not finish.
+    static let v14: String? = {
+        let env = ProcessInfo.processInfo.environment
+        if let p = env["RELAY_BORG14"], !p.isEmpty {
+            return FileManager.default.isExecutableFile(atPath: p) ? p : nil
+        }
+        let cache = env["BORG_RELAY_CACHE"]
+            ?? (geteuid() == 0 ? "/var/cache/borg-relay-tests"
+                : (env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/borg-relay")
+        let venv = "\(cache)/borg-\(v14Version)"
+        guard FileManager.default.fileExists(atPath: "\(venv)/.complete"),
+              FileManager.default.isExecutableFile(atPath: "\(venv)/bin/borg") else { return nil }
+        return "\(venv)/bin/borg"
+    }()
+
+    /// Why the borg 1.4 tests are skipped when `v14` is nil.
+    static let v14Missing = "borg \(v14Version) venv not found: scripts/borg14 builds it (scripts/test runs it unless SKIP_BORG14=1)"
 }
 
 /// Compares two trees: names, types, file bytes, symlink targets.
