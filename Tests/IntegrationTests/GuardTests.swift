@@ -29,7 +29,8 @@ struct GuardTests {
         // Through sshd: a backup with an allowed pre hook, over tcp and over unix.
         let tcp = try s.runAgent()
         #expect(tcp.status == 0, "\(tcp.output)")
-        s.clientExtra = [guardLine, "transport = \"unix\""]
+        // (relocated_ok: the guard lets BORG_RELOCATED_REPO_ACCESS_IS_OK=yes through.)
+        s.clientExtra = [guardLine, "transport = \"unix\"", "relocated_ok = true"]
         try s.configure()
         let unix = try s.runAgent()
         #expect(unix.status == 0, "\(unix.output)")
@@ -52,19 +53,36 @@ struct GuardTests {
         let cfg = try ConfigLoader.load(path: s.configPath)
         let plan = BackupPlan(client: try cfg.client("web1"))
         let good = plan.createCommand(port: 4711, withPassphrase: true)
+        let goodScript = plan.createScript(connector: BackupPlan.connector(port: 4711), withPassphrase: true)
         let marker = "\(s.dir)/t/INJECTED"
+        let sockDir = BackupPlan.unixSocketDir(random: String(repeating: "0f", count: 16))
+        func wrapped(_ script: String, _ args: [String] = []) -> String { Shell.anyShell(script, arguments: args) }
         let refused: [(String, String)] = [
             ("interactive login", ""),
             ("a shell", "sh"),
             ("a shell command", "bash -c id"),
-            ("borg delete", "exec env 'BORG_RSH=sh -c '\\''exec socat STDIO TCP:127.0.0.1:4711'\\''' borg delete -- 'ssh://borg-relay\(s.repo)::a'"),
+            ("borg delete", wrapped("exec env 'BORG_RSH=sh -c '\\''exec socat STDIO TCP:127.0.0.1:4711'\\''' borg delete -- 'ssh://borg-relay\(s.repo)::a'")),
             ("a path outside the allowlist", good.replacingOccurrences(of: s.dataDir, with: "/root")),
             ("; after the command", good + "; touch \(marker)"),
-            ("$() in a word", good.replacingOccurrences(of: s.dataDir, with: "\(s.dataDir)$(touch \(marker))")),
+            ("; inside the script", wrapped(goodScript + "; touch \(marker)")),
+            ("$() in a word", wrapped(goodScript.replacingOccurrences(of: s.dataDir, with: "\(s.dataDir)$(touch \(marker))"))),
             ("backticks", good + " `touch \(marker)`"),
             ("a newline", good + "\ntouch \(marker)"),
-            ("another BORG_RSH", good.replacingOccurrences(of: "exec socat STDIO TCP:127.0.0.1:4711", with: "touch \(marker)")),
-            ("a hook not in the config", "exec env BORG_RELAY_RUN=x BORG_RELAY_CLIENT=web1 timeout --kill-after=10 5 touch \(marker)"),
+            ("a newline in the script", wrapped(goodScript + "\ntouch \(marker)")),
+            ("another BORG_RSH", wrapped(goodScript.replacingOccurrences(of: "exec socat STDIO TCP:127.0.0.1:4711", with: "touch \(marker)"))),
+            ("a hook not in the config", BackupPlan.hookCommand(argv: ["touch", marker], timeout: 5, runID: "x", client: "web1", result: nil)),
+            ("a hook with another variable", wrapped(BackupPlan.hookScript, ["5", "env", "BORG_RSH=x", "sh", "-c", "echo pre-ok"])),
+            ("a hook script changed", wrapped(BackupPlan.hookScript.replacingOccurrences(of: "exec timeout -k 10", with: "touch \(marker); exec timeout -k 10"),
+                                              ["5", "env", "BORG_RELAY_RUN=x", "sh", "-c", "echo pre-ok"])),
+            ("the relay's old shape (unwrapped)", goodScript),
+            ("the script double-quoted", "exec sh -c \"\(goodScript)\""),
+            ("quoted another way than the relay does", good.replacingOccurrences(of: "exec sh -c '", with: "exec sh -c ''''")),
+            ("an extra argument after the script", good + " x"),
+            ("any other script", wrapped("touch \(marker)")),
+            ("the listener with a changed script", wrapped(BackupPlan.unixListenerScript + "; touch \(marker)", [sockDir])),
+            ("the listener in another directory", wrapped(BackupPlan.unixListenerScript, ["/tmp/x; touch \(marker)"])),
+            ("relocated_ok with another value", wrapped(goodScript.replacingOccurrences(of: " borg create", with: " BORG_RELOCATED_REPO_ACCESS_IS_OK=1 borg create"))),
+            ("the probe of another borg", BackupPlan.probeCommand(borgPath: "touch \(marker);borg")),
         ]
         for (what, command) in refused {
             var env = ProcessInfo.processInfo.environment

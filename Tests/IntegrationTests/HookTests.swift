@@ -59,9 +59,13 @@ struct HookTests {
             let r = try Proc.run(try Proc.binary(exe), args)
             #expect(r.status == 0, "\(exe): \(r.output)")
             let out = r.stdout
-            #expect(out.contains("borg create --json --log-json --progress --lock-wait=300 --compression=lz4 '--exclude=it'\\''s *.tmp'"), "\(exe): \(out)")
+            // Exactly what is sent: one exec sh -c 'SCRIPT' any login shell reads alike.
+            let plan = BackupPlan(client: try ConfigLoader.load(path: s.configPath).client("web1"))
+            let script = plan.createScript(connector: BackupPlan.connector(port: 0), withPassphrase: true)
+            #expect(script.contains("borg create --json --log-json --progress --lock-wait=300 --compression=lz4 '--exclude=it'\\''s *.tmp'"), "\(script)")
+            #expect(out.contains("client: exec         " + Shell.anyShell(script).replacingOccurrences(of: "127.0.0.1:0", with: "127.0.0.1:PORT")), "\(exe): \(out)")
             #expect(out.contains("BORG_PASSPHRASE_FD=0") && out.contains("*** (the passphrase"), "\(out)")
-            #expect(out.contains("timeout --kill-after=10 3600 echo pre"), "\(out)")
+            #expect(out.contains(BackupPlan.hookCommand(argv: ["echo", "pre"], timeout: 3600, runID: "RUN", client: "web1", result: nil)), "\(out)")
             #expect(out.contains("borg serve --info"), "\(out)")
             #expect(out.contains("--keep-daily=7 --keep-weekly=4"), "\(out)")
             #expect(!out.contains(s.passphrase))

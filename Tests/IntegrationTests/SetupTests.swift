@@ -184,7 +184,7 @@ struct SetupTests {
         #expect(status == 0 && failed(results).isEmpty, "\(results)")
         #expect(Set(results.map(\.check)).isSuperset(of: ["config", "vault", "key file", "client connection", "server connection",
                                                           "borg on the client", "socat on the client", "server key forced",
-                                                          "borg on the server", "repository", "server append-only"]))
+                                                          "borg on the server", "borg versions", "repository", "server append-only"]))
 
         // No repository on B: check names it and says how to create it.
         try FileManager.default.moveItem(atPath: s.repo, toPath: s.repo + ".away")

@@ -52,6 +52,23 @@ struct ConfigLoaderTests {
         }
     }
 
+    @Test("relocated_ok is a per-client boolean, off by default; a newline in paths, exclude or repository is refused (csh on T could not be sent it)")
+    func relocatedOKAndNewlines() throws {
+        let f = try Files()
+        #expect(try ConfigLoader.parse(f.valid(), file: "relay.toml").client("web1").relocatedOK == false)
+        #expect(try ConfigLoader.parse(f.valid(client: "relocated_ok = true"), file: "relay.toml").client("web1").relocatedOK == true)
+        expectError(f.valid(client: "relocated_ok = \"yes\"")) { #expect($0.key == "relocated_ok") }
+        for (key, from, to) in [("paths", #"paths = ["/etc", "/var/www"]"#, #"paths = ["/etc", "/var/a\nb"]"#),
+                                ("exclude", #"exclude = ["/var/www/cache"]"#, #"exclude = ["/x\ny"]"#),
+                                ("repository", #"repository = "/srv/borg/web1""#, #"repository = "/srv/borg/a\nb""#)] {
+            let text = f.valid().replacingOccurrences(of: from, with: to)
+            #expect(text != f.valid())
+            expectError(text) { e in
+                #expect(e.key == key && "\(e)".contains("newline"), "\(e)")
+            }
+        }
+    }
+
     @Test func validConfigLoads() throws {
         let f = try Files()
         let c = try ConfigLoader.parse(f.valid(client: "archive = \"{hostname}-{now:%Y}\""), file: "relay.toml")

@@ -136,7 +136,7 @@ public struct ClientConfig: Sendable, Equatable {
     /// the user writes `sh -c`).
     public var pre: [String]?
     public var post: [String]?
-    /// Seconds each hook may run before it is killed (coreutils `timeout` on the client).
+    /// Seconds each hook may run before it is killed (`timeout` on the client: coreutils or BusyBox).
     public var preTimeout: Int = 3600
     public var postTimeout: Int = 3600
     /// The forced command on the client (contrib/guard/borg-relay-guard), as argv; only
@@ -149,6 +149,10 @@ public struct ClientConfig: Sendable, Equatable {
     public var checkpointInterval: Int?
     /// Retry a create that failed on a dropped link, once (borg resumes from its checkpoint).
     public var retry: Bool = false
+    /// borg on the client may use the repository although it knew it under another
+    /// location (a client that pushed to it directly before): the relay sets
+    /// BORG_RELOCATED_REPO_ACCESS_IS_OK=yes for borg on the client.
+    public var relocatedOK: Bool = false
 }
 
 /// A passphrase sealed to the vault's public key. Holding one reveals nothing.

@@ -277,6 +277,7 @@ public enum ConfigLoader {
             "server", "repository", "passphrase", "paths", "exclude", "compression", "archive",
             "transport", "borg_path", "schedule", "jitter", "catch_up", "retention", "pre", "post",
             "pre_timeout", "post_timeout", "guard", "lock_wait", "checkpoint_interval", "retry",
+            "relocated_ok",
         ]))
         let endpoint = try parseEndpoint(t, defaultUser: nil)
         let server = try t.requiredString("server")
@@ -284,6 +285,10 @@ public enum ConfigLoader {
             throw t.error("server", .unknownReference(kind: "server", name: server, known: servers.keys.sorted()))
         }
         let repository = try t.requiredAbsolutePath("repository")
+        // Values that reach the client's shell: csh cannot take a newline in a quoted word.
+        if repository.contains("\n") || repository.contains("\r") {
+            throw t.error("repository", .invalidValue(reason: "contains a newline (no login shell on the client could be sent it safely)"))
+        }
         var passphrase: SealedValue?
         if let p = try t.optionalString("passphrase") {
             guard let sealed = SealedValue(text: p) else {
@@ -298,12 +303,12 @@ public enum ConfigLoader {
         if paths.isEmpty {
             throw t.error("paths", .invalidValue(reason: "lists no path to back up"))
         }
-        for p in paths where p.isEmpty || p.contains("\0") {
-            throw t.error("paths", .invalidValue(reason: "contains an empty path or a NUL byte"))
+        for p in paths where p.isEmpty || p.contains("\0") || p.contains("\n") || p.contains("\r") {
+            throw t.error("paths", .invalidValue(reason: "contains an empty path, a NUL byte or a newline (csh, a possible login shell on the client, cannot be sent a newline; back up the parent directory instead)"))
         }
         let exclude = try t.stringArray("exclude") ?? []
-        for p in exclude where p.isEmpty || p.contains("\0") {
-            throw t.error("exclude", .invalidValue(reason: "contains an empty pattern or a NUL byte"))
+        for p in exclude where p.isEmpty || p.contains("\0") || p.contains("\n") || p.contains("\r") {
+            throw t.error("exclude", .invalidValue(reason: "contains an empty pattern, a NUL byte or a newline (use a pattern such as *, which matches a newline too)"))
         }
         let compression = try t.optionalString("compression")
         if let c = compression, c.isEmpty || c.contains(where: { $0.isWhitespace }) {
@@ -347,6 +352,7 @@ public enum ConfigLoader {
             client.checkpointInterval = try t.int("checkpoint_interval", default: 1800, range: 1...86_400)
         }
         client.retry = try t.optionalBool("retry") ?? false
+        client.relocatedOK = try t.optionalBool("relocated_ok") ?? false
         if let g = try t.hookCommand("guard") {
             guard g[0].hasPrefix("/") else {
                 throw t.error("guard", .invalidValue(reason: "must start with the guard's absolute path on the client (e.g. \"/usr/local/sbin/borg-relay-guard\")"))

@@ -125,6 +125,8 @@ public final class BackupRun: @unchecked Sendable {
     private var borgStarted = false
     /// When the whole run must end ([relay] run_timeout).
     private var runDeadline: Date?
+    /// borg on the client asked whether to use a repository it knew under another location.
+    private var relocation: RelocationNotice?
 
     // MARK: - The run
 
@@ -135,8 +137,9 @@ public final class BackupRun: @unchecked Sendable {
         report.kind = workload.kind
         report.logFile = logFile
         let plan = BackupPlan(client: client)
-        clientLog = LineCollector { [logger, progress] line in
-            BorgLogLine.handle(line, logger: logger, origin: "T borg", progress: progress)
+        clientLog = LineCollector { [unowned self, logger, progress] line in
+            if self.relocation == nil { self.relocation = RelocationNotice.find(in: line) }
+            return BorgLogLine.handle(line, logger: logger, origin: "T borg", progress: progress)
         }
         serverLog = LineCollector { [logger] line in
             logger.info("\(line)", metadata: ["relay.origin": "B borg serve"])
@@ -221,6 +224,10 @@ public final class BackupRun: @unchecked Sendable {
         }
         report.warnings = warnings
         finishReport(&report)
+        if report.state == .failed, let r = relocation {
+            // borg's question, not the traceback that followed it, is the summary.
+            report.error = r.message(client: client.name)
+        }
         logger.info("run \(runID) \(report.state.rawValue)\(report.error.map { ": \($0)" } ?? "")")
         return report
     }
@@ -324,7 +331,7 @@ public final class BackupRun: @unchecked Sendable {
     }
 
     /// Runs a hook on the client and waits for it, on this thread (blocking mode). The
-    /// client's coreutils `timeout` kills it at `timeout` seconds; the relay gives up 20 s
+    /// client's `timeout` (coreutils or BusyBox) kills it at `timeout` seconds; the relay gives up 20 s
     /// later. Its output goes to the run log; a failure throws.
     private func runHook(_ name: String, argv: [String], timeout: Int, result: String?) throws {
         guard let t else { return }
@@ -339,7 +346,8 @@ public final class BackupRun: @unchecked Sendable {
             logger.info("\(line)", metadata: ["relay.origin": "T \(name)"])
             return line
         }
-        let deadline = Date().addingTimeInterval(TimeInterval(timeout + 20))
+        let started = Date()
+        let deadline = started.addingTimeInterval(TimeInterval(timeout + 20))
         var buf = [UInt8](repeating: 0, count: 16384)
         var gaveUp = false
         reading: while true {
@@ -364,7 +372,12 @@ public final class BackupRun: @unchecked Sendable {
             cancelRequested = true
             throw RunError.cancelled
         }
-        if gaveUp || status == 124 || status == 137 { throw RunError.hookTimedOut(hook: name, seconds: timeout) }
+        // coreutils' timeout exits 124 (137 after its SIGKILL); BusyBox's execs the hook
+        // itself, so the hook ends by the signal (no exit status) at the timeout.
+        let atTimeout = Date().timeIntervalSince(started) >= Double(timeout)
+        if gaveUp || status == 124 || status == 137 || (atTimeout && (status == nil || status == 143)) {
+            throw RunError.hookTimedOut(hook: name, seconds: timeout)
+        }
         if status != 0 { throw RunError.hookFailed(hook: name, status: status, detail: Self.errorLines(output.tail)) }
     }
 
@@ -511,7 +524,7 @@ public final class BackupRun: @unchecked Sendable {
             command = unixSocket.map { plan.createCommand(unixSocket: $0, withPassphrase: passphrase != nil) }
                 ?? plan.createCommand(port: Int(bound), withPassphrase: passphrase != nil)
         case .raw(let template):
-            command = template.replacingOccurrences(of: "{port}", with: String(bound))
+            command = Shell.anyShell(template.replacingOccurrences(of: "{port}", with: String(bound)))
         case .borg(_, let arguments, let workDir):
             command = plan.borgCommand(port: Int(bound), withPassphrase: passphrase != nil, arguments: arguments,
                                        workDir: workDir, unixSocket: unixSocket)

@@ -104,6 +104,9 @@ public struct OperationRequest: Codable, Sendable, Equatable {
                 if !t.hasPrefix("/") || parts.isEmpty || parts.contains("..") || parts.contains(".") {
                     throw .invalid("the restore target '\(t)' must be an absolute directory other than / (use in-place to restore over the originals)")
                 }
+                if t.contains("\n") || t.contains("\r") || t.contains("\0") {
+                    throw .invalid("the restore target may not contain a newline or NUL (it is sent through the client's login shell)")
+                }
             }
             for p in paths ?? [] where p.isEmpty || p.split(separator: "/").contains("..") {
                 throw .invalid("'\(p)' is not a path inside the archive")

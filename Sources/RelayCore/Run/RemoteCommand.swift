@@ -16,6 +16,35 @@ public enum Shell {
     }
 
     private static let safe = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%_+=:,./-".unicodeScalars)
+
+    /// Quotes one word so that every login shell sshd may run a command through reads it
+    /// back unchanged: POSIX sh, dash, bash, zsh, BusyBox ash, fish, csh and tcsh. Inside
+    /// single quotes fish still reads `\'` and `\\` as escapes and csh expands `!`
+    /// (history, even in `-c`), so `'`, `\` and `!` are written outside the quotes as `\'`,
+    /// `\\` and `\!`, which all of them read as the bare character. csh cannot take a
+    /// newline in a word at all: the config loader refuses newlines in every value that
+    /// reaches a client, and the relay's own scripts are one line.
+    public static func quoteForAnyShell(_ word: String) -> String {
+        var out = "", run = ""
+        for c in word.unicodeScalars {
+            if c == "'" || c == "\\" || c == "!" {
+                if !run.isEmpty { out += "'" + run + "'"; run = "" }
+                out += "\\" + String(c)
+            } else {
+                run.unicodeScalars.append(c)
+            }
+        }
+        if !run.isEmpty || out.isEmpty { out += "'" + run + "'" }
+        return out
+    }
+
+    /// The one shape of every command the relay sends to a client:
+    /// `exec sh -c 'SCRIPT' [ARG…]`, each word quoted by `quoteForAnyShell`. sshd runs it
+    /// through the login's shell (`$SHELL -c`), which only has to start sh with these
+    /// words; the script itself is always POSIX sh (BusyBox ash included).
+    public static func anyShell(_ script: String, arguments: [String] = []) -> String {
+        (["exec", "sh", "-c"] + ([script] + arguments).map(quoteForAnyShell)).joined(separator: " ")
+    }
 }
 
 /// The commands of one backup run.
@@ -55,25 +84,27 @@ public struct BackupPlan: Sendable, Equatable {
 
     /// The listener of the unix transport, run in its own exec channel on T: removes stale
     /// socket directories of this user (their listener is gone), creates the run's 0700
-    /// directory, and accepts one connection on a 0600 socket with socat, whose stdio is
-    /// the channel: the relay splices that channel into borg serve on B. The directory is
-    /// removed when socat ends (and by the next run if the listener was killed).
+    /// directory (`$0`), and accepts one connection on a 0600 socket with socat, whose stdio
+    /// is the channel: the relay splices that channel into borg serve on B. The directory is
+    /// removed when socat ends (and by the next run if the listener was killed). One line
+    /// (csh cannot take a newline in a quoted word); the client guard matches it byte for byte.
+    public static let unixListenerScript = [
+        "for d in /tmp/borg-relay-sock-*; do",
+        "[ -d \"$d\" ] && [ -O \"$d\" ] || continue;",
+        "if [ -f \"$d/pid\" ]; then kill -0 \"$(cat \"$d/pid\")\" 2>/dev/null && continue;",
+        "elif [ -z \"$(find \"$d\" -maxdepth 0 -mmin +1)\" ]; then continue; fi;",
+        "rm -rf -- \"$d\";",
+        "done;",
+        "umask 077;",
+        "mkdir -m 0700 -- \"$0\" || exit 97;",
+        "echo $$ > \"$0/pid\";",
+        "trap 'rm -rf -- \"$0\"' EXIT;",
+        "trap 'exit 143' HUP INT TERM;",
+        "socat UNIX-LISTEN:\"$0/borg.sock\",mode=0600,listen-timeout=120 STDIO",
+    ].joined(separator: " ")
+
     public static func unixListenerCommand(dir: String) -> String {
-        let script = """
-            for d in /tmp/borg-relay-sock-*; do
-              [ -d "$d" ] && [ -O "$d" ] || continue
-              if [ -f "$d/pid" ]; then kill -0 "$(cat "$d/pid")" 2>/dev/null && continue
-              elif [ -z "$(find "$d" -maxdepth 0 -mmin +1)" ]; then continue; fi
-              rm -rf -- "$d"
-            done
-            umask 077
-            mkdir -m 0700 -- "$0" || exit 97
-            echo $$ > "$0/pid"
-            trap 'rm -rf -- "$0"' EXIT
-            trap 'exit 143' HUP INT TERM
-            socat UNIX-LISTEN:"$0/borg.sock",mode=0600,listen-timeout=120 STDIO
-            """
-        return "exec " + Shell.join(["sh", "-c", script, dir])
+        Shell.anyShell(unixListenerScript, arguments: [dir])
     }
 
     /// borg create's argument vector (after the program name).
@@ -90,12 +121,31 @@ public struct BackupPlan: Sendable, Equatable {
         return args
     }
 
-    /// A hook's command line on the client: argv as given, under coreutils `timeout`, with
-    /// BORG_RELAY_RUN, BORG_RELAY_CLIENT and (post) BORG_RELAY_RESULT in its environment.
+    /// Runs `"$@"` (env, the hook's variables, the hook's argv) under `timeout` with `$0`
+    /// seconds: `timeout -k 10 SECS` where it exists (coreutils, BusyBox 1.36 and the
+    /// Debian BusyBox), else BusyBox's older `timeout SECS` or oldest `timeout -t SECS`
+    /// (which cannot send the later SIGKILL). The client guard matches it byte for byte.
+    public static let hookScript = [
+        "if timeout -k 1 1 true >/dev/null 2>&1; then exec timeout -k 10 \"$0\" \"$@\";",
+        "elif timeout -t 1 true >/dev/null 2>&1; then exec timeout -t \"$0\" \"$@\";",
+        "else exec timeout \"$0\" \"$@\"; fi",
+    ].joined(separator: " ")
+
+    /// A hook's command line on the client: argv as given, under `timeout` (`hookScript`),
+    /// with BORG_RELAY_RUN, BORG_RELAY_CLIENT and (post) BORG_RELAY_RESULT in its environment.
     public static func hookCommand(argv: [String], timeout: Int, runID: String, client: String, result: String?) -> String {
         var env = ["env", "BORG_RELAY_RUN=\(runID)", "BORG_RELAY_CLIENT=\(client)"]
         if let r = result { env.append("BORG_RELAY_RESULT=\(r)") }
-        return "exec " + Shell.join(env + ["timeout", "--kill-after=10", String(timeout)] + argv)
+        return Shell.anyShell(hookScript, arguments: [String(timeout)] + env + argv)
+    }
+
+    /// `check`'s probe on the client: the client's borg (`borg_path`) and socat.
+    public static func probeCommand(borgPath: String) -> String {
+        Shell.anyShell(probeScript(borgPath: borgPath))
+    }
+
+    static func probeScript(borgPath: String) -> String {
+        Shell.quote(borgPath) + " --version; command -v socat || echo no-socat-found"
     }
 
     /// What a backup run would do, command by command, without connecting anywhere
@@ -110,7 +160,7 @@ public struct BackupPlan: Sendable, Equatable {
         if c.transport == .unix {
             let dir = unixSocketDir(random: "RANDOM")
             lines.append("server: exec         \(serveCommand)   (the key's forced command decides what runs)")
-            lines.append("client: exec         \(unixListenerCommand(dir: dir).replacingOccurrences(of: "\n", with: "; "))")
+            lines.append("client: exec         \(unixListenerCommand(dir: dir))")
             lines.append("client: exec         \(plan.createCommand(unixSocket: dir + "/borg.sock", withPassphrase: c.passphrase != nil))")
         } else {
             lines.append("client: remote forward on 127.0.0.1:PORT (PORT chosen by the client's sshd; one connection, then cancelled)")
@@ -138,10 +188,18 @@ public struct BackupPlan: Sendable, Equatable {
     /// `::ARCHIVE` works), run in `workDir` (created 0700 when missing) if given.
     public func borgCommand(port: Int, withPassphrase: Bool, arguments: [String], workDir: String?,
                             unixSocket: String? = nil) -> String {
+        Shell.anyShell(borgScript(port: port, withPassphrase: withPassphrase, arguments: arguments,
+                                  workDir: workDir, unixSocket: unixSocket))
+    }
+
+    /// The POSIX script of `borgCommand`.
+    func borgScript(port: Int, withPassphrase: Bool, arguments: [String], workDir: String?,
+                    unixSocket: String? = nil) -> String {
         var argv = ["env", "-u", "BORG_PASSPHRASE", "-u", "BORG_PASSCOMMAND"]
         argv += withPassphrase ? ["BORG_PASSPHRASE_FD=0"] : ["-u", "BORG_PASSPHRASE_FD"]
         argv.append("BORG_REPO=\(repositoryURL)")
         argv.append("BORG_RSH=\(unixSocket.map(Self.unixConnector) ?? Self.connector(port: port))")
+        argv += relocationEnvironment
         argv.append(client.borgPath)
         argv += arguments
         var run = "exec " + Shell.join(argv)
@@ -155,11 +213,19 @@ public struct BackupPlan: Sendable, Equatable {
         return run
     }
 
+    /// `relocated_ok = true`: borg on the client accepts that it knew the repository under
+    /// another location (it answers borg's "was previously located at" question with yes).
+    var relocationEnvironment: [String] {
+        client.relocatedOK ? ["\(Self.relocatedVariable)=yes"] : []
+    }
+
+    public static let relocatedVariable = "BORG_RELOCATED_REPO_ACCESS_IS_OK"
+
     /// The full command line for the client's exec channel. The passphrase is not in
     /// it: borg reads it from fd 0 (`BORG_PASSPHRASE_FD=0`), which is the channel's stdin.
     /// Variables that would override the fd (BORG_PASSPHRASE, BORG_PASSCOMMAND) are unset.
     public func createCommand(port: Int, withPassphrase: Bool) -> String {
-        createCommand(connector: Self.connector(port: port), withPassphrase: withPassphrase)
+        Shell.anyShell(createScript(connector: Self.connector(port: port), withPassphrase: withPassphrase))
     }
 
     /// The shell prefix that waits (up to 10 s) for the unix transport's socket on T. The
@@ -170,10 +236,12 @@ public struct BackupPlan: Sendable, Equatable {
 
     /// borg create with the unix transport: waits (up to 10 s) for the listener's socket.
     public func createCommand(unixSocket: String, withPassphrase: Bool) -> String {
-        return Self.waitForSocket(unixSocket) + createCommand(connector: Self.unixConnector(socket: unixSocket), withPassphrase: withPassphrase)
+        Shell.anyShell(Self.waitForSocket(unixSocket)
+                       + createScript(connector: Self.unixConnector(socket: unixSocket), withPassphrase: withPassphrase))
     }
 
-    func createCommand(connector: String, withPassphrase: Bool) -> String {
+    /// The POSIX script of `createCommand` (what the client guard checks, after unquoting).
+    public func createScript(connector: String, withPassphrase: Bool) -> String {
         var argv = ["exec", "env", "-u", "BORG_PASSPHRASE", "-u", "BORG_PASSCOMMAND", "-u", "BORG_REPO"]
         if withPassphrase {
             argv.append("BORG_PASSPHRASE_FD=0")
@@ -181,6 +249,7 @@ public struct BackupPlan: Sendable, Equatable {
             argv += ["-u", "BORG_PASSPHRASE_FD"]
         }
         argv.append("BORG_RSH=\(connector)")
+        argv += relocationEnvironment
         argv.append(client.borgPath)
         argv += createArguments
         // `exec` must stay a bare shell word.

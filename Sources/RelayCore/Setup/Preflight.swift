@@ -112,7 +112,9 @@ public enum Preflight {
             }
             guard keysOK else { continue }
 
-            // The client: host key, authentication, its sshd (from the banner), borg and socat.
+            // The client: host key, authentication, its sshd (from the banner), borg (its
+            // borg_path) and socat.
+            var clientVersion: String?
             let (t, clientSoftware) = connect(client.endpoint, "client \(name)", options, name, "client", &results,
                                               dropbearLine: dropbearOptions(client))
             let clientSSHD = clientSoftware.map(ClientSSHD.init(software:)) ?? .openssh
@@ -120,12 +122,15 @@ public enum Preflight {
                 add(name, "client sshd", .ok, clientSSHD == .dropbear ? "\(software) (Dropbear: its key needs the line for Dropbear)" : software)
             }
             if let t {
-                if let r = try? t.capture("borg --version; command -v socat || echo no-socat-found") {
+                if let r = try? t.capture(BackupPlan.probeCommand(borgPath: client.borgPath)) {
                     let lines = r.stdout.split(separator: "\n").map(String.init)
-                    if let v = lines.first(where: { $0.hasPrefix("borg ") }) {
-                        add(name, "borg on the client", versionStatus(v), v, versionFix(v))
+                    if let v = lines.first(where: { versionNumber($0) != nil }) {
+                        clientVersion = versionNumber(v)
+                        add(name, "borg on the client", versionStatus(v), "\(v) (\(client.borgPath))", versionFix(v))
                     } else {
-                        add(name, "borg on the client", .fail, "borg --version printed nothing (\(r.stderr.prefix(200)))", "install borgbackup on the client")
+                        add(name, "borg on the client", .fail, "\(client.borgPath) --version printed no version (\(r.stderr.prefix(200)))",
+                            client.borgPath == "borg" ? "install borgbackup on the client, or set borg_path in [clients.\(name)]"
+                                : "install borgbackup on the client at \(client.borgPath), or fix borg_path in [clients.\(name)]")
                     }
                     if lines.contains("no-socat-found") {
                         add(name, "socat on the client", .fail, "socat is not in the client's PATH", "install socat on the client (the connector borg uses)")
@@ -156,7 +161,7 @@ public enum Preflight {
                             "prefix its line in B's authorized_keys with \(AuthorizedKeys.serveOptions(appendOnly: true, repository: client.repository)) (relayctl authorized-keys \(name))")
                     } else {
                         add(name, "server key forced", .ok, "an arbitrary command got a forced command, not a shell")
-                        serverProbe(b, client: client, server: server, add)
+                        serverProbe(b, client: client, server: server, clientVersion: clientVersion, add)
                     }
                 }
                 b.close()
@@ -173,7 +178,7 @@ public enum Preflight {
     }
 
     /// borg serve on B, through the client's key: version, repository, append-only.
-    private static func serverProbe(_ b: SSHSession, client: ClientConfig, server: ServerConfig,
+    private static func serverProbe(_ b: SSHSession, client: ClientConfig, server: ServerConfig, clientVersion: String?,
                                     _ add: (String?, String, PreflightResult.Status, String, String?) -> Void) {
         let name = client.name
         let line = "\(AuthorizedKeys.serveOptions(appendOnly: true, repository: client.repository)) (relayctl authorized-keys \(name))"
@@ -187,6 +192,10 @@ public enum Preflight {
         }
         if let v = probe.serverVersion {
             add(name, "borg on the server", versionStatus("borg \(v)"), "borg \(v)", versionFix("borg \(v)"))
+            if let c = clientVersion {
+                let (status, detail, fix) = versionMatch(client: c, server: v)
+                add(name, "borg versions", status, detail, fix)
+            }
         } else {
             add(name, "borg on the server", .warn, "borg serve did not report its version", "borg-relay is tested with borg 1.2.x and 1.4.x")
         }
@@ -273,6 +282,26 @@ public enum Preflight {
         proc.waitUntilExit()
         guard proc.terminationStatus == 0 else { return nil }
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The version in a line of `borg --version` ("borg 1.2.4", "borg-linux64 1.4.5"): its
+    /// last word when that starts with DIGITS.DIGITS; nil for any other line.
+    static func versionNumber(_ line: String) -> String? {
+        guard let last = line.split(separator: " ").last, line.split(separator: " ").count >= 2,
+              last.wholeMatch(of: /[0-9]+\.[0-9]+([.a-z0-9+-]*)/) != nil else { return nil }
+        return String(last)
+    }
+
+    /// T's and B's borg: they speak the same protocol within a major version (1.2 and 1.4
+    /// work together); across major versions (1.x and 2.x) they do not.
+    static func versionMatch(client: String, server: String) -> (PreflightResult.Status, String, String?) {
+        let c = client.split(separator: ".").first.map(String.init) ?? client
+        let s = server.split(separator: ".").first.map(String.init) ?? server
+        if c == s {
+            return (.ok, "borg \(client) on the client and borg \(server) on the server have the same major version", nil)
+        }
+        return (.warn, "borg \(client) on the client and borg \(server) on the server differ in major version: they may not speak the same protocol",
+                "install the same major version on both (borg-relay is tested with 1.2.x and 1.4.x)")
     }
 
     /// 1.2.x and 1.4.x work; 2.0 betas dropped --append-only.
