@@ -31,7 +31,7 @@ struct JumpTests {
         let keygen = try Proc.check("/usr/bin/ssh-keygen", ["-lf", "\(s.t.dir)/host_key.pub"]).stdout
         let fp = try #require(keygen.split(separator: " ").first { $0.hasPrefix("SHA256:") })
         let shown = try Proc.run(ctl, ["hostkey", "127.0.0.1:\(s.t.port)", "--via", "j1,j2", "--config", s.configPath])
-        #expect(shown.status == 0 && shown.stdout.contains(String(fp)), "hostkey --via: \(shown.output)")
+        #expect(shown.status == 0 && shown.stdout.contains(String(fp)), "hostkey --via (exit \(shown.status)): \(shown.output)")
         // check goes through the jumps too.
         let check = try Proc.run(ctl, ["check", "--config", s.configPath])
         #expect(check.status == 0, "\(check.output)")

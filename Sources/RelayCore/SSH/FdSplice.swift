@@ -86,7 +86,9 @@ final class FdSplice {
         }
         while !down.queue.isEmpty && !writeShut {
             let r = down.queue.readable
-            let w = Glibc.write(fd, r.baseAddress, r.count)
+            // send with MSG_NOSIGNAL: a peer that closed its end is an error here, never a
+            // SIGPIPE that ends the whole process (relayctl does not ignore SIGPIPE).
+            let w = Glibc.send(fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL))
             if w > 0 {
                 down.delivered += UInt64(w)
                 down.queue.consume(w)
