@@ -114,7 +114,7 @@ struct DropbearTests {
         #expect(TreeCompare.differences(s.dataDir, "\(target)/\(rel)").isEmpty, "\(TreeCompare.differences(s.dataDir, "\(target)/\(rel)"))")
     }
 
-    @Test("unix: the Dropbear line (no forwarding at all) pasted verbatim: backup, extract identical, check names dropbear")
+    @Test("unix: the Dropbear line (no forwarding at all) pasted verbatim: backup, extract identical, check names dropbear and passes a connection through the socket listener")
     func unix() throws {
         let (s, db) = try setUp("dropbear-unix", transport: "unix")
         defer { db.stop(); s.close() }
@@ -125,6 +125,7 @@ struct DropbearTests {
         let good = try check(s)
         #expect(good.status == 0, "\(good.output)")
         #expect(good.stdout.contains("ok    db: client sshd: dropbear_2022.83"), "\(good.stdout)")
+        #expect(good.stdout.contains("ok    db: socket listener on the client"), "\(good.stdout)")
         let r = try run(s)
         #expect(r.status == 0, "\(r.output)\n\(db.log)")
         #expect(!r.output.contains("listening on 127.0.0.1"), "the TCP forward was used")

@@ -38,6 +38,7 @@ struct GuardTests {
         // The preflight probe passes too.
         let check = try Proc.run(try Proc.binary("relayctl"), ["check", "--config", s.configPath])
         #expect(check.stdout.contains("ok    web1: socat on the client"), "\(check.stdout)")
+        #expect(check.stdout.contains("ok    web1: socket listener on the client"), "\(check.stdout)")
 
         // A path outside the allowlist: the run fails with the guard's reason. (Over tcp: a
         // unix listener whose borg never connects would wait for its listen-timeout.)
@@ -81,6 +82,9 @@ struct GuardTests {
             ("any other script", wrapped("touch \(marker)")),
             ("the listener with a changed script", wrapped(BackupPlan.unixListenerScript + "; touch \(marker)", [sockDir])),
             ("the listener in another directory", wrapped(BackupPlan.unixListenerScript, ["/tmp/x; touch \(marker)"])),
+            ("check's socket probe changed", wrapped(BackupPlan.unixProbeScript + "; touch \(marker)", [sockDir])),
+            ("check's socket probe in another directory", wrapped(BackupPlan.unixProbeScript, ["/tmp/x; touch \(marker)"])),
+            ("check's socket probe with a second argument", wrapped(BackupPlan.unixProbeScript, [sockDir, "; touch \(marker)"])),
             ("relocated_ok with another value", wrapped(goodScript.replacingOccurrences(of: " borg create", with: " BORG_RELOCATED_REPO_ACCESS_IS_OK=1 borg create"))),
             ("the probe of another borg", BackupPlan.probeCommand(borgPath: "touch \(marker);borg")),
         ]

@@ -97,7 +97,7 @@ struct SetupTests {
         #expect(shown.stdout.contains(String(expected)) && shown.stdout.contains("(ssh-rsa)"), "\(shown.stdout)")
     }
 
-    @Test("AllowTcpForwarding no on T: check opens no forward and fails naming the setting and transport = \"unix\"; the run's error names them too; with transport = \"unix\" check skips the forward and the run works")
+    @Test("AllowTcpForwarding no on T: check opens no forward and fails naming the setting and transport = \"unix\"; the run's error names them too; with transport = \"unix\" check skips the forward, passes a connection through the socket listener (leaving no directory) and the run works")
     func checkRemoteForward() throws {
         let s = try Sandbox(name: "check-forward")
         defer { s.close() }
@@ -121,8 +121,12 @@ struct SetupTests {
         // The unix transport needs no forwarding: check skips the forward and the run works.
         s.clientExtra = ["transport = \"unix\""]
         try s.configure()
+        let dirsBefore = Set(unixSocketDirs())
         let unix = try Proc.run(ctl, ["check", "--config", s.configPath])
         #expect(unix.status == 0 && !unix.stdout.contains("remote forward"), "\(unix.output)")
+        // check started the listener and passed a connection through it; nothing is left.
+        #expect(unix.stdout.contains("ok    web1: socket listener on the client"), "\(unix.stdout)")
+        #expect(UnixTransportTests().waitForNoNewDirs(dirsBefore), "check left \(Set(unixSocketDirs()).subtracting(dirsBefore))")
         #expect(try s.runAgent().status == 0)
         #expect(try s.archives().count == 1)
     }
@@ -169,7 +173,7 @@ struct SetupTests {
         #expect(unknown.status == 2 && unknown.stderr.contains("unknown client 'nope'"))
     }
 
-    @Test("check (preflight) passes on a good setup and names each failure: loose key, unpinned host, unforced B key, no socat on T")
+    @Test("check (preflight) passes on a good setup and names each failure: loose key, unpinned host, unforced B key, no socat on T, a unix listener that cannot make its directory")
     func preflight() throws {
         let ctl = try Proc.binary("relayctl")
         let s = try Sandbox(name: "preflight")
@@ -226,6 +230,24 @@ struct SetupTests {
         #expect(r.status == 1, "\(r.output)")
         #expect(r.stdout.contains("fail  web1: socat on the client"), "\(r.stdout)")
         #expect(r.stdout.contains("fix: install socat on the client"), "\(r.stdout)")
+
+        // The unix transport on a client that cannot make the socket's directory (no mkdir
+        // in its PATH): check starts the listener, which fails, and says so with the fix.
+        let noMkdir = FileManager.default.temporaryDirectory.appendingPathComponent("nomkdir-\(UUID().uuidString.prefix(6))").path
+        try FileManager.default.createDirectory(atPath: noMkdir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: noMkdir) }
+        for tool in ["borg", "env", "sh", "timeout", "socat", "find", "rm", "cat", "sleep"] {
+            try FileManager.default.createSymbolicLink(atPath: "\(noMkdir)/\(tool)", withDestinationPath: "/usr/bin/\(tool)")
+        }
+        let m = try Sandbox(name: "nomkdir", tPath: noMkdir)
+        defer { m.close() }
+        m.clientExtra = ["transport = \"unix\""]
+        try m.configure()
+        let u = try Proc.run(ctl, ["check", "--config", m.configPath])
+        #expect(u.status == 1, "\(u.output)")
+        #expect(u.stdout.contains("ok    web1: socat on the client"), "\(u.stdout)")
+        #expect(u.stdout.contains("fail  web1: socket listener on the client") && u.stdout.contains("mkdir")
+                && u.stdout.contains("writable /tmp") && u.stdout.contains("transport = \"tcp\""), "\(u.stdout)")
     }
 
     @Test("a key file or vault readable by others stops the agent with the file, the key and the fix")

@@ -134,6 +134,7 @@ struct RemoteCommandTests {
             (plan.borgCommand(port: 1, withPassphrase: true, arguments: ["list", "::a!b"], workDir: "/var/tmp/r 1"),
              [plan.borgScript(port: 1, withPassphrase: true, arguments: ["list", "::a!b"], workDir: "/var/tmp/r 1")]),
             (BackupPlan.unixListenerCommand(dir: "/tmp/borg-relay-sock-x"), [BackupPlan.unixListenerScript, "/tmp/borg-relay-sock-x"]),
+            (BackupPlan.unixProbeCommand(dir: "/tmp/borg-relay-sock-x"), [BackupPlan.unixProbeScript, "/tmp/borg-relay-sock-x"]),
             (BackupPlan.hookCommand(argv: ["sh", "-c", "echo 'hi!' \"$BORG_RELAY_RUN\""], timeout: 5, runID: "r1", client: "web1", result: "success"),
              [BackupPlan.hookScript, "5", "env", "BORG_RELAY_RUN=r1", "BORG_RELAY_CLIENT=web1", "BORG_RELAY_RESULT=success",
               "sh", "-c", "echo 'hi!' \"$BORG_RELAY_RUN\""]),

@@ -462,8 +462,7 @@ public final class BackupRun: @unchecked Sendable {
             // 3u. Unix transport: a listener on T whose stdio is its channel (libssh 0.10
             //     cannot ask for streamlocal forwarding): socat accepts one connection on a
             //     0600 socket in a fresh 0700 directory; the channel is the client end.
-            let random = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-            let dir = BackupPlan.unixSocketDir(random: random)
+            let dir = BackupPlan.newUnixSocketDir()
             unixSocket = dir + "/borg.sock"
             let listener = try t.newChannel(label: "socket listener")
             let listenerLog = LineCollector { [logger] line in

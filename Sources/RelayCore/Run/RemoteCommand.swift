@@ -82,6 +82,11 @@ public struct BackupPlan: Sendable, Equatable {
     /// Where the unix transport's socket lives on T: a fresh, unguessable 0700 directory.
     public static func unixSocketDir(random: String) -> String { "/tmp/borg-relay-sock-\(random)" }
 
+    /// A new socket directory for one run (or one check): 128 random bits in hex.
+    static func newUnixSocketDir() -> String {
+        unixSocketDir(random: (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined())
+    }
+
     /// The listener of the unix transport, run in its own exec channel on T: removes stale
     /// socket directories of this user (their listener is gone), creates the run's 0700
     /// directory (`$0`), and accepts one connection on a 0600 socket with socat, whose stdio
@@ -105,6 +110,21 @@ public struct BackupPlan: Sendable, Equatable {
 
     public static func unixListenerCommand(dir: String) -> String {
         Shell.anyShell(unixListenerScript, arguments: [dir])
+    }
+
+    /// What `check` sends through a listener on T (in `$0`): waits for its socket as a run's
+    /// borg create does, connects with socat as borg's connector does and sends
+    /// `unixProbeMarker`, which the relay must read from the listener's channel. socat ends
+    /// both sides half a second after the marker. The client guard matches it byte for byte.
+    public static let unixProbeScript = [
+        "i=0; while [ ! -S \"$0/borg.sock\" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done;",
+        "echo \(unixProbeMarker) | socat STDIO UNIX-CONNECT:\"$0/borg.sock\"",
+    ].joined(separator: " ")
+
+    public static let unixProbeMarker = "borg-relay-unix-probe"
+
+    public static func unixProbeCommand(dir: String) -> String {
+        Shell.anyShell(unixProbeScript, arguments: [dir])
     }
 
     /// borg create's argument vector (after the program name).

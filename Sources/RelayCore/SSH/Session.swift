@@ -346,21 +346,6 @@ public final class SSHSession: @unchecked Sendable {
     /// settles a finished exchange, the second sends. With a probe still unanswered both
     /// calls only wait, so at most one is ever outstanding. Never call this while another
     /// global request (e.g. cancel-tcpip-forward) is in progress.
-    /// Asks the host for a remote forward on its loopback (port chosen by its sshd), as a
-    /// tcp-transport run does, and cancels it at once; returns the port it bound.
-    public func probeRemoteForward() throws(SSHError) -> Int {
-        let s = try require()
-        setBlocking(true)
-        var bound: Int32 = 0
-        try withTimeout(options.channelTimeout, key: "channel_timeout", what: "asking for a remote forward") { () throws(SSHError) in
-            if ssh_channel_listen_forward(s, "127.0.0.1", 0, &bound) != SSH_OK {
-                throw SSHError.forwardRefused(host: label, detail: lastError)
-            }
-        }
-        _ = ssh_channel_cancel_forward(s, "127.0.0.1", bound)
-        return Int(bound)
-    }
-
     func sendKeepalive() {
         guard let s = handle else { return }
         _ = ssh_send_keepalive(s)

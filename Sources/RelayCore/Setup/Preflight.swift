@@ -1,4 +1,3 @@
-import CLibSSH
 import Foundation
 
 /// One line of `relayctl preflight`: what was checked, how it went, and the fix.
@@ -16,43 +15,6 @@ public struct PreflightResult: Codable, Sendable, Equatable {
         self.status = status
         self.detail = detail
         self.fix = fix
-    }
-}
-
-extension SSHSession {
-    /// Runs `command` in a new exec channel and collects its output (blocking; for short
-    /// probes). stdin gets EOF at once.
-    func capture(_ command: String, timeout: TimeInterval = 15) throws(SSHError) -> (status: Int32?, stdout: String, stderr: String) {
-        let s = try require()
-        setBlocking(true)
-        let ch = try newChannel(label: "probe")
-        defer { ch.close(); ch.free() }
-        guard let h = ch.handle, ssh_channel_open_session(h) == SSH_OK else {
-            throw SSHError.channel(host: label, what: "opening a session channel", detail: lastError)
-        }
-        guard ssh_channel_request_exec(h, command) == SSH_OK else {
-            throw SSHError.channel(host: label, what: "running a probe command", detail: lastError)
-        }
-        _ = s
-        ssh_channel_send_eof(h)
-        var out = [[UInt8]](repeating: [], count: 2)
-        var buf = [UInt8](repeating: 0, count: 16384)
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            var got = false
-            for stream: Int32 in [0, 1] {
-                let n = buf.withUnsafeMutableBytes { ssh_channel_read_timeout(h, $0.baseAddress, UInt32($0.count), stream, 200) }
-                if n > 0 {
-                    if out[Int(stream)].count < 1 << 20 { out[Int(stream)] += buf[0..<Int(n)] }
-                    got = true
-                } else if n == SSH_ERROR {
-                    break
-                }
-            }
-            if !got && ssh_channel_is_eof(h) != 0 { break }
-        }
-        let st = ssh_channel_get_exit_status(h)
-        return (st >= 0 ? st : nil, String(decoding: out[0], as: UTF8.self), String(decoding: out[1], as: UTF8.self))
     }
 }
 
@@ -138,6 +100,12 @@ public enum Preflight {
                         add(name, "socat on the client", .ok, lines.last ?? "socat found")
                     }
                 }
+                // What a unix-transport run starts first: the socket listener, and a
+                // connection to it the way borg's connector makes one.
+                if client.transport == .unix {
+                    let (status, detail, fix) = probeUnixListener(t, client: client)
+                    add(name, "socket listener on the client", status, detail, fix)
+                }
                 // What a tcp-transport run asks for first: a remote forward on T's loopback.
                 if client.transport == .tcp {
                     do {
@@ -175,6 +143,45 @@ public enum Preflight {
             }
         }
         return results
+    }
+
+    /// Starts the unix transport's listener on T in a fresh socket directory, connects to
+    /// it from T with socat (as borg's connector does) and reads the probe's marker from the
+    /// listener's channel: what a unix-transport run needs, end to end. Both sides end by
+    /// themselves after the marker, and the listener removes its directory.
+    static func probeUnixListener(_ t: SSHSession, client: ClientConfig) -> (PreflightResult.Status, String, String?) {
+        let dir = BackupPlan.newUnixSocketDir()
+        let fix = "the unix transport needs POSIX sh, mkdir, socat and a writable /tmp on the client "
+            + "(its socket goes in a fresh 0700 directory there); or use transport = \"tcp\" in [clients.\(client.name)]"
+        let listener: SSHChannel
+        do {
+            listener = try t.startExec(BackupPlan.unixListenerCommand(dir: dir), label: "socket listener")
+        } catch {
+            return (.fail, "the socket listener did not start: \(error)", fix)
+        }
+        defer { listener.close(); listener.free() }
+        let probe: ExecOutput
+        do {
+            probe = try t.capture(BackupPlan.unixProbeCommand(dir: dir), timeout: 20)
+        } catch {
+            return (.fail, "the connection test did not start: \(error)", fix)
+        }
+        let marker = Array(BackupPlan.unixProbeMarker.utf8)
+        let heard = listener.collect(timeout: 5) { $0.firstRange(of: marker) != nil }
+        if heard.stdout.contains(BackupPlan.unixProbeMarker) {
+            return (.ok, "a test connection to a socket in \(dir) reached the relay (listener and socket gone again)", nil)
+        }
+        // What the two sides said: the listener's own error first (it exits when it cannot
+        // make its directory or socat is missing), else the connecting side's.
+        let ended = heard.finished ? heard : listener.collect(timeout: 2)
+        let said = [ended.stderr, probe.stderr].map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
+        let last = said.first.flatMap { $0.split(separator: "\n").last.map(String.init) } ?? "no error output"
+        let status = ended.status.map { "exit status \($0)" } ?? "still running"
+        if said.contains(where: { $0.contains("borg-relay-guard: refused") }) {
+            return (.fail, "the client's guard refused the socket listener or its test: \(last)",
+                    "install this version's guard on the client (contrib/guard/borg-relay-guard): it knows the unix transport's check")
+        }
+        return (.fail, "the socket listener on the client did not pass a test connection (listener: \(status)): \(last)", fix)
     }
 
     /// borg serve on B, through the client's key: version, repository, append-only.
