@@ -89,7 +89,7 @@ struct ConfigLoaderTests {
         let f = try Files()
         expectError(f.valid(client: "pathz = [\"/x\"]")) { e in
             #expect(e.kind == .unknownKey)
-            #expect(e.description == "/etc/relay.toml: [clients.web1] key 'pathz': unknown key (check its spelling against the README's config reference)")
+            #expect(e.description == "/etc/relay.toml: [clients.web1] key 'pathz': unknown key (check its spelling against the config reference, docs/configuration.md)")
         }
         expectError(f.valid(relay: "colour = 1")) { e in
             #expect(e.table == "relay")

@@ -35,7 +35,7 @@ public struct RelaySettings: Sendable, Equatable {
     public var keepaliveInterval: Int
     /// Unanswered probes after which a peer counts as dead.
     public var keepaliveCount: Int
-    /// Seconds allowed for TCP connect, key exchange and authentication.
+    /// Seconds allowed for TCP connect and key exchange (authentication: authTimeout).
     public var connectTimeout: Int
     /// Cipher list to offer instead of the default (AES-GCM first with AES-NI, else chacha20).
     public var ciphers: String?

@@ -44,7 +44,7 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
         case .syntax(let line, let column, let reason):
             return "\(file):\(line):\(column): TOML syntax error: \(reason)"
         case .unknownKey:
-            return "\(location): unknown key (check its spelling against the README's config reference)"
+            return "\(location): unknown key (check its spelling against the config reference, docs/configuration.md)"
         case .missingKey:
             return "\(location): required key is missing"
         case .wrongType(let expected, let found):
