@@ -32,11 +32,14 @@ let package = Package(
             pkgConfig: "libsodium",
             providers: [.apt(["libsodium-dev"])]
         ),
+        // Linux calls Swift's Glibc module does not offer (pidfd_open, pipe2, accept4, …).
+        .systemLibrary(name: "CRelaySys"),
         .target(
             name: "RelayCore",
             dependencies: [
                 "CLibSSH",
                 "CSodium",
+                "CRelaySys",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "GRDB", package: "GRDB.swift"),

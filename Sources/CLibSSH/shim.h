@@ -14,7 +14,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <errno.h>
-#include <spawn.h>
 #include <fcntl.h>
 
 #if LIBSSH_VERSION_INT < SSH_VERSION_INT(0, 10, 0)
@@ -44,28 +43,6 @@ static inline int relay_ssh_opt_bool(ssh_session s, enum ssh_options_e o, int v)
 static inline void relay_channel_callbacks_init(struct ssh_channel_callbacks_struct *cb) {
     memset(cb, 0, sizeof(*cb));
     ssh_callbacks_init(cb);
-}
-
-/* A pollable handle on a child process (Linux >= 5.3); -1 with errno on failure.
- * syscall(2) is variadic, which Swift cannot call. */
-static inline int relay_pidfd_open(int pid) {
-#ifdef SYS_pidfd_open
-    return (int)syscall(SYS_pidfd_open, pid, 0);
-#else
-    errno = ENOSYS;
-    return -1;
-#endif
-}
-
-/* GNU extensions that Swift's Glibc module does not show (no _GNU_SOURCE there). */
-extern int pipe2(int pipefd[2], int flags);
-extern int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);
-extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *actions, int from);
-
-static inline int relay_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
-static inline int relay_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
-static inline int relay_spawn_closefrom(posix_spawn_file_actions_t *actions, int from) {
-    return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }
 
 #endif

@@ -50,7 +50,7 @@ struct BenchSpliceCommand: ParsableCommand {
         let runs = try (0..<parallel).map { i in
             let path = "\(cfg.relay.logDir)/bench/\(stamp)-\(i).log"
             let sink = try RunLogSink(path: path, echoToStderr: false)
-            return try BackupRun(runID: "bench-\(i)", client: c, server: server, options: SessionOptions(cfg),
+            return try BackupRun(runID: "bench-\(i)", client: c, server: server, options: SessionOptions(cfg), policy: RunPolicy(cfg.relay),
                                  passphrase: nil, logger: sink.logger(label: "borg-relay.bench"), logFile: path,
                                  workload: .raw(commandTemplate: command))
         }

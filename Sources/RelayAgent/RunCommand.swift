@@ -107,7 +107,7 @@ struct RunCommand: ParsableCommand {
         if c.retention != nil {
             logger.info("[clients.\(c.name)] 'retention' is applied by the daemon after its backups, or by relayctl prune; not by a foreground run")
         }
-        let run = try BackupRun(runID: runID, client: c, server: s, options: SessionOptions(cfg),
+        let run = try BackupRun(runID: runID, client: c, server: s, options: SessionOptions(cfg), policy: RunPolicy(cfg.relay),
                                 passphrase: passphrase, logger: logger, logFile: logPath)
         try history.insert(.starting(runID: runID, client: c.name, server: s.name, logFile: logPath))
         return Prepared(run: run, sink: sink, history: history)

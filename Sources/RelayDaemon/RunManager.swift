@@ -435,7 +435,7 @@ public actor RunManager {
             let runLogger = sink.logger(label: "borg-relay.run")
             let run: any RelayRun
             if let op = p.operation, OperationRequest.clientKinds.contains(op.kind) {
-                let r = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config),
+                let r = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config), policy: RunPolicy(config.relay),
                                       passphrase: passphrase, logger: runLogger, logFile: path,
                                       workload: try op.clientWorkload(client: c.name, runID: p.id))
                 r.outputPath = Self.outputPath(path)
@@ -455,7 +455,7 @@ public actor RunManager {
                                        logger: runLogger, logFile: path, outputPath: Self.outputPath(path),
                                        borgBaseDir: config.relay.stateDir + "/borg", connectorPath: connectorPath)
             } else {
-                run = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config),
+                run = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config), policy: RunPolicy(config.relay),
                                     passphrase: passphrase, logger: runLogger, logFile: path)
             }
             passphrase = nil  // the run owns it now and wipes it

@@ -230,16 +230,16 @@ public enum ConfigLoader {
         var r = RelaySettings(stateDir: stateDir, socket: socket, knownHosts: knownHosts,
                               maxParallel: maxParallel, keepaliveInterval: interval,
                               keepaliveCount: count, connectTimeout: connectTimeout, ciphers: ciphers)
-        r.shutdownGrace = try t.int("shutdown_grace", default: 300, range: 0...86400)
-        r.historyKeepRuns = try t.int("history_keep_runs", default: 1000, range: 1...10_000_000)
-        r.historyKeepDays = try t.int("history_keep_days", default: 400, range: 0...100_000)
-        r.authTimeout = try t.int("auth_timeout", default: 30, range: 1...3600)
-        r.channelTimeout = try t.int("channel_timeout", default: 30, range: 1...3600)
-        r.idleTimeout = try t.int("idle_timeout", default: 3600, range: 0...604_800)
-        r.runTimeout = try t.int("run_timeout", default: 0, range: 0...2_592_000)
-        r.connectAttempts = try t.int("connect_attempts", default: 3, range: 1...100)
-        r.retryDelay = try t.int("retry_delay", default: 10, range: 0...3600)
-        r.shareJumps = try t.optionalBool("share_jumps") ?? true
+        r.shutdownGrace = try t.int("shutdown_grace", default: r.shutdownGrace, range: 0...86400)
+        r.historyKeepRuns = try t.int("history_keep_runs", default: r.historyKeepRuns, range: 1...10_000_000)
+        r.historyKeepDays = try t.int("history_keep_days", default: r.historyKeepDays, range: 0...100_000)
+        r.authTimeout = try t.int("auth_timeout", default: r.authTimeout, range: 1...3600)
+        r.channelTimeout = try t.int("channel_timeout", default: r.channelTimeout, range: 1...3600)
+        r.idleTimeout = try t.int("idle_timeout", default: r.idleTimeout, range: 0...604_800)
+        r.runTimeout = try t.int("run_timeout", default: r.runTimeout, range: 0...2_592_000)
+        r.connectAttempts = try t.int("connect_attempts", default: r.connectAttempts, range: 1...100)
+        r.retryDelay = try t.int("retry_delay", default: r.retryDelay, range: 0...3600)
+        r.shareJumps = try t.optionalBool("share_jumps") ?? r.shareJumps
         r.socketGroup = try t.groupName("socket_group")
         r.adminGroup = try t.groupName("admin_group")
         return r

@@ -1,4 +1,3 @@
-import CLibSSH
 import Foundation
 import Logging
 import Synchronization
@@ -95,28 +94,34 @@ public final class LocalBorgRun: @unchecked Sendable {
         initPassphrase?.wipe()
     }
 
-    // MARK: - Loop state (loop thread only)
+    // MARK: - State of the run (loop thread only)
 
     private var b: SSHSession?
     private var channel: SSHChannel?
     private var splice: FdSplice?
     private var events: [ChannelEvents] = []
+    private var loop: SSHEventLoop?
     private var workDir: String?
     private var listenFD: Int32 = -1
     private var stderrFD: Int32 = -1
-    private var pidFD: Int32 = -1
-    private var pid: pid_t = 0
-    private var exitStatus: Int32?
-    private var exitSignal: Int32?
-    private var stderrEOF = false
-    private var cancelRequested = false
-    private var failure: Error?
+    private var process: LocalProcess?
     private var borgLog: LineCollector!
     private var serverLog: LineCollector!
-    private var registered: [Int32: Int16] = [:]
+    /// Events found in callbacks (cancel, borg's connection), for the next wake-up.
+    private var pending: [RunMachine.Event] = []
+    private var told = Told()
+    private struct Told {
+        var moved: UInt64 = 0
+        var serverClosed = false
+        var borgExited = false
+        var outputClosed = false
+        var spliceFinished = false
+    }
 
     // MARK: - The run
 
+    /// Runs borg on R to its end; the decisions are `RunMachine`'s (kind `.local`: no retry,
+    /// no hooks, SIGKILL after SIGTERM). Never throws: every failure is in the report.
     public func execute() -> RunReport {
         var report = RunReport(runID: runID, client: client.name, server: server.name, started: Date())
         report.kind = plan.kind
@@ -132,18 +137,47 @@ public final class LocalBorgRun: @unchecked Sendable {
         }
         let key = plan.maintenance ? "maintenance key" : "key"
         logger.info("run \(runID): borg \(plan.kind) on the relay for client \(client.name)'s repository \(client.repository) on server \(server.name) (\(server.endpoint.display), \(key))")
-        do {
-            try connect()
-            report.serverCipher = b?.cipher
-            if canceller.takeRequest() {
-                cancelRequested = true
-            } else {
-                progress.update { $0.phase = "running" }
-                try start()
-                try loop()
+        var policy = RunMachine.Policy(kind: .local, run: RunPolicy(idleTimeout: 0, runTimeout: 0, connectAttempts: 1, retryDelay: 0),
+                                       retryCreate: false, postHook: false,
+                                       keepaliveInterval: options.keepaliveInterval, keepaliveCount: options.keepaliveCount,
+                                       clientLabel: "relay", serverLabel: "server \(server.name)")
+        policy.exitGrace = exitGrace
+        policy.drainGrace = drainGrace
+        var machine = RunMachine(policy: policy)
+        var actions = machine.handle(.begin, now: Date())
+        driving: while true {
+            guard !actions.isEmpty else {
+                for e in wait(for: machine) { actions += machine.handle(e, now: Date()) }
+                continue
             }
-        } catch {
-            record(error)
+            var results: [RunMachine.Event] = []
+            switch actions.removeFirst() {
+            case .connect:
+                results = connectAttempt(&report)
+            case .start:
+                progress.update { $0.phase = "running" }
+                results = startAttempt()
+            case .sendKeepalive:
+                b?.sendKeepalive()
+            case .terminateBorg:
+                process?.signal(SIGTERM)
+            case .killBorg:
+                process?.signal(SIGKILL)
+            case .cutSplice:
+                splice?.abort()
+                channel?.close()
+            case .cancelForward, .closeBorgChannel:
+                break  // no forward and no borg channel: borg is a process here
+            case .endAttempt:
+                teardown()
+            case .runPostHook:
+                results = [.postHookEnded(warning: nil)]
+            case .finish:
+                break driving
+            case .log(let note):
+                logger.warning("\(note)")
+            }
+            for e in results { actions += machine.handle(e, now: Date()) }
         }
         passphrase?.wipe()
         passphrase = nil
@@ -154,15 +188,19 @@ public final class LocalBorgRun: @unchecked Sendable {
         report.finish()
         report.bytesToServer = splice?.up.delivered ?? 0
         report.bytesFromServer = splice?.down.delivered ?? 0
+        let exitStatus = machine.exit?.status ?? process?.exitStatus
         report.borgExitStatus = exitStatus
-        if cancelRequested {
+        report.warnings = machine.warnings
+        if machine.cancelled {
             report.state = .cancelled
             report.error = RunError.cancelled.description
-        } else if let f = failure {
+        } else if let f = machine.failure {
             report.state = .failed
             let detail = BackupRun.errorLines(borgLog.tail)
-            report.error = "\(f)" + (detail.isEmpty || f is RunError ? "" : " (borg said: \(detail))")
-        } else if let sig = exitSignal {
+            var isRunError = false
+            if case .run = f { isRunError = true }
+            report.error = "\(f)" + (detail.isEmpty || isRunError ? "" : " (borg said: \(detail))")
+        } else if let sig = machine.exit?.signal {
             report.state = .failed
             report.error = "borg \(plan.kind) on the relay was killed by signal \(sig)"
         } else if exitStatus == 0 || exitStatus == 1 {
@@ -214,11 +252,6 @@ public final class LocalBorgRun: @unchecked Sendable {
         return obj["repository"] != nil
     }
 
-    private func record(_ error: Error) {
-        if failure == nil { failure = error }
-        logger.error("\(error)")
-    }
-
     private func connect() throws {
         var endpoint = server.endpoint
         if plan.maintenance {
@@ -232,6 +265,38 @@ public final class LocalBorgRun: @unchecked Sendable {
         try s.open()
     }
 
+    private func connectAttempt(_ report: inout RunReport) -> [RunMachine.Event] {
+        do {
+            try connect()
+            report.serverCipher = b?.cipher
+            return canceller.takeRequest() ? [.cancelRequested, .connected] : [.connected]
+        } catch {
+            logger.error("\(error)")
+            return (canceller.isRequested ? [.cancelRequested] : []) + [.failed(RunFailure(error))]
+        }
+    }
+
+    private func startAttempt() -> [RunMachine.Event] {
+        do {
+            try start()
+            guard let b, let process else { throw RunError.setup("borg on the relay did not start") }
+            let loop = try SSHEventLoop()
+            self.loop = loop
+            try loop.add(b)
+            loop.watch(canceller.fd, events: Int16(POLLIN)) { [unowned self] _, _ in
+                if self.canceller.takeRequest() { self.pending.append(.cancelRequested) }
+            }
+            loop.watch(listenFD, events: Int16(POLLIN)) { [unowned self] _, _ in self.acceptBorg() }
+            loop.watch(stderrFD, events: Int16(POLLIN)) { [unowned self] fd, _ in self.readStderr(fd) }
+            // borg's end wakes the loop; observe() reaps it.
+            loop.watch(process.pidFD, events: Int16(POLLIN)) { [unowned self] fd, _ in self.loop?.unwatch(fd) }
+            return [.borgLaunched, .started(forward: false)]
+        } catch {
+            logger.error("\(error)")
+            return [.failed(RunFailure(error))]
+        }
+    }
+
     private func start() throws {
         guard let b else { return }
         // 1. The private socket borg's connector connects to.
@@ -242,7 +307,7 @@ public final class LocalBorgRun: @unchecked Sendable {
         let dir = String(cString: made)
         workDir = dir
         let sockPath = dir + "/borg.sock"
-        listenFD = try Self.listen(on: sockPath)
+        listenFD = try UnixSocket.listen(on: sockPath)
 
         // 2. borg serve on B, waiting for borg's connection.
         let ch = try b.newChannel(label: "borg serve")
@@ -255,12 +320,7 @@ public final class LocalBorgRun: @unchecked Sendable {
             guard let sp = self.splice else { return 0 }  // nothing to say before borg connects
             return sp.down.accept(data)
         }
-        if ssh_channel_open_session(ch.handle) != SSH_OK {
-            throw SSHError.channel(host: b.label, what: "opening a session channel", detail: b.lastError)
-        }
-        if ssh_channel_request_exec(ch.handle, BackupPlan.serveCommand) != SSH_OK {
-            throw SSHError.channel(host: b.label, what: "starting borg serve", detail: b.lastError)
-        }
+        try ch.exec(BackupPlan.serveCommand, what: "starting borg serve", timeout: options.channelTimeout)
 
         // 3. borg on R.
         let rsh = Shell.join([connectorPath, "connect", sockPath])
@@ -274,35 +334,31 @@ public final class LocalBorgRun: @unchecked Sendable {
         ]
         var passFD: Int32 = -1
         if let p = passphrase {
-            var fds: [Int32] = [0, 0]
-            guard relay_pipe_cloexec(&fds) == 0 else { throw RunError.setup("pipe failed: \(String(cString: strerror(errno)))") }
+            let (readEnd, writeEnd) = try LocalProcess.pipe()
             // The passphrase fits in the pipe's buffer: write it all and close, then borg reads it.
             if plan.kind == "init" { initPassphrase = try? p.copy() }
             let expected = p.count
-            let written = p.withUnsafeBytes { Glibc.write(fds[1], $0.baseAddress, $0.count) }
-            Glibc.close(fds[1])
+            let written = p.withUnsafeBytes { Glibc.write(writeEnd, $0.baseAddress, $0.count) }
+            Glibc.close(writeEnd)
             p.wipe()
             passphrase = nil
             guard written == expected else {
-                Glibc.close(fds[0])
+                Glibc.close(readEnd)
                 throw RunError.setup("handing the passphrase to borg failed")
             }
-            passFD = fds[0]
+            passFD = readEnd
             env["BORG_PASSPHRASE_FD"] = "3"
         }
         defer { if passFD >= 0 { Glibc.close(passFD) } }
         try FileManager.default.createDirectory(atPath: borgBaseDir, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
-        var errPipe: [Int32] = [0, 0]
-        guard relay_pipe_cloexec(&errPipe) == 0 else { throw RunError.setup("pipe failed: \(String(cString: strerror(errno)))") }
-        stderrFD = errPipe[0]
+        let (errRead, errWrite) = try LocalProcess.pipe()
+        stderrFD = errRead
         _ = fcntl(stderrFD, F_SETFL, fcntl(stderrFD, F_GETFL) | O_NONBLOCK)
-        defer { Glibc.close(errPipe[1]) }
+        defer { Glibc.close(errWrite) }
         let argv = [borgPath, "--log-json"] + plan.arguments.map { Self.expand($0, client) }
         logger.info("relay runs: \(Shell.join(argv)) (BORG_RSH=\(rsh))")
-        pid = try Self.spawn(argv, env: env, stdoutPath: outputPath, stderrFD: errPipe[1], passphraseFD: passFD)
-        pidFD = relay_pidfd_open(pid)
-        if pidFD < 0 { throw RunError.setup("pidfd_open failed: \(String(cString: strerror(errno))) (Linux 5.3 or newer is needed)") }
+        process = try LocalProcess(argv, env: env, stdoutPath: outputPath, stderrFD: errWrite, extraFD: passFD)
     }
 
     static func expand(_ arg: String, _ client: ClientConfig) -> String {
@@ -311,256 +367,124 @@ public final class LocalBorgRun: @unchecked Sendable {
             : arg
     }
 
-    // MARK: - Event loop
+    // MARK: - Waiting
 
-    private func loop() throws {
-        guard let b, let ch = channel else { return }
-        guard let event = ssh_event_new() else { throw RunError.setup("ssh_event_new failed") }
-        let bh = try b.require()
-        b.setBlocking(false)
-        ssh_event_add_session(event, bh)
-        let me = Unmanaged.passUnretained(self).toOpaque()
-        func watch(_ fd: Int32, _ events: Int16) {
-            if registered[fd] == events { return }
-            if registered[fd] != nil { ssh_event_remove_fd(event, fd); registered[fd] = nil }
-            guard fd >= 0, events != 0 else { return }
-            ssh_event_add_fd(event, fd, events, { fd, revents, user in
-                guard let user else { return 0 }
-                Unmanaged<LocalBorgRun>.fromOpaque(user).takeUnretainedValue().ready(fd, revents)
-                return 0
-            }, me)
-            registered[fd] = events
-        }
-        defer {
-            for fd in registered.keys { ssh_event_remove_fd(event, fd) }
-            registered.removeAll()
-            ssh_event_remove_session(event, bh)
-            ssh_event_free(event)
-            b.setBlocking(true)
-        }
-        watch(canceller.fd, Int16(POLLIN))
-        watch(listenFD, Int16(POLLIN))
-        watch(stderrFD, Int16(POLLIN))
-        watch(pidFD, Int16(POLLIN))
-
-        var deadline: Date?
-        var tearingDown = false
-        var killed = false
-        var watchB = KeepaliveWatch(interval: options.keepaliveInterval, count: options.keepaliveCount)
-        var nextKeepalive = Date()
-        var lastMoved: UInt64 = 0
-        var lastProgress = Date()
-        while true {
-            if cancelRequested && !tearingDown {
-                logger.warning("cancel requested: stopping borg on the relay and closing the splice")
-                tearingDown = true
-                kill(pid, SIGTERM)
-                splice?.abort()
-                ch.close()
-                deadline = Date().addingTimeInterval(exitGrace)
-            }
-            if Date() >= nextKeepalive {
-                switch watchB.check(b, probing: true) {
-                case .alive(let at): nextKeepalive = at
-                case .dead(let silent):
-                    record(SSHError.connectionLost(host: b.label, detail: "no answer to SSH keepalives for \(Int(silent)) s"))
-                    nextKeepalive = Date().addingTimeInterval(3600)
-                }
-            }
-            if !b.isAlive && failure == nil {
-                record(SSHError.connectionLost(host: b.label, detail: b.lastError))
-            }
-            if failure != nil && !tearingDown {
-                tearingDown = true
-                splice?.abort()
-                ch.close()
-                kill(pid, SIGTERM)
-                deadline = Date().addingTimeInterval(exitGrace)
-            }
-            if let sp = splice {
-                sp.pump()
-                let moved = sp.up.delivered + sp.down.delivered
-                if moved != lastMoved {
-                    lastMoved = moved
-                    lastProgress = Date()
-                    let up = sp.up.delivered, down = sp.down.delivered
-                    progress.update { $0.bytesToServer = up; $0.bytesFromServer = down }
-                }
-                watch(sp.fd, sp.wantedEvents)
-                if sp.closed { registered[sp.fd] = nil }  // closed fds leave the event with ssh_event_remove_fd below
-            }
-            let borgDone = exitStatus != nil || exitSignal != nil
-            if borgDone {
-                if splice == nil && !ch.localClosed { ch.close() }  // borg never connected
-                let spliceDone = splice?.isFinished ?? true
-                if spliceDone && stderrEOF { return }
-                if !spliceDone && !tearingDown {
-                    let until = lastProgress.addingTimeInterval(drainGrace)
-                    if deadline.map({ $0 < until }) ?? true { deadline = until }
-                }
-                if !stderrEOF && deadline == nil { deadline = Date().addingTimeInterval(exitGrace) }
-            }
-            if let d = deadline, Date() >= d {
-                if !borgDone && !killed {
-                    logger.warning("borg on the relay did not exit; killing it")
-                    kill(pid, SIGKILL)
-                    killed = true
-                    deadline = Date().addingTimeInterval(exitGrace)
-                } else {
-                    if !(splice?.isFinished ?? true) { logger.warning("closing the splice: no progress after borg exited") }
-                    splice?.abort()
-                    ch.close()
-                    if borgDone { return }
-                    throw RunError.protocolFailure("borg on the relay (pid \(pid)) did not end after SIGKILL")
-                }
-            }
-            let wake = min(deadline ?? nextKeepalive, nextKeepalive)
-            let timeout = Int32(max(0, min(3_600_000, wake.timeIntervalSinceNow * 1000)) + 1)
-            _ = ssh_event_dopoll(event, timeout)
-            if let sp = splice, sp.closed, registered[sp.fd] != nil {
-                ssh_event_remove_fd(event, sp.fd)
-                registered[sp.fd] = nil
-            }
+    /// Waits for what the machine needs next: borg, its connection and the session to B.
+    private func wait(for machine: RunMachine) -> [RunMachine.Event] {
+        switch machine.phase {
+        case .running, .draining, .stopping:
+            let found = observe()
+            if !found.isEmpty { return found }
+            loop?.poll(until: machine.nextDeadline ?? Date().addingTimeInterval(3600))
+            return observe() + [.tick(clientPackets: 0, serverPackets: b?.packetsReceived ?? 0)]
+        case .waitingToRetry(_, let until):
+            Thread.sleep(until: until)  // not reached: local runs are not retried
+            return [.tick(clientPackets: 0, serverPackets: 0)]
+        case .finishing:
+            return [.postHookEnded(warning: nil)]
+        case .idle, .connecting, .starting, .finished:
+            return [.abandoned(.run(.protocolFailure("the run stalled in phase \(machine.phase)")))]
         }
     }
 
-    /// An fd of the loop is ready (called from ssh_event_dopoll on the loop thread).
-    private func ready(_ fd: Int32, _ revents: Int32) {
-        if fd == canceller.fd {
-            _ = canceller.takeRequest()
-            cancelRequested = true
-        } else if fd == listenFD {
-            let conn = relay_accept_cloexec(listenFD)
-            guard conn >= 0 else { return }
-            if splice != nil {
-                Glibc.close(conn)  // single use
-                return
+    /// What changed since the machine was last told.
+    private func observe() -> [RunMachine.Event] {
+        var found = pending
+        pending.removeAll()
+        if let sp = splice {
+            sp.pump()
+            let moved = sp.up.delivered + sp.down.delivered
+            if moved != told.moved {
+                told.moved = moved
+                let up = sp.up.delivered, down = sp.down.delivered
+                progress.update { $0.bytesToServer = up; $0.bytesFromServer = down }
+                found.append(.moved(total: moved))
             }
-            guard let ch = channel else { Glibc.close(conn); return }
-            logger.info("borg on the relay connected; splicing it into borg serve on the server")
-            splice = FdSplice(fd: conn, channel: ch)
-            // One connection only: stop listening at once.
-            Glibc.close(listenFD)
-            registered[listenFD] = nil  // closed; removed from the event below
-            listenFD = -1
-        } else if fd == stderrFD {
-            var buf = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-                if n > 0 {
-                    buf.withUnsafeBytes { borgLog.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-                    continue
-                }
-                if n == 0 || (errno != EAGAIN && errno != EINTR) {
-                    stderrEOF = true
-                    Glibc.close(stderrFD)
-                    stderrFD = -1
-                }
-                break
+            if sp.closed {
+                loop?.unwatch(sp.fd)
+            } else {
+                loop?.watch(sp.fd, events: sp.wantedEvents) { [unowned self] _, _ in self.splice?.readAvailable() }
             }
-        } else if fd == pidFD {
-            var st: Int32 = 0
-            if waitpid(pid, &st, WNOHANG) == pid {
-                if st & 0x7f == 0 { exitStatus = (st >> 8) & 0xff } else { exitSignal = st & 0x7f }
-                logger.info("borg on the relay exited: \(exitStatus.map { "status \($0)" } ?? "signal \(exitSignal ?? 0)")")
-                Glibc.close(pidFD)
-                pidFD = -1
+            if sp.isFinished && !told.spliceFinished {
+                told.spliceFinished = true
+                found.append(.spliceFinished)
             }
-        } else if let sp = splice, fd == sp.fd {
-            sp.readAvailable()
+        }
+        if let b, !told.serverClosed, !b.isAlive {
+            told.serverClosed = true
+            found.append(.sessionClosed(.server, detail: b.lastError))
+        }
+        if let p = process, !told.borgExited, p.reap() {
+            told.borgExited = true
+            loop?.unwatch(p.pidFD)
+            logger.info("borg on the relay exited: \(p.exitStatus.map { "status \($0)" } ?? "signal \(p.exitSignal ?? 0)")")
+            found.append(.borgExited(BorgExit(status: p.exitStatus, signal: p.exitSignal.map { String($0) })))
+        }
+        if !told.outputClosed && stderrFD < 0 {
+            told.outputClosed = true
+            found.append(.outputClosed)
+        }
+        if let loop, loop.failedPolls > 1000 {
+            found.append(.abandoned(.run(.protocolFailure("polling the SSH session keeps failing; giving up"))))
+        }
+        return found
+    }
+
+    /// borg connected to the run's socket: the one connection is spliced, the socket closed.
+    private func acceptBorg() {
+        guard listenFD >= 0, let conn = UnixSocket.accept(listenFD) else { return }
+        guard splice == nil, let ch = channel else {
+            Glibc.close(conn)  // single use
+            return
+        }
+        logger.info("borg on the relay connected; splicing it into borg serve on the server")
+        splice = FdSplice(fd: conn, channel: ch)
+        pending.append(.borgConnected)
+        // One connection only: stop listening at once.
+        loop?.unwatch(listenFD)
+        Glibc.close(listenFD)
+        listenFD = -1
+    }
+
+    /// borg's stderr (its JSON log) into the run log, to its end.
+    private func readStderr(_ fd: Int32) {
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                buf.withUnsafeBytes { borgLog.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                continue
+            }
+            if n == 0 || (errno != EAGAIN && errno != EINTR) {
+                loop?.unwatch(fd)
+                Glibc.close(fd)
+                stderrFD = -1
+            }
+            break
         }
     }
 
     // MARK: - Teardown
 
     private func teardown() {
-        if pid > 0 && exitStatus == nil && exitSignal == nil {
-            kill(pid, SIGKILL)
-            var st: Int32 = 0
-            waitpid(pid, &st, 0)
-        }
+        loop?.close()
+        loop = nil
+        process?.close()
         splice?.abort()
         channel?.free()
         events.removeAll()
         b?.close()
-        for fd in [listenFD, stderrFD, pidFD] where fd >= 0 { Glibc.close(fd) }
-        listenFD = -1; stderrFD = -1; pidFD = -1
+        for fd in [listenFD, stderrFD] where fd >= 0 { Glibc.close(fd) }
+        listenFD = -1
+        stderrFD = -1
         if let d = workDir {
             unlink(d + "/borg.sock")
             rmdir(d)
+            workDir = nil
         }
     }
 
     private func install(_ c: SSHChannel, onData: @escaping (UnsafeRawBufferPointer, Bool) -> Int) {
         events.append(ChannelEvents.install(on: c, onData: onData))
-    }
-
-    // MARK: - Helpers
-
-    /// A listening unix socket at `path`, mode 0600, non-blocking.
-    static func listen(on path: String) throws(RunError) -> Int32 {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { throw RunError.setup("socket failed: \(String(cString: strerror(errno)))") }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            Glibc.close(fd)
-            throw RunError.setup("the socket path \(path) is too long; set TMPDIR to a shorter directory")
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: bytes) }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard rc == 0, chmod(path, 0o600) == 0, Glibc.listen(fd, 1) == 0 else {
-            let e = String(cString: strerror(errno))
-            Glibc.close(fd)
-            throw RunError.setup("cannot listen on \(path): \(e)")
-        }
-        return fd
-    }
-
-    /// posix_spawn with a clean signal state: stdin /dev/null, stdout to `stdoutPath`
-    /// (0600) or /dev/null, stderr to `stderrFD`, and the passphrase pipe as fd 3.
-    static func spawn(_ argv: [String], env: [String: String], stdoutPath: String?, stderrFD: Int32,
-                      passphraseFD: Int32) throws(RunError) -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        if let out = stdoutPath {
-            posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0o600)
-        } else {
-            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        }
-        posix_spawn_file_actions_adddup2(&actions, stderrFD, 2)
-        var passFD = passphraseFD
-        if passFD == 3 { passFD = fcntl(3, F_DUPFD_CLOEXEC, 10) }  // dup2 onto itself would keep CLOEXEC
-        defer { if passFD != passphraseFD { Glibc.close(passFD) } }
-        if passFD >= 0 { posix_spawn_file_actions_adddup2(&actions, passFD, 3) }
-        // Nothing else of the agent's (SSH sockets of other runs, the control socket) leaks into borg.
-        relay_spawn_closefrom(&actions, passFD >= 0 ? 4 : 3)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var all = sigset_t()
-        sigfillset(&all)
-        var none = sigset_t()
-        sigemptyset(&none)
-        posix_spawnattr_setsigdefault(&attr, &all)
-        posix_spawnattr_setsigmask(&attr, &none)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-        var cArgs = argv.map { strdup($0) } + [nil]
-        var cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            cArgs.forEach { free($0) }
-            cEnv.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, &attr, &cArgs, &cEnv)
-        guard rc == 0 else {
-            throw RunError.setup("cannot start \(argv[0]) on the relay: \(String(cString: strerror(rc))) (is borg installed on R?)")
-        }
-        return pid
     }
 }

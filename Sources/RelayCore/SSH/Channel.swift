@@ -100,3 +100,46 @@ final class SSHChannel {
         }
     }
 }
+/// The userdata behind one channel's C callbacks; kept alive by the run.
+final class ChannelEvents {
+    weak var channel: SSHChannel?
+    let onData: (UnsafeRawBufferPointer, Bool) -> Int
+
+    init(channel: SSHChannel, onData: @escaping (UnsafeRawBufferPointer, Bool) -> Int) {
+        self.channel = channel
+        self.onData = onData
+    }
+
+    /// Routes a channel's C callbacks to `onData` and the channel's flags; the caller keeps
+    /// the returned object alive as long as the channel.
+    static func install(on c: SSHChannel, onData: @escaping (UnsafeRawBufferPointer, Bool) -> Int) -> ChannelEvents {
+        let ev = ChannelEvents(channel: c, onData: onData)
+        c.setCallbacks({ cb in
+            cb.channel_data_function = { _, _, data, len, isStderr, user in
+                guard let user, let data else { return 0 }
+                let ev = Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue()
+                return Int32(ev.onData(UnsafeRawBufferPointer(start: data, count: Int(len)), isStderr != 0))
+            }
+            cb.channel_eof_function = { _, _, user in
+                guard let user else { return }
+                Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel?.remoteEOF = true
+            }
+            cb.channel_close_function = { _, _, user in
+                guard let user else { return }
+                let ch = Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel
+                ch?.remoteEOF = true
+                ch?.remoteClosed = true
+            }
+            cb.channel_exit_status_function = { _, _, status, user in
+                guard let user else { return }
+                Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel?.exitStatus = status
+            }
+            cb.channel_exit_signal_function = { _, _, signal, _, _, _, user in
+                guard let user else { return }
+                Unmanaged<ChannelEvents>.fromOpaque(user).takeUnretainedValue().channel?.exitSignal =
+                    signal.map { String(cString: $0) } ?? "?"
+            }
+        }, userdata: Unmanaged.passUnretained(ev).toOpaque())
+        return ev
+    }
+}

@@ -19,7 +19,7 @@ final class JumpHost: @unchecked Sendable {
     let key: String
     private let session: SSHSession
     private let options: SessionOptions
-    private let wakeFD: Int32
+    private let wakeup: Wakeup
 
     private final class Request: @unchecked Sendable {
         let host: String
@@ -69,10 +69,11 @@ final class JumpHost: @unchecked Sendable {
         direct.via = []
         session = try SSHSession(label: "jump \(name)", endpoint: direct, options: options, fd: fd)
         try session.open()
-        wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
-        if wakeFD < 0 {
+        do {
+            wakeup = try Wakeup()
+        } catch {
             session.close()
-            throw SSHError.setup(host: session.label, detail: "eventfd failed: \(String(cString: strerror(errno)))")
+            throw error
         }
         logger.info("\(session.label): connected (host key pinned and matching)")
         let t = Thread { [self] in self.run() }
@@ -80,13 +81,10 @@ final class JumpHost: @unchecked Sendable {
         t.start()
     }
 
-    deinit { Glibc.close(wakeFD) }
-
     /// Asks the jump's thread to end now (tunnels aborted, session closed).
     func close() {
         shared.withLock { $0.closing = true }
-        var one: UInt64 = 1
-        _ = Glibc.write(wakeFD, &one, 8)
+        wakeup.signal()
     }
 
     /// Waits up to `timeout` seconds for the jump's thread to end.
@@ -106,8 +104,7 @@ final class JumpHost: @unchecked Sendable {
             return true
         }
         guard queued else { return nil }
-        var one: UInt64 = 1
-        _ = Glibc.write(wakeFD, &one, 8)
+        wakeup.signal()
         r.done.wait()
         switch r.result! {
         case .success(let fd): return fd
@@ -126,7 +123,7 @@ final class JumpHost: @unchecked Sendable {
         event = ev
         session.setBlocking(false)
         ssh_event_add_session(ev, sh)
-        watch(wakeFD, Int16(POLLIN))
+        watch(wakeup.fd, Int16(POLLIN))
         var keepalive = KeepaliveWatch(interval: options.keepaliveInterval, count: options.keepaliveCount)
         var nextKeepalive = Date()
         var lastUsed = Date()
@@ -149,8 +146,8 @@ final class JumpHost: @unchecked Sendable {
             }
             if !tunnels.isEmpty { lastUsed = Date() }
             if Date() >= nextKeepalive {
-                switch keepalive.check(session, probing: true) {
-                case .alive(let at): nextKeepalive = at
+                switch session.check(&keepalive, probing: true) {
+                case .alive(let at, _): nextKeepalive = at
                 case .dead(let silent):
                     failure = SSHError.connectionLost(host: session.label, detail: "no answer to SSH keepalives for \(Int(silent)) s")
                 }
@@ -178,8 +175,7 @@ final class JumpHost: @unchecked Sendable {
     /// Opens the queued tunnels (blocking for at most channel_timeout each).
     private func serveRequests() {
         // Consume the wake-up first: a request queued after this read writes it again.
-        var v: UInt64 = 0
-        _ = Glibc.read(wakeFD, &v, 8)
+        _ = wakeup.consume()
         let pending = shared.withLock { s -> [Request] in
             defer { s.requests.removeAll() }
             return s.requests

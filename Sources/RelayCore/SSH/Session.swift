@@ -5,40 +5,27 @@ import Foundation
 public struct SessionOptions: Sendable {
     public var knownHosts: String
     public var connectTimeout: Int
-    public var authTimeout: Int = 30
-    public var channelTimeout: Int = 30
-    public var idleTimeout: Int = 3600
-    public var runTimeout: Int = 0
-    public var connectAttempts: Int = 1
-    public var retryDelay: Int = 10
+    public var authTimeout: Int
+    public var channelTimeout: Int
     /// The config's jumps by name (for `via`), and whether runs share their sessions.
     public var jumps: [String: HostEndpoint] = [:]
-    public var shareJumps: Bool = true
+    public var shareJumps: Bool
     public var keepaliveInterval: Int
     public var keepaliveCount: Int
     /// Cipher preference list offered to every host.
     public var ciphers: String
 
-    public init(knownHosts: String, connectTimeout: Int, keepaliveInterval: Int, keepaliveCount: Int,
-                ciphers: String? = nil) {
-        self.knownHosts = knownHosts
-        self.connectTimeout = connectTimeout
-        self.keepaliveInterval = keepaliveInterval
-        self.keepaliveCount = keepaliveCount
-        self.ciphers = ciphers ?? Self.defaultCiphers
-    }
-
+    /// The SSH settings of `[relay]` (their defaults live in `RelaySettings`); the run
+    /// settings are `RunPolicy`'s.
     public init(_ relay: RelaySettings) {
-        self.init(knownHosts: relay.knownHosts, connectTimeout: relay.connectTimeout,
-                  keepaliveInterval: relay.keepaliveInterval, keepaliveCount: relay.keepaliveCount,
-                  ciphers: relay.ciphers)
+        knownHosts = relay.knownHosts
+        connectTimeout = relay.connectTimeout
         authTimeout = relay.authTimeout
         channelTimeout = relay.channelTimeout
-        idleTimeout = relay.idleTimeout
-        runTimeout = relay.runTimeout
-        connectAttempts = relay.connectAttempts
-        retryDelay = relay.retryDelay
         shareJumps = relay.shareJumps
+        keepaliveInterval = relay.keepaliveInterval
+        keepaliveCount = relay.keepaliveCount
+        ciphers = relay.ciphers ?? Self.defaultCiphers
     }
 
     /// The relay's settings and the config's jumps.

@@ -1,4 +1,3 @@
-import CLibSSH
 import Foundation
 
 /// What `relayctl check` learns by talking borg's own RPC protocol to the forced command on
@@ -61,19 +60,8 @@ final class BorgRPCChannel {
     init(session: SSHSession, timeout: TimeInterval) throws(SSHError) {
         self.session = session
         self.timeout = timeout
-        session.setBlocking(true)
-        channel = try session.newChannel(label: "borg serve probe")
-        guard let h = channel.handle, ssh_channel_open_session(h) == SSH_OK else {
-            let e = session.lastError
-            channel.free()
-            throw SSHError.channel(host: session.label, what: "opening a channel for the borg serve probe", detail: e)
-        }
         // The forced command replaces whatever is asked for; borg serve is what it must run.
-        guard ssh_channel_request_exec(h, "borg serve") == SSH_OK else {
-            let e = session.lastError
-            channel.close(); channel.free()
-            throw SSHError.channel(host: session.label, what: "starting borg serve", detail: e)
-        }
+        channel = try session.startExec("borg serve", label: "borg serve probe")
     }
 
     /// What the server wrote on stderr so far (its log lines, or a shell's complaint).
@@ -122,42 +110,27 @@ final class BorgRPCChannel {
     }
 
     private func write(_ bytes: [UInt8]) throws(SSHError) {
-        guard let h = channel.handle else { throw SSHError.channel(host: session.label, what: "borg serve probe", detail: "channel gone") }
-        let rc = bytes.withUnsafeBytes { ssh_channel_write(h, $0.baseAddress, UInt32($0.count)) }
-        if rc != Int32(bytes.count) {
-            throw SSHError.channel(host: session.label, what: "writing to borg serve", detail: session.lastError)
+        var failed: SSHError?
+        bytes.withUnsafeBytes { b in
+            do throws(SSHError) { try channel.writeAll(b, what: "writing to borg serve") } catch { failed = error }
         }
+        if let failed { throw failed }
     }
 
     /// Reads what is there (waiting up to 200 ms); false once the channel is at its end.
     private func readSome() throws(SSHError) -> Bool {
-        guard let h = channel.handle else { return false }
-        var buf = [UInt8](repeating: 0, count: 16384)
-        let n = buf.withUnsafeMutableBytes { ssh_channel_read_timeout(h, $0.baseAddress, UInt32($0.count), 0, 200) }
-        if n > 0 { inbox += buf[0..<Int(n)] }
-        if n == SSH_ERROR {
-            throw SSHError.channel(host: session.label, what: "reading from borg serve", detail: session.lastError)
-        }
-        while true {
-            let e = buf.withUnsafeMutableBytes { ssh_channel_read_nonblocking(h, $0.baseAddress, UInt32($0.count), 1) }
-            guard e > 0 else { break }
-            if stderrText.count < 1 << 16 { stderrText += buf[0..<Int(e)] }
-        }
-        return n > 0 || ssh_channel_is_eof(h) == 0
+        let r = try channel.readSome()
+        inbox += r.stdout
+        if stderrText.count < 1 << 16 { stderrText += r.stderr }
+        return r.open
     }
 
     /// Sends EOF and waits (briefly) for borg serve to close the repository and exit, so
     /// its lock is gone when the probe returns.
     func finish() {
-        defer { channel.close(); channel.free() }
-        guard let h = channel.handle else { return }
-        ssh_channel_send_eof(h)
-        let deadline = Date().addingTimeInterval(10)
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while Date() < deadline && ssh_channel_is_eof(h) == 0 {
-            let n = buf.withUnsafeMutableBytes { ssh_channel_read_timeout(h, $0.baseAddress, UInt32($0.count), 0, 200) }
-            if n == SSH_ERROR { break }
-        }
+        channel.finish(within: 10)
+        channel.close()
+        channel.free()
     }
 }
 
