@@ -80,9 +80,9 @@ struct RunCtlCommand: AsyncParsableCommand {
                 return 0
             }
             let final = try await followRuns(started.runs.map(\.id), client: client, json: json)
-            if final.allSatisfy({ $0.state == "succeeded" }) { return 0 }
+            if final.allSatisfy({ $0.state == .succeeded }) { return 0 }
             // borg's warnings (the archives were proven): 3, unless a run failed.
-            return final.allSatisfy { ["succeeded", "warning"].contains($0.state) } ? CLI.Exit.warning : CLI.Exit.runFailed
+            return final.allSatisfy { $0.state.isSuccess } ? CLI.Exit.warning : CLI.Exit.runFailed
         }
         if code != 0 { throw ExitCode(code) }
     }
@@ -147,7 +147,7 @@ struct StatusCommand: AsyncParsableCommand {
             let last = c.last.map { "\(Format.age($0.endedAt ?? $0.startedAt)) ago \($0.state)\($0.stats.map { ", \(RunReport.size($0.originalSize))" } ?? "")" } ?? "never"
             let next = c.nextRun.map { Format.time($0) } ?? (c.schedule == nil ? "-" : "?")
             var now = "-"
-            if let cur = c.current, cur.state == "running" {
+            if let cur = c.current, cur.state == .running {
                 now = "\(RunReport.size(cur.bytesToServer)) sent\(cur.rate.map { ", \(Format.rate($0))" } ?? "")"
             } else if let cur = c.current {
                 now = "\(cur.id) \(cur.state)"
@@ -194,7 +194,7 @@ struct RunsCommand: AsyncParsableCommand {
             let duration = r.endedAt.map { Format.duration($0.timeIntervalSince(r.startedAt)) } ?? Format.duration(Date().timeIntervalSince(r.startedAt)) + "…"
             var detail = r.error.map { String($0.prefix(60)) } ?? r.archive ?? ""
             if let n = r.attempts?.count, n > 0 { detail = "[\(n + 1) attempts] " + detail }
-            rows.append([r.id, r.client, r.state, Format.time(r.startedAt), r.state == "queued" ? "-" : duration,
+            rows.append([r.id, r.client, r.state.rawValue, Format.time(r.startedAt), r.state == .queued ? "-" : duration,
                          r.stats.map { RunReport.size($0.originalSize) } ?? "-", RunReport.size(r.bytesToServer), detail])
         }
         print(Format.table(rows))
@@ -250,7 +250,7 @@ struct CancelCommand: AsyncParsableCommand {
         if json {
             print(Format.json(v))
         } else {
-            print(v.state == "running" ? "run \(v.id) of \(v.client): cancelling" : "run \(v.id) of \(v.client): \(v.state)")
+            print(v.state == .running ? "run \(v.id) of \(v.client): cancelling" : "run \(v.id) of \(v.client): \(v.state)")
         }
     }
 }
@@ -287,8 +287,8 @@ enum Format {
     }
 
     static func progressLine(_ v: RunView) -> String {
-        if v.state == "queued" { return "\(v.client)  queued (run \(v.id))" }
-        var parts = ["\(v.client)  \(v.progress?.phase ?? v.state)"]
+        if v.state == .queued { return "\(v.client)  queued (run \(v.id))" }
+        var parts = ["\(v.client)  \(v.progress?.phase ?? v.state.rawValue)"]
         parts.append("\(RunReport.size(v.bytesToServer)) sent")
         if let r = v.rate { parts.append(rate(r)) }
         if let p = v.progress {
@@ -303,10 +303,10 @@ enum Format {
         let dur = duration((v.endedAt ?? Date()).timeIntervalSince(v.startedAt))
         var lines: [String] = []
         switch v.state {
-        case "succeeded": lines.append("\(v.client) -> \(v.server): backup succeeded in \(dur) (run \(v.id))")
-        case "warning": lines.append("\(v.client) -> \(v.server): backup succeeded WITH WARNINGS in \(dur) (run \(v.id))")
-        case "cancelled": lines.append("\(v.client) -> \(v.server): backup cancelled after \(dur) (run \(v.id))")
-        default: lines.append("\(v.client) -> \(v.server): backup \(v.state.uppercased()) after \(dur) (run \(v.id))")
+        case .succeeded: lines.append("\(v.client) -> \(v.server): backup succeeded in \(dur) (run \(v.id))")
+        case .warning: lines.append("\(v.client) -> \(v.server): backup succeeded WITH WARNINGS in \(dur) (run \(v.id))")
+        case .cancelled: lines.append("\(v.client) -> \(v.server): backup cancelled after \(dur) (run \(v.id))")
+        default: lines.append("\(v.client) -> \(v.server): backup \(v.state.rawValue.uppercased()) after \(dur) (run \(v.id))")
         }
         if let a = v.stats {
             lines.append("  archive       \(a.name)")
@@ -316,7 +316,7 @@ enum Format {
             lines.append("  deduplicated  \(RunReport.size(a.deduplicatedSize))")
         }
         lines.append("  spliced       \(RunReport.size(v.bytesToServer)) to the server, \(RunReport.size(v.bytesFromServer)) back")
-        if let e = v.error { lines.append("  \(v.state == "warning" ? "warning " : "error   ")      \(e)") }
+        if let e = v.error { lines.append("  \(v.state == .warning ? "warning " : "error   ")      \(e)") }
         lines.append("  log           relayctl log \(v.id)")
         return lines.joined(separator: "\n")
     }

@@ -30,15 +30,15 @@ func runOperation(_ agent: AgentOptions, client name: String, _ op: OperationReq
         while !v.isFinished {
             try await Task.sleep(for: .milliseconds(250))
             v = try await client.get("/runs/\(v.id)")
-            if v.state == "queued" && !told {
+            if v.state == .queued && !told {
                 CLI.printError("relayctl: \(op.kind) of \(name) waits for the client's current run to end (run \(v.id))")
                 told = true
             }
             // Live progress on a terminal, as for a backup (stdout stays borg's output).
-            if tty && v.state == "running" && sink == nil {
+            if tty && v.state == .running && sink == nil {
                 FileHandle.standardError.write(Data(("\r\u{1B}[K" + Format.progressLine(v)).utf8))
             }
-            if sink != nil && v.state == "running" { _ = try await drain() }
+            if sink != nil && v.state == .running { _ = try await drain() }
         }
         if tty && sink == nil { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         while try await !drain() {}
@@ -67,11 +67,11 @@ func sealPassphrase(_ client: ControlClient) async throws -> SealedPassphrase {
 /// Exit 1 with the run's error unless it succeeded; borg's warnings go to stderr (the
 /// run's output is still delivered, exit 0).
 func requireSuccess(_ v: RunView) throws {
-    if v.state == "warning" {
+    if v.state == .warning {
         CLI.printError("relayctl: warning: \(v.kind) of \(v.client) succeeded with warnings: \(v.error ?? "see the log") (details: relayctl log \(v.id))")
         return
     }
-    guard v.state == "succeeded" else {
+    guard v.state == .succeeded else {
         CLI.printError("relayctl: \(v.kind) of \(v.client) \(v.state): \(v.error ?? "no detail") (details: relayctl log \(v.id))")
         throw ExitCode(CLI.Exit.runFailed)
     }
@@ -300,9 +300,9 @@ struct CheckCommand: AsyncParsableCommand {
             for name in names where cfg.clients[name] != nil {
                 do {
                     let (v, _) = try await runOperation(agent, client: name, OperationRequest(kind: "check", verifyData: verifyData))
-                    results.append(PreflightResult(client: name, check: "repository", status: v.state == "succeeded" ? .ok : .fail,
-                                                   detail: v.state == "succeeded" ? "borg check\(verifyData ? " --verify-data" : "") passed" : (v.error ?? v.state),
-                                                   fix: v.state == "succeeded" ? nil : "relayctl log \(v.id)"))
+                    results.append(PreflightResult(client: name, check: "repository", status: v.state == .succeeded ? .ok : .fail,
+                                                   detail: v.state == .succeeded ? "borg check\(verifyData ? " --verify-data" : "") passed" : (v.error ?? v.state.rawValue),
+                                                   fix: v.state == .succeeded ? nil : "relayctl log \(v.id)"))
                 } catch let e as ExitCode {
                     results.append(PreflightResult(client: name, check: "repository", status: .fail,
                                                    detail: "the check could not run (exit \(e.rawValue))"))

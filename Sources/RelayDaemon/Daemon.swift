@@ -34,7 +34,7 @@ public enum Daemon {
         // interrupted above; runs of a foreground relay-agent run still running are kept).
         StaleRunFiles.remove(isStale: { id in
             guard let r = try? history.get(id) else { return false }
-            return !["running", "queued"].contains(r.state)
+            return r.state.isFinished
         }, logger: logger)
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let manager = RunManager(config: config, history: history, logger: logger, connectorPath: exe)

@@ -135,7 +135,7 @@ public actor RunManager {
             let id = CLI.newRunID()
             let record = RunRecord.starting(runID: id, client: n, server: c.server,
                                             kind: request.operation?.kind ?? "backup", logFile: logPath(n, id),
-                                            state: "queued", trigger: trigger)
+                                            state: .queued, trigger: trigger)
             do {
                 try history.insert(record)
             } catch {
@@ -159,7 +159,7 @@ public actor RunManager {
         } else if let i = queue.firstIndex(where: { $0.id == id }) {
             let p = queue.remove(at: i)
             p.passphrase?.wipe()
-            try? history.markEnded(id, state: "cancelled", error: "cancelled before it started")
+            try? history.markEnded(id, state: .cancelled, error: "cancelled before it started")
             logger.info("run \(id) of client \(p.client) cancelled in the queue")
         } else {
             guard let r = (try? history.get(id)) ?? nil else { throw .notFound("no run \(id)") }
@@ -279,7 +279,7 @@ public actor RunManager {
             let c = config.clients[name]!
             let current = runOf(client: name)
             let last = ((try? history.lastFinished(client: name)) ?? nil).map { view(of: $0) }
-            clients.append(.init(name: name, server: c.server, state: current?.state ?? "idle", current: current,
+            clients.append(.init(name: name, server: c.server, state: current?.state.rawValue ?? "idle", current: current,
                                  last: last, schedule: c.schedule?.text, nextRun: nextDue[name]))
         }
         return StatusView(agent: agent, clients: clients)
@@ -346,7 +346,7 @@ public actor RunManager {
         accepting = false
         for p in queue {
             p.passphrase?.wipe()
-            try? history.markEnded(p.id, state: "cancelled", error: "the agent stopped before the run started")
+            try? history.markEnded(p.id, state: .cancelled, error: "the agent stopped before the run started")
         }
         queue.removeAll()
         for (_, k) in keys { k.secretKey.wipe() }
@@ -473,7 +473,7 @@ public actor RunManager {
         } catch {
             passphrase?.wipe()
             logger.error("run \(p.id) of client \(p.client) failed to start: \(error)")
-            try? history.markEnded(p.id, state: "failed", error: "\(error)")
+            try? history.markEnded(p.id, state: .failed, error: "\(error)")
         }
     }
 

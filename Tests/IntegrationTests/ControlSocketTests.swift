@@ -284,7 +284,7 @@ struct ControlSocketTests {
         d = try AgentDaemon(s)
         #expect(!FileManager.default.fileExists(atPath: stale), "\(stale) survived the restart\n\(d.log)")
         #expect(FileManager.default.fileExists(atPath: foreign), "another agent's directory was removed")
-        #expect(try d.run(runID)?.state == "interrupted")
+        #expect(try d.run(runID)?.state == .interrupted)
         #expect(d.log.contains("removed \(stale)"), "\(d.log)")
         #expect(d.stop() == 0)
     }

@@ -27,7 +27,7 @@ struct DaemonTests {
         let runs = try d.runs("web1")
         let run = try #require(runs.first)
         #expect(runs.count == 1)
-        #expect(run.state == "succeeded")
+        #expect(run.state == .succeeded)
         #expect(run.trigger == "api")
         #expect(run.bytesToServer > 160 * 1024 * 1024 / 2)
         let archive = try #require(run.archive)
@@ -90,14 +90,14 @@ struct DaemonTests {
             #expect(ids.count == 2)
             if limit == 1 {
                 // While the first runs, the second is queued.
-                let first = try #require(try d.waitFor(ids[0], within: 20) { $0.state == "running" })
-                #expect(first.state == "running")
-                #expect(try d.run(ids[1])?.state == "queued")
+                let first = try #require(try d.waitFor(ids[0], within: 20) { $0.state == .running })
+                #expect(first.state == .running)
+                #expect(try d.run(ids[1])?.state == .queued)
                 #expect(try d.status().clients.first { $0.name == "web2" }?.state == "queued")
             }
             let a = try #require(try d.waitFinished(ids[0]))
             let b = try #require(try d.waitFinished(ids[1]))
-            #expect(a.state == "succeeded" && b.state == "succeeded", "\(a.error ?? "") \(b.error ?? "")")
+            #expect(a.state == .succeeded && b.state == .succeeded, "\(a.error ?? "") \(b.error ?? "")")
             let aEnd = try #require(a.endedAt), bEnd = try #require(b.endedAt)
             let overlap = min(aEnd, bEnd).timeIntervalSince(max(a.startedAt, b.startedAt))
             if limit == 1 {
@@ -121,10 +121,10 @@ struct DaemonTests {
         #expect(refused.status == 1, "\(refused.output)")
         #expect(refused.stderr.contains(first), "the refusal does not name run \(first): \(refused.stderr)")
         let queued = try d.start(["web1", "--queue"])[0]
-        #expect(try d.run(queued)?.state == "queued")
+        #expect(try d.run(queued)?.state == .queued)
         let a = try #require(try d.waitFinished(first))
         let b = try #require(try d.waitFinished(queued))
-        #expect(a.state == "succeeded" && b.state == "succeeded")
+        #expect(a.state == .succeeded && b.state == .succeeded)
         let aEnded = try #require(a.endedAt)
         #expect(b.startedAt >= aEnded)
         #expect(try s.archives().count == 2)
@@ -145,7 +145,7 @@ struct DaemonTests {
         #expect(c.status == 0, "\(c.output)")
         let asked = Date()
         let v = try #require(try d.waitFinished(id, within: 10))
-        #expect(v.state == "cancelled")
+        #expect(v.state == .cancelled)
         #expect(Date().timeIntervalSince(asked) < 10)
         #expect(s.sessionsLeft(on: [s.t, s.b], within: 5).isEmpty)
         // Cancelling an ended run is an error naming its state.
@@ -171,7 +171,7 @@ struct DaemonTests {
             let status = d.stop(signal: SIGTERM, timeout: 180)
             #expect(status == 0, "daemon exit: \(String(describing: status))\n\(d.log)")
             let r = try #require(try HistoryStore(path: "\(s.stateDir)/history.sqlite").get(id))
-            #expect(r.state == (grace == 120 ? "succeeded" : "cancelled"), "\(r.state) \(r.error ?? "")")
+            #expect(r.state == (grace == 120 ? .succeeded : .cancelled), "\(r.state) \(r.error ?? "")")
             #expect(s.sessionsLeft(on: [s.t, s.b], within: 5).isEmpty)
             #expect(!FileManager.default.fileExists(atPath: d.socket), "socket left behind")
         }
@@ -191,7 +191,7 @@ struct DaemonTests {
         try s.replaceWithSmallData(removing: "big.bin")
         d = try AgentDaemon(s)  // a stale socket file is taken over
         let v = try #require(try d.run(id))
-        #expect(v.state == "interrupted")
+        #expect(v.state == .interrupted)
         #expect(v.error?.contains("ended while the run was in progress") == true)
         let next = try d.ctl(["run", "web1", "--follow"])
         #expect(next.status == 0, "\(next.output)")
@@ -296,7 +296,7 @@ struct DaemonControlTests {
             usleep(500_000)
         }
         let run = try #require(fired, "no scheduled run within 75 s\n\(d.log)")
-        #expect(run.state == "succeeded", "\(run.error ?? "")")
+        #expect(run.state == .succeeded, "\(run.error ?? "")")
         #expect(run.queuedAt.map { $0 >= next.addingTimeInterval(-1) } == true)
         #expect(try s.archives().count == 1)
         #expect(d.stop() == 0)

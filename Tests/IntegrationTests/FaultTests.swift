@@ -389,7 +389,7 @@ struct LeakTests {
         func one() throws {
             let id = try #require(try d.start(["web1"]).first)
             let v = try #require(try d.waitFinished(id, within: 60))
-            #expect(v.state == "succeeded", "\(v.error ?? "")")
+            #expect(v.state == .succeeded, "\(v.error ?? "")")
             inRun += (v.endedAt ?? v.startedAt).timeIntervalSince(v.startedAt)
         }
         // Warm-up: thread pools, the history database, caches.

@@ -94,7 +94,7 @@ struct JumpTests {
         #expect(ids.count == 2)
         for id in ids {
             let v = try #require(try d.waitFinished(id, within: 120))
-            #expect(v.state == "succeeded", "\(v.error ?? "")")
+            #expect(v.state == .succeeded, "\(v.error ?? "")")
         }
         let logins = j1.log.components(separatedBy: "Accepted publickey").count - 1
         #expect(logins == 1, "j1 saw \(logins) logins for two concurrent runs: \(j1.log)")

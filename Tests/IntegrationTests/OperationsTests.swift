@@ -153,7 +153,7 @@ struct RetentionTests {
             retention = try d.runs("web1").first { $0.trigger == "retention" && $0.isFinished }
             usleep(100_000)
         }
-        #expect(retention?.state == "succeeded", "\(retention?.error ?? "no retention run")")
+        #expect(retention?.state == .succeeded, "\(retention?.error ?? "no retention run")")
         let archive = try #require(try s.archives().first)
         #expect(d.stop() == 0)
 
@@ -232,7 +232,7 @@ struct RetentionTests {
             usleep(100_000)
         }
         let r = try #require(retention, "no retention run after the backup\n\(d.log)")
-        #expect(r.state == "succeeded" && r.kind == "prune", "\(r.error ?? "")")
+        #expect(r.state == .succeeded && r.kind == "prune", "\(r.error ?? "")")
         let left = try s.archives()
         #expect(left.count == 2 && left.contains("old-5") && !left.contains("old-4"), "\(left)")
         let log = try d.ctl(["log", r.id]).stdout
@@ -268,7 +268,7 @@ struct RetentionTests {
         #expect(compact.status == 1, "\(compact.output)")
         #expect(compact.stderr.contains("TAMPER ALARM") && compact.stderr.contains(victim), "\(compact.stderr)")
         #expect(repositoryBytes(s.repo) >= before, "data was freed although the alarm fired")
-        #expect(try d.runs("web1").first?.state == "failed")
+        #expect(try d.runs("web1").first?.state == .failed)
         #expect(d.stop() == 0)
     }
 }

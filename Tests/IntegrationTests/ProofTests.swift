@@ -52,7 +52,7 @@ struct ProofTests {
         #expect(try s.repositoryFiles() == before)
         let history = try HistoryStore(path: s.stateDir + "/history.sqlite")
         let runs = try history.recent(client: "web1")
-        #expect(runs.count == 2 && runs.allSatisfy { $0.state == "failed" && $0.archive == nil }, "\(runs.map(\.state))")
+        #expect(runs.count == 2 && runs.allSatisfy { $0.state == .failed && $0.archive == nil }, "\(runs.map(\.state))")
         #expect(try history.archiveRecords(client: "web1").isEmpty)
     }
 
@@ -78,7 +78,7 @@ struct ProofTests {
         let id = try #require(((info?["archives"] as? [[String: Any]])?.first?["id"]) as? String)
         let history = try HistoryStore(path: s.stateDir + "/history.sqlite")
         let run = try #require(try history.recent(client: "web1").first)
-        #expect(run.state == "warning")
+        #expect(run.state == .warning)
         #expect(run.archive == name)
         #expect(run.error?.contains("finished with warnings") == true)
         #expect(try history.expectedArchives(client: "web1").map(\.id) == [id.lowercased()])
@@ -102,7 +102,7 @@ struct ProofTests {
         #expect(r.stdout.contains("warning       borg create finished with warnings"), "\(r.stdout)")
 
         let run = try #require(try d.runs("web1").first)
-        #expect(run.state == "warning")
+        #expect(run.state == .warning)
         let name = try #require(run.archive)
         #expect(try s.archives() == [name])
         let table = try d.ctl(["runs", "web1"])
@@ -110,6 +110,6 @@ struct ProofTests {
         #expect(table.stdout.split(separator: "\n").contains { $0.contains(run.id) && $0.contains("warning") }, "\(table.stdout)")
         let status = try d.ctl(["status"])
         #expect(status.stdout.contains("ago warning"), "\(status.stdout)")
-        #expect(try d.status().clients.first?.last?.state == "warning")
+        #expect(try d.status().clients.first?.last?.state == .warning)
     }
 }

@@ -373,7 +373,7 @@ struct RelayedFailureTests {
         _ = agent.wait(timeout: 10)
         let history = try HistoryStore(path: "\(s.stateDir)/history.sqlite")
         let killed = try #require(try history.recent(client: "web1").first)
-        #expect(killed.state == "running")
+        #expect(killed.state == .running)
 
         // Once B and T notice the dropped connections their processes end; the next run
         // then succeeds and records the killed one as interrupted.
@@ -384,8 +384,8 @@ struct RelayedFailureTests {
         #expect(r.status == 0, "the run after SIGKILL failed: \(r.output)")
         let runs = try history.recent(client: "web1")
         #expect(runs.count == 2)
-        #expect(runs.first { $0.id == killed.id }?.state == "interrupted")
-        #expect(runs.first { $0.id != killed.id }?.state == "succeeded")
+        #expect(runs.first { $0.id == killed.id }?.state == .interrupted)
+        #expect(runs.first { $0.id != killed.id }?.state == .succeeded)
         #expect(runs.first { $0.id != killed.id }?.archive != nil)
     }
 }

@@ -61,7 +61,7 @@ struct TamperTests {
         // Nothing written to the repository: no compact (nor anything else) ran.
         #expect(try s.repositoryFiles() == files, "the repository changed although the alarm fired")
         let run = try #require(try d.runs("web1").first)
-        #expect(run.kind == "compact" && run.state == "failed", "\(run)")
+        #expect(run.kind == "compact" && run.state == .failed, "\(run)")
         let log = try d.ctl(["log", run.id]).stdout
         #expect(!log.contains("borg --log-json compact"), "compact ran: \(log)")
         #expect(log.contains("TAMPER ALARM"))
@@ -157,7 +157,7 @@ struct TamperTests {
         #expect(try d.ctl(["run", "web1", "--follow"]).status == 0)
         // daily = 1: the second backup's retention run prunes the first archive.
         let runs = try retentionRuns(2)
-        #expect(runs.count == 2 && runs.allSatisfy { $0.state == "succeeded" }, "\(runs.map { "\($0.state) \($0.error ?? "")" })")
+        #expect(runs.count == 2 && runs.allSatisfy { $0.state == .succeeded }, "\(runs.map { "\($0.state) \($0.error ?? "")" })")
         let left = try s.archives()
         #expect(left.count == 1 && !left.contains(first), "\(left)")
         let compact = try d.ctl(["compact", "web1"])
@@ -183,7 +183,7 @@ struct TamperTests {
         try s.writeConfig(sealed: sealed)
         let d = try AgentDaemon(s)
         let running = try d.start(["web1"])[0]
-        #expect(try d.waitFor(running, within: 20) { $0.state == "running" } != nil)
+        #expect(try d.waitFor(running, within: 20) { $0.state == .running } != nil)
         var queued: [String] = []
         for i in 1...10 {
             let r = try d.ctl(["run", "web1", "--queue", "--json"])
@@ -205,7 +205,7 @@ struct TamperTests {
         #expect(raw.stdout.hasSuffix("\n429"), "\(raw.output)")
         #expect(raw.stdout.contains(#""code":"too_many_queued""#) || raw.stdout.contains(#""code" : "too_many_queued""#), "\(raw.stdout)")
         let web1 = try d.runs("web1")
-        #expect(web1.filter { $0.state == "queued" }.count == 10, "\(web1.map(\.state))")
+        #expect(web1.filter { $0.state == .queued }.count == 10, "\(web1.map(\.state))")
 
         // Another client is not affected: queued and run to the end.
         let other = try d.ctl(["run", "web2", "--queue", "--follow"])
@@ -221,7 +221,7 @@ struct TamperTests {
         // The queued ones first, so none of them starts when the running one ends.
         for id in queued.dropFirst() { #expect(try d.ctl(["cancel", id]).status == 0) }
         #expect(try d.ctl(["cancel", running]).status == 0)
-        #expect(try d.waitFinished(running, within: 30)?.state == "cancelled")
+        #expect(try d.waitFinished(running, within: 30)?.state == .cancelled)
         #expect(d.stop() == 0)
     }
 
@@ -250,7 +250,7 @@ struct TamperTests {
         }
         // Read back: the run and its archive are recorded.
         let store = try HistoryStore(path: history)
-        #expect(try store.recent(client: "web1").first?.state == "succeeded")
+        #expect(try store.recent(client: "web1").first?.state == .succeeded)
         #expect(try store.expectedArchives(client: "web1").map(\.name) == (try s.archives()))
 
         #expect(chmod(history, 0o644) == 0)

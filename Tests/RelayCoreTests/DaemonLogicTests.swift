@@ -30,7 +30,7 @@ struct DaemonLogicTests {
     }
 
     @Test func apiTypesRoundTripWithSnakeCaseKeys() throws {
-        var record = RunRecord.starting(runID: "r1", client: "web1", server: "vault", logFile: "/l", state: "running", trigger: "api")
+        var record = RunRecord.starting(runID: "r1", client: "web1", server: "vault", logFile: "/l", state: .running, trigger: "api")
         record.stats = #"{"name":"a","nfiles":3,"original_size":10,"compressed_size":9,"deduplicated_size":8}"#
         var p = RunProgress()
         p.bytesToServer = 4096
@@ -125,7 +125,7 @@ struct DaemonLogicTests {
 
         // Catch-up: nothing known, nothing missed; a run before a missed time: missed.
         #expect(await m.missedSchedules(now: t0, timeZone: utc).isEmpty)
-        var r = RunRecord.starting(runID: "old", client: "c", server: "s", logFile: nil, state: "succeeded")
+        var r = RunRecord.starting(runID: "old", client: "c", server: "s", logFile: nil, state: .succeeded)
         r.startedAt = try Date("2026-11-18T02:30:05Z", strategy: .iso8601)
         r.queuedAt = r.startedAt
         try history.insert(r)

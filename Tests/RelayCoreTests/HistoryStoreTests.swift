@@ -14,7 +14,7 @@ struct HistoryStoreTests {
         let store = try HistoryStore(path: "\(d.path)/state/history.sqlite")
         let start = RunRecord.starting(runID: "r1", client: "web1", server: "vault", logFile: "/l/r1.log")
         try store.insert(start)
-        #expect(try store.recent().map(\.state) == ["running"])
+        #expect(try store.recent().map(\.state) == [.running])
 
         var report = RunReport(runID: "r1", client: "web1", server: "vault", started: start.startedAt)
         report.state = .succeeded
@@ -28,7 +28,7 @@ struct HistoryStoreTests {
         // Reopened from disk: the record is complete.
         let again = try HistoryStore(path: "\(d.path)/state/history.sqlite")
         let r = try #require(try again.recent(client: "web1").first)
-        #expect(r.state == "succeeded")
+        #expect(r.state == .succeeded)
         #expect(r.bytesToServer == 1234)
         #expect(r.archive == "web1-1")
         #expect(r.borgExitStatus == 0)
@@ -46,9 +46,9 @@ struct HistoryStoreTests {
         try store.insert(.starting(runID: "alive", client: "b", server: "s", logFile: nil))  // this process
         #expect(try store.markInterrupted() == ["dead"])
         let byID = Dictionary(uniqueKeysWithValues: try store.recent().map { ($0.id, $0) })
-        #expect(byID["dead"]?.state == "interrupted")
+        #expect(byID["dead"]?.state == .interrupted)
         #expect(byID["dead"]?.error?.contains("999999999") == true)
-        #expect(byID["alive"]?.state == "running")
+        #expect(byID["alive"]?.state == .running)
         #expect(try store.markInterrupted().isEmpty)
     }
 
@@ -60,19 +60,19 @@ struct HistoryStoreTests {
         var reused = RunRecord.starting(runID: "reused", client: "a", server: "s", logFile: nil)
         reused.agentStart = (reused.agentStart ?? 0) + 12345
         try store.insert(reused)
-        var queued = RunRecord.starting(runID: "queued", client: "b", server: "s", logFile: nil, state: "queued")
+        var queued = RunRecord.starting(runID: "queued", client: "b", server: "s", logFile: nil, state: .queued)
         queued.agentPID = 999_999_999
         try store.insert(queued)
         #expect(Set(try store.markInterrupted()) == ["reused", "queued"])
         #expect(try store.get("queued")?.error?.contains("before the run started") == true)
-        #expect(try store.get("reused")?.state == "interrupted")
+        #expect(try store.get("reused")?.state == .interrupted)
     }
 
     @Test func pruningKeepsTheNewestRunsPerClientAndDropsOldOnes() throws {
         let d = Dir()
         let store = try HistoryStore(path: "\(d.path)/h.sqlite")
         let now = Date()
-        func add(_ id: String, _ client: String, daysAgo: Double, state: String = "succeeded") throws {
+        func add(_ id: String, _ client: String, daysAgo: Double, state: RunState = .succeeded) throws {
             var r = RunRecord.starting(runID: id, client: client, server: "s", logFile: "/logs/\(id).log", state: state)
             r.startedAt = now.addingTimeInterval(-daysAgo * 86400)
             try store.insert(r)
@@ -80,7 +80,7 @@ struct HistoryStoreTests {
         for i in 0..<5 { try add("a\(i)", "a", daysAgo: Double(i)) }
         try add("b-old", "b", daysAgo: 50)
         try add("b-new", "b", daysAgo: 1)
-        try add("a-live", "a", daysAgo: 100, state: "running")  // never pruned while unfinished
+        try add("a-live", "a", daysAgo: 100, state: .running)  // never pruned while unfinished
         let logs = try store.prune(keepPerClient: 3, maxAgeDays: 30, now: now)
         #expect(Set(logs) == ["/logs/a3.log", "/logs/a4.log", "/logs/b-old.log"])
         #expect(Set(try store.recent(limit: 100).map(\.id)) == ["a0", "a1", "a2", "b-new", "a-live"])
@@ -167,7 +167,7 @@ struct HistoryStoreTests {
         let path = "\(d.path)/h.sqlite"
         do {
             let old = try HistoryStore(path: path, migrateUpTo: "v4")
-            func run(_ id: String, _ archive: String, _ when: String, stats: String?, state: String = "succeeded",
+            func run(_ id: String, _ archive: String, _ when: String, stats: String?, state: RunState = .succeeded,
                      kind: String = "backup") throws {
                 try old.execute(sql: """
                     INSERT INTO run (id, client, server, kind, state, started_at, ended_at, bytes_to_server,
@@ -182,7 +182,7 @@ struct HistoryStoreTests {
             try run("r3", "gone", "2026-11-03 10:00:00.000", stats: nil)
             try run("r4", "again", "2026-11-04 10:00:00.000", stats: nil)
             try run("r5", "again", "2026-11-06 10:00:00.000", stats: nil)
-            try run("r6", "failed", "2026-11-07 10:00:00.000", stats: nil, state: "failed")
+            try run("r6", "failed", "2026-11-07 10:00:00.000", stats: nil, state: .failed)
             try run("r7", "listed", "2026-11-07 11:00:00.000", stats: nil, kind: "list")
             try old.execute(sql: """
                 INSERT INTO pruned_archive (client, archive, run_id, pruned_at) VALUES

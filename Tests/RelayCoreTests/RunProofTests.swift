@@ -173,7 +173,7 @@ struct RunProofTests {
             #expect(final.state == (status == 1 ? .warning : .succeeded))
             #expect(final.warnings.count == (status == 1 ? 1 : 0))
             let rec = try #require(try store.get(id))
-            #expect(rec.state == (status == 1 ? "warning" : "succeeded"))
+            #expect(rec.state == (status == 1 ? .warning : .succeeded))
             #expect((rec.error != nil) == (status == 1))
         }
         #expect(try store.expectedArchives(client: "web1").map(\.runID) == ["w", "s"])

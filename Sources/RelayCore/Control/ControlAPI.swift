@@ -28,30 +28,10 @@ public enum ControlAPI {
     public static let nextOffsetHeader = "X-Next-Offset"
     public static let completeHeader = "X-Complete"
 
-    /// Dates are ISO 8601 in UTC with milliseconds ("2026-11-22T02:30:00.125Z").
-    static let dateStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
+    /// Dates are ISO 8601 in UTC with milliseconds ("2026-11-22T02:30:00.125Z"): `JSONCoding`.
+    public static func encoder() -> JSONEncoder { JSONCoding.encoder() }
 
-    public static func encoder() -> JSONEncoder {
-        let e = JSONEncoder()
-        e.dateEncodingStrategy = .custom { date, encoder in
-            var c = encoder.singleValueContainer()
-            try c.encode(date.formatted(dateStyle))
-        }
-        e.outputFormatting = [.sortedKeys]
-        return e
-    }
-
-    public static func decoder() -> JSONDecoder {
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .custom { decoder in
-            let c = try decoder.singleValueContainer()
-            let text = try c.decode(String.self)
-            if let date = try? dateStyle.parse(text) { return date }
-            if let date = try? Date(text, strategy: .iso8601) { return date }
-            throw DecodingError.dataCorruptedError(in: c, debugDescription: "not an ISO 8601 date: \(text)")
-        }
-        return d
-    }
+    public static func decoder() -> JSONDecoder { JSONCoding.decoder() }
 }
 
 /// `POST /v1/runs`.
@@ -120,7 +100,7 @@ public struct RunView: Codable, Sendable, Equatable {
     public var client: String
     public var server: String
     public var kind: String
-    public var state: String
+    public var state: RunState
     public var trigger: String?
     public var queuedAt: Date?
     public var startedAt: Date
@@ -139,7 +119,7 @@ public struct RunView: Codable, Sendable, Equatable {
     /// Failed attempts before the last one (retries), if any.
     public var attempts: [RunAttempt]?
 
-    public var isFinished: Bool { !["queued", "running"].contains(state) }
+    public var isFinished: Bool { state.isFinished }
 
     public init(_ r: RunRecord, progress: RunProgress? = nil, now: Date = Date()) {
         id = r.id
@@ -158,8 +138,8 @@ public struct RunView: Codable, Sendable, Equatable {
         stats = r.stats.flatMap { try? JSONDecoder().decode(ArchiveSummary.self, from: Data($0.utf8)) }
         error = r.error
         logFile = r.logFile
-        attempts = r.attempts.flatMap { try? ControlAPI.decoder().decode([RunAttempt].self, from: Data($0.utf8)) }
-        if let p = progress, r.state == "running" {
+        attempts = r.attempts.flatMap { try? JSONCoding.decoder().decode([RunAttempt].self, from: Data($0.utf8)) }
+        if let p = progress, r.state == .running {
             self.progress = p
             bytesToServer = Int64(clamping: p.bytesToServer)
             bytesFromServer = Int64(clamping: p.bytesFromServer)

@@ -9,9 +9,7 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     public var client: String
     public var server: String
     public var kind: String
-    /// queued, running, succeeded, warning (borg's warnings; the archive was proven),
-    /// failed, cancelled, interrupted
-    public var state: String
+    public var state: RunState
     public var startedAt: Date
     public var endedAt: Date?
     public var bytesToServer: Int64
@@ -50,7 +48,7 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
 
     /// A record for a run that is starting now in this process.
     public static func starting(runID: String, client: String, server: String, kind: String = "backup",
-                                logFile: String?, state: String = "running", trigger: String = "cli") -> RunRecord {
+                                logFile: String?, state: RunState = .running, trigger: String = "cli") -> RunRecord {
         // (kind: backup, init, list, info, key-export, …)
         let now = Date()
         return RunRecord(id: runID, client: client, server: server, kind: kind, state: state, startedAt: now,
@@ -61,7 +59,7 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     }
 
     /// True once the run has ended (whatever the outcome).
-    public var isFinished: Bool { !["queued", "running"].contains(state) }
+    public var isFinished: Bool { state.isFinished }
 }
 
 /// One archive the relay created (table `archive`): kept for good, the tamper alarm's
@@ -83,7 +81,7 @@ public struct ArchiveRecord: Codable, Sendable, Equatable, FetchableRecord, Pers
                 prunedAt: Date? = nil, prunedByRun: String? = nil) {
         self.client = client
         self.name = name
-        self.id = id.map(Self.normalized)
+        self.id = id.map(ArchiveSummary.normalizedID)
         self.runID = runID
         self.createdAt = createdAt
         self.prunedAt = prunedAt
@@ -97,9 +95,6 @@ public struct ArchiveRecord: Codable, Sendable, Equatable, FetchableRecord, Pers
         case prunedAt = "pruned_at"
         case prunedByRun = "pruned_by_run"
     }
-
-    /// Archive ids compare in lower case.
-    public static func normalized(_ id: String) -> String { id.lowercased() }
 }
 
 /// Tells a live process from a dead one whose PID was reused.
@@ -270,7 +265,7 @@ public final class HistoryStore: Sendable {
             let p = pruned[client + "\u{0}" + name].flatMap { $0.at >= created ? $0 : nil }
             try db.execute(sql: """
                 INSERT INTO archive (client, name, id, run_id, created_at, pruned_at, pruned_by_run) VALUES (?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [client, name, id.map(ArchiveRecord.normalized), runID, created, p?.at, p?.run])
+                """, arguments: [client, name, id.map(ArchiveSummary.normalizedID), runID, created, p?.at, p?.run])
         }
     }
 
@@ -307,7 +302,7 @@ public final class HistoryStore: Sendable {
             if report.kind == "backup", report.isSuccess, let a = report.archive {
                 try db.execute(sql: """
                     INSERT INTO archive (client, name, id, run_id, created_at) VALUES (?, ?, ?, ?, ?)
-                    """, arguments: [report.client, a.name, a.id.map(ArchiveRecord.normalized), report.runID, report.ended])
+                    """, arguments: [report.client, a.name, a.id.map(ArchiveSummary.normalizedID), report.runID, report.ended])
                 if var proof = report.backupProof {
                     let back = try ArchiveRecord.fetchOne(db, key: db.lastInsertedRowID)
                     proof.recording = back?.id.map { .recorded(id: $0) } ?? .failed("the archive row has no id")
@@ -317,7 +312,7 @@ public final class HistoryStore: Sendable {
                 }
             }
             guard var r = try RunRecord.fetchOne(db, key: report.runID) else { return final }
-            r.state = final.state.rawValue
+            r.state = final.state
             r.endedAt = final.ended
             r.bytesToServer = Int64(clamping: final.bytesToServer)
             r.bytesFromServer = Int64(clamping: final.bytesFromServer)
@@ -326,7 +321,7 @@ public final class HistoryStore: Sendable {
             r.stats = stats
             // A warning run keeps borg's warning where a failed run keeps its error.
             r.error = final.error ?? (final.state == .warning ? final.warnings.joined(separator: "; ") : nil)
-            r.attempts = final.attempts.isEmpty ? nil : (try? ControlAPI.encoder().encode(final.attempts)).map { String(decoding: $0, as: UTF8.self) }
+            r.attempts = final.attempts.isEmpty ? nil : (try? JSONCoding.encoder().encode(final.attempts)).map { String(decoding: $0, as: UTF8.self) }
             try r.update(db)
             return final
         }
@@ -337,13 +332,13 @@ public final class HistoryStore: Sendable {
     @discardableResult
     public func markInterrupted(isAlive: @Sendable (RunRecord) -> Bool = HistoryStore.agentAlive) throws(HistoryError) -> [String] {
         try write { db in
-            let stale = try RunRecord.filter(["running", "queued"].contains(Column("state"))).fetchAll(db)
+            let stale = try RunRecord.filter(RunState.unfinished.contains(Column("state"))).fetchAll(db)
                 .filter { !isAlive($0) }
             for var r in stale {
-                r.error = r.state == "queued"
+                r.error = r.state == .queued
                     ? "the agent (pid \(r.agentPID)) ended before the run started"
                     : "the agent (pid \(r.agentPID)) ended while the run was in progress"
-                r.state = "interrupted"
+                r.state = .interrupted
                 r.endedAt = Date()
                 try r.update(db)
             }
@@ -355,14 +350,14 @@ public final class HistoryStore: Sendable {
     public func markStarted(_ id: String) throws(HistoryError) {
         try write { db in
             guard var r = try RunRecord.fetchOne(db, key: id) else { return }
-            r.state = "running"
+            r.state = .running
             r.startedAt = Date()
             try r.update(db)
         }
     }
 
     /// A run that ends without a report (cancelled in the queue, setup failure).
-    public func markEnded(_ id: String, state: String, error: String?) throws(HistoryError) {
+    public func markEnded(_ id: String, state: RunState, error: String?) throws(HistoryError) {
         try write { db in
             guard var r = try RunRecord.fetchOne(db, key: id) else { return }
             r.state = state
@@ -402,7 +397,7 @@ public final class HistoryStore: Sendable {
                 try db.execute(sql: """
                     UPDATE archive SET pruned_at = ?, pruned_by_run = ?
                     WHERE client = ? AND pruned_at IS NULL AND (id = ? OR (id IS NULL AND name = ?))
-                    """, arguments: [date, runID, client, ArchiveRecord.normalized(a.id), a.name])
+                    """, arguments: [date, runID, client, ArchiveSummary.normalizedID(a.id), a.name])
                 marked += db.changesCount
             }
             return marked
@@ -413,7 +408,7 @@ public final class HistoryStore: Sendable {
     public func lastFinished(client: String) throws(HistoryError) -> RunRecord? {
         try read { db in
             try RunRecord.filter(Column("client") == client)
-                .filter(!["queued", "running"].contains(Column("state")))
+                .filter(!RunState.unfinished.contains(Column("state")))
                 .order(Column("started_at").desc).fetchOne(db)
         }
     }
@@ -432,7 +427,7 @@ public final class HistoryStore: Sendable {
     @discardableResult
     public func prune(keepPerClient: Int, maxAgeDays: Int, now: Date = Date()) throws(HistoryError) -> [String] {
         try write { db in
-            let finished = RunRecord.filter(!["queued", "running"].contains(Column("state")))
+            let finished = RunRecord.filter(!RunState.unfinished.contains(Column("state")))
             var doomed: [RunRecord] = []
             if maxAgeDays > 0 {
                 let cutoff = now.addingTimeInterval(-Double(maxAgeDays) * 86400)

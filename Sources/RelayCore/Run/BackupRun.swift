@@ -529,7 +529,7 @@ public final class BackupRun: @unchecked Sendable {
                     return false
                 }
                 return true
-            }, accepted: { [unowned self] channel in
+            }, accepted: { [unowned self] channel, origin, originPort in
                 guard let channel, let splice = self.splice else {
                     self.pending.append(.failed(.ssh(.channel(host: t.label, what: "accepting borg's forwarded connection", detail: t.lastError))))
                     return
@@ -540,7 +540,7 @@ public final class BackupRun: @unchecked Sendable {
                 }
                 splice.attachClient(channel)
                 self.pending.append(.borgConnected)
-                self.logger.info("borg connected; splicing it into borg serve; closing the forward")
+                self.logger.info("borg connected from \(origin):\(originPort); splicing it into borg serve; closing the forward")
             })
         }
 

@@ -202,3 +202,16 @@ public protocol RelayRun: AnyObject, Sendable {
 
 extension BackupRun: RelayRun {}
 extension LocalBorgRun: RelayRun {}
+
+extension Retention {
+    /// borg prune's keep options for this policy.
+    public var keepArguments: [String] {
+        var args: [String] = []
+        if let w = within { args.append("--keep-within=\(w)") }
+        for (flag, value) in [("hourly", hourly), ("daily", daily), ("weekly", weekly),
+                              ("monthly", monthly), ("yearly", yearly)] {
+            if let v = value { args.append("--keep-\(flag)=\(v)") }
+        }
+        return args
+    }
+}

@@ -194,7 +194,7 @@ public struct BackupPlan: Sendable, Equatable {
             lines.append("client: post hook:   \(hookCommand(argv: post, timeout: c.postTimeout, runID: runID, client: c.name, result: "success|failure"))")
         }
         if let r = c.retention {
-            let keep = MaintenanceRun.keepArguments(r).joined(separator: " ")
+            let keep = r.keepArguments.joined(separator: " ")
             if s.maintenanceKey != nil {
                 lines.append("relay:  after success (daemon): borg list --json, tamper check, borg prune --list \(keep) \(LocalBorgPlan.url(c)), borg list --json, tamper check, borg compact (maintenance key)")
             } else {

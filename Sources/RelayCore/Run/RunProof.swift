@@ -75,7 +75,7 @@ public struct BackupProof: Equatable, Sendable {
             return .failed("\(exited) and named archive \(a.name), but no byte reached the server: that archive is not in this repository")
         }
         switch recording {
-        case .pending, .recorded(id: ArchiveRecord.normalized(id)):
+        case .pending, .recorded(id: ArchiveSummary.normalizedID(id)):
             break
         case .recorded(let other):
             return .failed("archive \(a.name) (id \(id)) was created, but the history read back id \(other) for it: the record is wrong, so the tamper alarm would not know this archive; see the run log")

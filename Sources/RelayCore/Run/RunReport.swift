@@ -1,16 +1,34 @@
 import Foundation
 
-public enum RunState: String, Codable, Sendable {
+/// Where a run is, in the history and the control API (stored and sent as its raw value).
+public enum RunState: String, Codable, Sendable, CaseIterable {
+    /// Waiting in the daemon's queue.
+    case queued
+    case running
     case succeeded
     /// borg exited 1 ("succeeded with warnings") and the rest of the run's proof holds
     /// (for a backup: the archive was named and recorded).
     case warning
     case failed
     case cancelled
+    /// Its agent ended (killed, crashed) before the run did.
+    case interrupted
+
+    /// The raw values of the states of a run that has not ended (for queries).
+    public static let unfinished = [RunState.queued.rawValue, RunState.running.rawValue]
+
+    /// The run has ended (every state but queued and running).
+    public var isFinished: Bool { self != .queued && self != .running }
+
+    /// The run reached its goal (succeeded, or succeeded with warnings).
+    public var isSuccess: Bool { self == .succeeded || self == .warning }
 }
 
 /// borg's own figures for the archive a run created (from `borg create --json`).
 public struct ArchiveSummary: Codable, Sendable, Equatable {
+    /// Archive ids compare in lower case.
+    public static func normalizedID(_ id: String) -> String { id.lowercased() }
+
     public var name: String
     public var id: String?
     public var nfiles: Int64
@@ -172,6 +190,10 @@ public struct RunReport: Codable, Sendable {
             lines.append("\(client) -> \(server): \(kind) FAILED after \(dur)")
         case .cancelled:
             lines.append("\(client) -> \(server): \(kind) cancelled after \(dur)")
+        case .interrupted:
+            lines.append("\(client) -> \(server): \(kind) INTERRUPTED after \(dur)")
+        case .queued, .running:
+            lines.append("\(client) -> \(server): \(kind) \(state.rawValue) for \(dur)")
         }
         if let a = archive {
             lines.append("  archive       \(a.name)")

@@ -108,8 +108,8 @@ final class RemoteForward {
         let port: Int32
         let session: SSHSession
         let decide: (_ origin: String, _ originPort: Int32) -> Bool
-        let accepted: (SSHChannel?) -> Void
-        init(port: Int32, session: SSHSession, decide: @escaping (String, Int32) -> Bool, accepted: @escaping (SSHChannel?) -> Void) {
+        let accepted: (SSHChannel?, String, Int32) -> Void
+        init(port: Int32, session: SSHSession, decide: @escaping (String, Int32) -> Bool, accepted: @escaping (SSHChannel?, String, Int32) -> Void) {
             self.port = port
             self.session = session
             self.decide = decide
@@ -135,8 +135,9 @@ final class RemoteForward {
 
     /// Routes the host's channel-open requests to this forward: `decide` sees each connection
     /// to its port and says whether to accept it; `accepted` then gets its channel (nil when
-    /// accepting failed). Other requests are refused.
-    func serve(decide: @escaping (_ origin: String, _ originPort: Int32) -> Bool, accepted: @escaping (SSHChannel?) -> Void) {
+    /// accepting failed) and where it came from. Other requests are refused.
+    func serve(decide: @escaping (_ origin: String, _ originPort: Int32) -> Bool,
+               accepted: @escaping (_ channel: SSHChannel?, _ origin: String, _ originPort: Int32) -> Void) {
         guard let s = session.handle else { return }
         let h = Handler(port: port, session: session, decide: decide, accepted: accepted)
         handler = h
@@ -149,10 +150,10 @@ final class RemoteForward {
             let originPort = ssh_message_channel_request_open_originator_port(msg)
             guard ssh_message_channel_request_open_destination_port(msg) == h.port, h.decide(origin, originPort) else { return 1 }
             guard let ch = ssh_message_channel_request_open_reply_accept(msg) else {
-                h.accepted(nil)
+                h.accepted(nil, origin, originPort)
                 return 0
             }
-            h.accepted(h.session.adopt(ch, label: "forwarded connection"))
+            h.accepted(h.session.adopt(ch, label: "forwarded connection"), origin, originPort)
             return 0
         }, Unmanaged.passUnretained(h).toOpaque())
     }

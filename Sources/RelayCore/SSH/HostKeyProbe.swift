@@ -116,7 +116,7 @@ public enum HostKeyProbe {
         var priv: ssh_key?
         guard ssh_pki_import_privkey_file(path, nil, nil, nil, &priv) == SSH_OK, let p = priv else {
             throw SSHError.keyFile(host: "relay", path: path,
-                                   detail: ConfigLoader.unreadableReason(path) ?? "not an unencrypted private key libssh can read")
+                                   detail: FileCheck.unreadableReason(path) ?? "not an unencrypted private key libssh can read")
         }
         defer { ssh_key_free(p) }
         var pub: ssh_key?

@@ -245,7 +245,7 @@ public final class SSHSession: @unchecked Sendable {
         let path = endpoint.key
         var key: ssh_key?
         if ssh_pki_import_privkey_file(path, nil, nil, nil, &key) != SSH_OK || key == nil {
-            let reason = ConfigLoader.unreadableReason(path)
+            let reason = FileCheck.unreadableReason(path)
                 ?? "not a private key libssh can read, or protected by a passphrase (the relay needs an unencrypted key file, mode 0600)"
             throw SSHError.keyFile(host: label, path: path, detail: reason)
         }

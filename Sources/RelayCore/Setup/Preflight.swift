@@ -62,10 +62,10 @@ public enum Preflight {
             }
             var keysOK = true
             for (what, path) in keys {
-                if let reason = ConfigLoader.unreadableReason(path) {
+                if let reason = FileCheck.unreadableReason(path) {
                     add(name, "key file", .fail, "\(what) \(path): \(reason)", "create it: ssh-keygen -t ed25519 -N '' -f \(path)")
                     keysOK = false
-                } else if let reason = ConfigLoader.loosePermissions(path) {
+                } else if let reason = FileCheck.loosePermissions(path) {
                     add(name, "key file", .fail, "\(what) \(path): \(reason)")
                     keysOK = false
                 } else {

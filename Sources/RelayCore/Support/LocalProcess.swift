@@ -16,7 +16,7 @@ final class LocalProcess {
     /// posix_spawn with a clean signal state: stdin /dev/null, stdout to `stdoutPath` (0600,
     /// created) or /dev/null, stderr to `stderrFD`, `extraFD` (if any) as fd 3, and nothing
     /// else of the agent's (SSH sockets of other runs, the control socket).
-    init(_ argv: [String], env: [String: String], stdoutPath: String?, stderrFD: Int32, extraFD: Int32) throws(RunError) {
+    init(_ argv: [String], env: [String: String], stdoutPath: String?, stderrFD: Int32, extraFD: Int32) throws(SystemError) {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -51,7 +51,7 @@ final class LocalProcess {
         var pid: pid_t = 0
         let rc = posix_spawnp(&pid, argv[0], &actions, &attr, &cArgs, &cEnv)
         guard rc == 0 else {
-            throw RunError.setup("cannot start \(argv[0]) on the relay: \(String(cString: strerror(rc))) (is borg installed on R?)")
+            throw SystemError("cannot start \(argv[0]) on the relay: \(String(cString: strerror(rc))) (is borg installed on R?)")
         }
         self.pid = pid
         pidFD = relay_pidfd_open(pid)
@@ -61,7 +61,7 @@ final class LocalProcess {
             var st: Int32 = 0
             waitpid(pid, &st, 0)
             exitSignal = SIGKILL
-            throw RunError.setup("pidfd_open failed: \(e) (Linux 5.3 or newer is needed)")
+            throw SystemError("pidfd_open failed: \(e) (Linux 5.3 or newer is needed)")
         }
     }
 
@@ -97,9 +97,9 @@ final class LocalProcess {
     }
 
     /// A pipe, both ends close-on-exec.
-    static func pipe() throws(RunError) -> (read: Int32, write: Int32) {
+    static func pipe() throws(SystemError) -> (read: Int32, write: Int32) {
         var fds: [Int32] = [0, 0]
-        guard relay_pipe_cloexec(&fds) == 0 else { throw RunError.setup("pipe failed: \(String(cString: strerror(errno)))") }
+        guard relay_pipe_cloexec(&fds) == 0 else { throw SystemError("pipe failed: \(String(cString: strerror(errno)))") }
         return (fds[0], fds[1])
     }
 }

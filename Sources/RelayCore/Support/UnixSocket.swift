@@ -36,7 +36,7 @@ public enum UnixSocket {
 
     /// A connected stream socket to `path` (close-on-exec), or the errno.
     public static func connect(_ path: String) -> Result<Int32, Errno> {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(AF_UNIX, LinuxSocket.stream | LinuxSocket.cloexec, 0)
         guard fd >= 0 else { return .failure(Errno(code: errno)) }
         let rc = withAddress(path) { Glibc.connect(fd, $0, $1) == 0 ? 0 : errno }
         switch rc {
@@ -52,29 +52,40 @@ public enum UnixSocket {
     }
 
     /// A listening stream socket at `path`, mode 0600, non-blocking and close-on-exec.
-    static func listen(on path: String) throws(RunError) -> Int32 {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { throw RunError.setup("socket failed: \(String(cString: strerror(errno)))") }
+    static func listen(on path: String) throws(SystemError) -> Int32 {
+        let fd = socket(AF_UNIX, LinuxSocket.stream | LinuxSocket.cloexec | LinuxSocket.nonblock, 0)
+        guard fd >= 0 else { throw SystemError("socket failed: \(String(cString: strerror(errno)))") }
         let bound = withAddress(path) { bind(fd, $0, $1) == 0 ? 0 : errno }
         guard case .success(let e) = bound else {
             Glibc.close(fd)
-            throw RunError.setup("the socket path \(path) is too long; set TMPDIR to a shorter directory")
+            throw SystemError("the socket path \(path) is too long; set TMPDIR to a shorter directory")
         }
         guard e == 0, chmod(path, 0o600) == 0, Glibc.listen(fd, 1) == 0 else {
             let e = String(cString: strerror(e != 0 ? e : errno))
             Glibc.close(fd)
-            throw RunError.setup("cannot listen on \(path): \(e)")
+            throw SystemError("cannot listen on \(path): \(e)")
         }
         return fd
     }
 
     /// Sends one datagram to the socket at `path` (systemd's notify socket); false if it could not.
     public static func sendDatagram(_ message: [UInt8], to path: String) -> Bool {
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(AF_UNIX, LinuxSocket.datagram | LinuxSocket.cloexec, 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        let sent = withAddress(path) { sendto(fd, message, message.count, Int32(MSG_NOSIGNAL), $0, $1) }
+        let sent = withAddress(path) { sendto(fd, message, message.count, LinuxSocket.noSignal, $0, $1) }
         if case .success(let n) = sent { return n == message.count }
         return false
     }
+}
+
+/// Linux's socket constants. Swift cannot see sys/socket.h's SOCK_* and MSG_* here: CLibSSH's
+/// shim includes that header too, and the two copies hide each other outside SSH/. The
+/// values are Linux's ABI (SOCK_CLOEXEC and SOCK_NONBLOCK are O_CLOEXEC and O_NONBLOCK).
+enum LinuxSocket {
+    static let stream: Int32 = 1
+    static let datagram: Int32 = 2
+    static let cloexec: Int32 = O_CLOEXEC
+    static let nonblock: Int32 = O_NONBLOCK
+    static let noSignal: Int32 = 0x4000
 }

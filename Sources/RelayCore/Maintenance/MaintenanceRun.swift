@@ -49,17 +49,6 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
 
     deinit { passphrase?.wipe() }
 
-    /// borg prune's keep options for a retention policy.
-    public static func keepArguments(_ r: Retention) -> [String] {
-        var args: [String] = []
-        if let w = r.within { args.append("--keep-within=\(w)") }
-        for (flag, value) in [("hourly", r.hourly), ("daily", r.daily), ("weekly", r.weekly),
-                              ("monthly", r.monthly), ("yearly", r.yearly)] {
-            if let v = value { args.append("--keep-\(flag)=\(v)") }
-        }
-        return args
-    }
-
     public func execute() -> RunReport {
         var report = RunReport(runID: runID, client: client.name, server: server.name, started: Date())
         report.kind = operation.kind
@@ -76,7 +65,7 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
                 if operation.kind == "prune" {
                     guard let retention = client.retention else { throw RunError.setup("no retention policy") }
                     let dry = operation.dryRun == true
-                    let args = ["prune", "--list"] + (dry ? ["--dry-run"] : []) + Self.keepArguments(retention) + ["--", repo]
+                    let args = ["prune", "--list"] + (dry ? ["--dry-run"] : []) + retention.keepArguments + ["--", repo]
                     if dry {
                         try step(LocalBorgPlan(kind: "prune", arguments: args, maintenance: true), output: outputPath, into: &report)
                     } else {

@@ -7,7 +7,7 @@ public struct PresentArchive: Sendable, Equatable, Decodable {
 
     public init(name: String, id: String) {
         self.name = name
-        self.id = ArchiveRecord.normalized(id)
+        self.id = ArchiveSummary.normalizedID(id)
     }
 
     enum CodingKeys: String, CodingKey { case name, id }
@@ -67,8 +67,8 @@ public enum TamperCheck {
         var findings: [Finding] = []
         for r in expected {
             if let id = r.id {
-                if ids.contains(ArchiveRecord.normalized(id)) { continue }
-                findings.append(Finding(name: r.name, expectedID: ArchiveRecord.normalized(id), foundID: byName[r.name]))
+                if ids.contains(ArchiveSummary.normalizedID(id)) { continue }
+                findings.append(Finding(name: r.name, expectedID: ArchiveSummary.normalizedID(id), foundID: byName[r.name]))
             } else if byName[r.name] == nil {
                 findings.append(Finding(name: r.name, expectedID: nil, foundID: nil))
             }
@@ -91,7 +91,7 @@ public enum TamperCheck {
             let text = m.trimmingCharacters(in: .whitespaces)
             guard text.hasSuffix("]"), let open = text.lastIndex(of: "[") else { continue }
             let id = text[text.index(after: open)..<text.index(before: text.endIndex)]
-            if id.count == 64, id.allSatisfy(\.isHexDigit) { ids.insert(ArchiveRecord.normalized(String(id))) }
+            if id.count == 64, id.allSatisfy(\.isHexDigit) { ids.insert(ArchiveSummary.normalizedID(String(id))) }
         }
         return ids
     }
