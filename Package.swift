@@ -89,7 +89,11 @@ let package = Package(
         ),
         .testTarget(
             name: "RelayCoreTests",
-            dependencies: ["RelayCore", "RelayDaemon"]
+            dependencies: ["RelayCore"]
+        ),
+        .testTarget(
+            name: "RelayDaemonTests",
+            dependencies: ["RelayCore", "RelayDaemon", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "IntegrationTests",

@@ -88,13 +88,7 @@ struct RunCommand: ParsableCommand {
         let cfg = try ConfigLoader.load(path: config)
         let c = try cfg.client(client)
         let s = cfg.server(for: c)
-        var passphrase: SecretBytes?
-        if let sealed = c.passphrase {
-            let sk = try Vault.readSecretKey(path: cfg.relay.vaultSecretKeyPath)
-            defer { sk.wipe() }
-            passphrase = try Vault.open(sealed, secretKey: sk, publicKey: Vault.publicKey(of: sk),
-                                        context: "\(cfg.file): [clients.\(c.name)] key 'passphrase'")
-        }
+        let passphrase = try Vault.openPassphrase(of: c, config: cfg)
         let runID = CLI.newRunID()
         let logPath = "\(cfg.relay.logDir)/\(c.name)/\(runID).log"
         let history = try HistoryStore(path: cfg.relay.historyPath)

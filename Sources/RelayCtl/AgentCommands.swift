@@ -300,25 +300,10 @@ enum Format {
     }
 
     static func summary(_ v: RunView) -> String {
-        let dur = duration((v.endedAt ?? Date()).timeIntervalSince(v.startedAt))
-        var lines: [String] = []
-        switch v.state {
-        case .succeeded: lines.append("\(v.client) -> \(v.server): backup succeeded in \(dur) (run \(v.id))")
-        case .warning: lines.append("\(v.client) -> \(v.server): backup succeeded WITH WARNINGS in \(dur) (run \(v.id))")
-        case .cancelled: lines.append("\(v.client) -> \(v.server): backup cancelled after \(dur) (run \(v.id))")
-        default: lines.append("\(v.client) -> \(v.server): backup \(v.state.rawValue.uppercased()) after \(dur) (run \(v.id))")
-        }
-        if let a = v.stats {
-            lines.append("  archive       \(a.name)")
-            lines.append("  files         \(a.nfiles)")
-            lines.append("  original      \(RunReport.size(a.originalSize))")
-            lines.append("  compressed    \(RunReport.size(a.compressedSize))")
-            lines.append("  deduplicated  \(RunReport.size(a.deduplicatedSize))")
-        }
-        lines.append("  spliced       \(RunReport.size(v.bytesToServer)) to the server, \(RunReport.size(v.bytesFromServer)) back")
-        if let e = v.error { lines.append("  \(v.state == .warning ? "warning " : "error   ")      \(e)") }
-        lines.append("  log           relayctl log \(v.id)")
-        return lines.joined(separator: "\n")
+        RunSummary.text(client: v.client, server: v.server, kind: v.kind, state: v.state,
+                        duration: duration((v.endedAt ?? Date()).timeIntervalSince(v.startedAt)), runID: v.id,
+                        archive: v.stats, toServer: v.bytesToServer, fromServer: v.bytesFromServer,
+                        attempts: v.attempts ?? [], warnings: [], error: v.error, log: "relayctl log \(v.id)")
     }
 
     static func table(_ rows: [[String]]) -> String {

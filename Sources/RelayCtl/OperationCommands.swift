@@ -102,7 +102,7 @@ struct InitCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (v, _) = try await runOperation(agent, client: client, OperationRequest(kind: "init", encryption: encryption),
+        let (v, _) = try await runOperation(agent, client: client, OperationRequest(kind: .initialize, encryption: encryption),
                                             passphraseStdin: passphraseStdin)
         try requireSuccess(v)
         print("repository of \(client) created on server \(v.server) (encryption \(encryption)).")
@@ -132,7 +132,7 @@ struct ListCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (v, out) = try await runOperation(agent, client: client,
-                                              OperationRequest(kind: "list", archive: archive, json: json))
+                                              OperationRequest(kind: .list, archive: archive, json: json))
         try requireSuccess(v)
         FileHandle.standardOutput.write(Data(out.utf8))
     }
@@ -157,7 +157,7 @@ struct InfoCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (v, out) = try await runOperation(agent, client: client,
-                                              OperationRequest(kind: "info", archive: archive, json: json))
+                                              OperationRequest(kind: .info, archive: archive, json: json))
         try requireSuccess(v)
         FileHandle.standardOutput.write(Data(out.utf8))
     }
@@ -182,7 +182,7 @@ struct KeyExportCommand: AsyncParsableCommand {
             CLI.printError("relayctl: \(file) exists; not overwriting a key backup")
             throw ExitCode(CLI.Exit.usage)
         }
-        let (v, out) = try await runOperation(agent, client: client, OperationRequest(kind: "key-export"))
+        let (v, out) = try await runOperation(agent, client: client, OperationRequest(kind: .keyExport))
         try requireSuccess(v)
         if file == "-" {
             FileHandle.standardOutput.write(Data(out.utf8))
@@ -225,7 +225,7 @@ struct PruneCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (v, _) = try await runOperation(agent, client: client,
-                                            OperationRequest(kind: "prune", dryRun: dryRun, compact: compact))
+                                            OperationRequest(kind: .prune, dryRun: dryRun, compact: compact))
         try requireSuccess(v)
         try await printLog(agent, v, matching: ["Keeping archive", "Would prune", "Pruning archive", "pruned ", "tamper check"])
     }
@@ -243,7 +243,7 @@ struct CompactCommand: AsyncParsableCommand {
     var client: String
 
     func run() async throws {
-        let (v, _) = try await runOperation(agent, client: client, OperationRequest(kind: "compact"))
+        let (v, _) = try await runOperation(agent, client: client, OperationRequest(kind: .compact))
         try requireSuccess(v)
         try await printLog(agent, v, matching: ["tamper check", "compaction freed", "freed"])
     }
@@ -299,7 +299,7 @@ struct CheckCommand: AsyncParsableCommand {
             agent.socket = socket
             for name in names where cfg.clients[name] != nil {
                 do {
-                    let (v, _) = try await runOperation(agent, client: name, OperationRequest(kind: "check", verifyData: verifyData))
+                    let (v, _) = try await runOperation(agent, client: name, OperationRequest(kind: .check, verifyData: verifyData))
                     results.append(PreflightResult(client: name, check: "repository", status: v.state == .succeeded ? .ok : .fail,
                                                    detail: v.state == .succeeded ? "borg check\(verifyData ? " --verify-data" : "") passed" : (v.error ?? v.state.rawValue),
                                                    fix: v.state == .succeeded ? nil : "relayctl log \(v.id)"))
@@ -380,7 +380,7 @@ struct RestoreCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let op = OperationRequest(kind: "restore", archive: archive, dryRun: dryRun ? true : nil,
+        let op = OperationRequest(kind: .restore, archive: archive, dryRun: dryRun ? true : nil,
                                   paths: paths, to: to, inPlace: inPlace ? true : nil, names: names ? true : nil)
         let (v, _) = try await runOperation(agent, client: client, op)
         try requireSuccess(v)
@@ -410,7 +410,7 @@ struct BorgCommand: AsyncParsableCommand {
 
     func run() async throws {
         // Output streams to stdout as borg writes it (binary-safe: export-tar - works).
-        let (v, _) = try await runOperation(agent, client: client, OperationRequest(kind: "borg", args: args),
+        let (v, _) = try await runOperation(agent, client: client, OperationRequest(kind: .borg, args: args),
                                             streamTo: FileHandle.standardOutput)
         try requireSuccess(v)
     }

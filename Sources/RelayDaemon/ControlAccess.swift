@@ -13,7 +13,7 @@ enum ControlAction: Equatable, Sendable {
     /// `POST /v1/keys`: a one-time key for `--passphrase-stdin`.
     case newKey
     /// `POST /v1/runs`: a backup (`operation` nil) or an operation of that kind.
-    case submit(operation: String?)
+    case submit(operation: RunKind?)
     /// `POST /v1/runs` whose body is not a run request: the route refuses it (400).
     case unreadableSubmit
     /// Anything else (the router answers 404 or 405 to those it does not know).
@@ -73,7 +73,7 @@ struct ControlAccess: Sendable, Equatable {
     }
 
     /// Operation kinds a member of the socket group may submit (they only read).
-    static let memberOperations: Set<String> = ["list", "info"]
+    static let memberOperations: Set<RunKind> = [.list, .info]
 
     func role(uid: uid_t, groups: Set<gid_t>) -> Role {
         if uid == 0 || uid == agentUID { return .admin }
@@ -108,11 +108,10 @@ struct ControlAccess: Sendable, Equatable {
     }
 
     /// How a kind is called in messages (check of the repository: `check --repository`).
-    static func describe(_ kind: String) -> String {
+    static func describe(_ kind: RunKind) -> String {
         switch kind {
-        case "check": return "check --repository"
-        case "key-export", "restore", "borg", "init", "prune", "compact": return kind
-        default: return "operation '\(String(kind.prefix(40)))'"
+        case .check: return "check --repository"
+        default: return kind.rawValue
         }
     }
 

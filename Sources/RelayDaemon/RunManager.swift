@@ -40,9 +40,8 @@ public actor RunManager {
     /// The `relay-agent` executable: the BORG_RSH connector of borg runs on the relay.
     let connectorPath: String
 
+    /// A run waiting in the queue: its passphrase (from `--passphrase-stdin`) and operation.
     private struct Pending {
-        var id: String
-        var client: String
         var passphrase: SecretBytes?
         var operation: OperationRequest?
     }
@@ -60,16 +59,9 @@ public actor RunManager {
         }
     }
 
-    private struct KeySlot {
-        var secretKey: SecretBytes
-        var publicKey: [UInt8]
-        var expires: Date
-    }
-
-    private var queue: [Pending] = []
-    private var active: [String: Active] = [:]
+    private var queue = RunQueue<Pending, Active>(maxWaitingPerClient: RunManager.maxQueuedPerClient)
     private var accepting = true
-    private var keys: [String: KeySlot] = [:]
+    private var keys = EphemeralKeys(lifetime: RunManager.keyLifetime, max: RunManager.maxKeys)
     private var nextDue: [String: Date] = [:]
     static let keyLifetime: TimeInterval = 120
     /// The most runs one client may have waiting in the queue (not yet started): a flood
@@ -120,8 +112,7 @@ public actor RunManager {
             }
         }
         for n in names {
-            let waiting = queue.count(where: { $0.client == n })
-            if waiting >= Self.maxQueuedPerClient {
+            if let waiting = queue.refusal(client: n) {
                 throw .tooManyQueued(client: n, queued: waiting, cap: Self.maxQueuedPerClient)
             }
         }
@@ -134,7 +125,7 @@ public actor RunManager {
             let c = config.clients[n]!
             let id = CLI.newRunID()
             let record = RunRecord.starting(runID: id, client: n, server: c.server,
-                                            kind: request.operation?.kind ?? "backup", logFile: logPath(n, id),
+                                            kind: request.operation?.kind ?? .backup, logFile: logPath(n, id),
                                             state: .queued, trigger: trigger)
             do {
                 try history.insert(record)
@@ -142,7 +133,7 @@ public actor RunManager {
                 secret?.wipe()
                 throw .internalError("\(error)")
             }
-            queue.append(Pending(id: id, client: n, passphrase: n == names[0] ? secret : nil, operation: request.operation))
+            queue.enqueue(id: id, client: n, item: Pending(passphrase: n == names[0] ? secret : nil, operation: request.operation))
             views.append(RunView(record))
             logger.info("run \(id) of client \(n) queued (\(trigger))")
         }
@@ -153,12 +144,11 @@ public actor RunManager {
     /// Cancels a run: a queued one is dropped, a running one stops cleanly (borg on the
     /// client ended, forward cancelled, channels closed).
     public func cancel(_ id: String) throws(ControlError) -> RunView {
-        if let a = active[id] {
+        if let a = queue.running[id]?.item {
             logger.info("run \(id) of client \(a.client): cancel requested")
             a.run.canceller.cancel()
-        } else if let i = queue.firstIndex(where: { $0.id == id }) {
-            let p = queue.remove(at: i)
-            p.passphrase?.wipe()
+        } else if let p = queue.remove(id: id) {
+            p.item.passphrase?.wipe()
             try? history.markEnded(id, state: .cancelled, error: "cancelled before it started")
             logger.info("run \(id) of client \(p.client) cancelled in the queue")
         } else {
@@ -192,7 +182,7 @@ public actor RunManager {
     /// borg's stdout of an operation (list, info, key export), from `offset`.
     public func output(_ id: String, offset: Int) throws(ControlError) -> LogChunk {
         let r = try run(id)
-        let c = try chunk(of: r, path: r.logFile.map(Self.outputPath), offset: offset)
+        let c = try chunk(of: r, path: r.logFile.map(RunFiles.outputPath), offset: offset)
         if c.complete { delivered(r) }
         return c
     }
@@ -202,78 +192,33 @@ public actor RunManager {
     public func rawOutput(_ id: String, offset: Int) throws(ControlError) -> (bytes: [UInt8], next: Int, complete: Bool) {
         let r = try run(id)
         guard offset >= 0 else { throw .badRequest("offset must be 0 or more") }
-        var bytes: [UInt8] = []
-        if let path = r.logFile.map(Self.outputPath), let fh = FileHandle(forReadingAtPath: path) {
-            defer { try? fh.close() }
-            if (try? fh.seek(toOffset: UInt64(offset))) != nil {
-                bytes = [UInt8]((try? fh.read(upToCount: ControlAPI.maxRawChunk)) ?? Data())
-            }
-        }
-        let complete = r.isFinished && bytes.count < ControlAPI.maxRawChunk
-        if complete { delivered(r) }
-        return (bytes, offset + bytes.count, complete)
+        let raw = RunFiles.raw(r.logFile.map(RunFiles.outputPath), offset: offset, finished: r.isFinished)
+        if raw.complete { delivered(r) }
+        return raw
     }
 
     /// borg's output of a finished run has been read to its end: it is removed, so that what
     /// a read command printed (file contents from `extract --stdout`, a tar stream) does not
     /// stay on the relay's disk. It is delivered once; asking again gets nothing.
     private func delivered(_ r: RunView) {
-        guard let log = r.logFile else { return }
-        let path = Self.outputPath(log)
-        if unlink(path) == 0 { logger.info("run \(r.id): output delivered and removed (\(path))") }
-    }
-
-    static func outputPath(_ logFile: String) -> String {
-        (logFile.hasSuffix(".log") ? String(logFile.dropLast(4)) : logFile) + ".out"
+        guard let log = r.logFile, let path = RunFiles.remove(outputOf: log) else { return }
+        logger.info("run \(r.id): output delivered and removed (\(path))")
     }
 
     private func chunk(of r: RunView, path: String?, offset: Int) throws(ControlError) -> LogChunk {
-        let id = r.id
         guard offset >= 0 else { throw .badRequest("offset must be 0 or more") }
-        var bytes: [UInt8] = []
-        if let path, let fh = FileHandle(forReadingAtPath: path) {
-            defer { try? fh.close() }
-            if (try? fh.seek(toOffset: UInt64(offset))) != nil {
-                bytes = [UInt8]((try? fh.read(upToCount: ControlAPI.maxLogChunk)) ?? Data())
-            }
-        }
-        let full = bytes.count == ControlAPI.maxLogChunk
-        // While more may follow, never split a UTF-8 character between two chunks.
-        if full || !r.isFinished { bytes.removeLast(bytes.count - Self.completeUTF8Length(bytes)) }
-        return LogChunk(runID: id, offset: offset, nextOffset: offset + bytes.count,
-                        data: String(decoding: bytes, as: UTF8.self), complete: r.isFinished && !full)
-    }
-
-    /// The length of the longest prefix of `bytes` that does not end inside a UTF-8 sequence.
-    static func completeUTF8Length(_ bytes: [UInt8]) -> Int {
-        var i = bytes.count
-        while i > 0 && bytes.count - i < 4 {
-            let b = bytes[i - 1]
-            if b & 0xC0 == 0x80 { i -= 1; continue }
-            let need = b < 0xC0 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : 2
-            return bytes.count - (i - 1) >= need ? bytes.count : i - 1
-        }
-        return bytes.count
+        return RunFiles.chunk(path, runID: r.id, offset: offset, finished: r.isFinished)
     }
 
     /// A fresh key pair for one passphrase (`relayctl run --passphrase-stdin`).
     public func newKey() throws(ControlError) -> EphemeralKey {
-        dropExpiredKeys()
-        if keys.count >= Self.maxKeys, let oldest = keys.min(by: { $0.value.expires < $1.value.expires })?.key {
-            keys.removeValue(forKey: oldest)?.secretKey.wipe()
-        }
-        let pair: (secretKey: SecretBytes, publicKey: [UInt8])
-        do { pair = try Vault.ephemeralKeyPair() } catch { throw .internalError("\(error)") }
-        let id = UUID().uuidString.lowercased()
-        let expires = Date().addingTimeInterval(Self.keyLifetime)
-        keys[id] = KeySlot(secretKey: pair.secretKey, publicKey: pair.publicKey, expires: expires)
-        return EphemeralKey(keyID: id, publicKey: Data(pair.publicKey).base64EncodedString(), expiresAt: expires)
+        do { return try keys.make(now: Date()) } catch { throw .internalError("\(error)") }
     }
 
     public func status() -> StatusView {
         let agent = StatusView.Agent(pid: getpid(), startedAt: startedAt, config: config.file,
-                                     maxParallel: config.relay.maxParallel, running: active.count,
-                                     queued: queue.count, accepting: accepting)
+                                     maxParallel: config.relay.maxParallel, running: queue.running.count,
+                                     queued: queue.waiting.count, accepting: accepting)
         var clients: [StatusView.Client] = []
         for name in config.clients.keys.sorted() {
             let c = config.clients[name]!
@@ -344,31 +289,29 @@ public actor RunManager {
     /// then cancels them and waits for them to end.
     func shutdown(grace: TimeInterval) async {
         accepting = false
-        for p in queue {
-            p.passphrase?.wipe()
+        for p in queue.drainWaiting() {
+            p.item.passphrase?.wipe()
             try? history.markEnded(p.id, state: .cancelled, error: "the agent stopped before the run started")
         }
-        queue.removeAll()
-        for (_, k) in keys { k.secretKey.wipe() }
-        keys.removeAll()
-        if !active.isEmpty {
-            logger.info("shutting down: waiting up to \(Int(grace)) s for \(active.count) running run(s) to finish")
+        keys.wipeAll()
+        if !queue.running.isEmpty {
+            logger.info("shutting down: waiting up to \(Int(grace)) s for \(queue.running.count) running run(s) to finish")
         }
         if await !waitIdle(timeout: grace) {
-            logger.warning("shutting down: grace period over; cancelling \(active.count) run(s)")
-            for a in active.values { a.run.canceller.cancel() }
+            logger.warning("shutting down: grace period over; cancelling \(queue.running.count) run(s)")
+            for a in queue.running.values { a.item.run.canceller.cancel() }
             if await !waitIdle(timeout: 120) {
-                logger.error("shutting down: \(active.count) run(s) did not end; they will be marked interrupted at the next start")
+                logger.error("shutting down: \(queue.running.count) run(s) did not end; they will be marked interrupted at the next start")
             }
         }
     }
 
     private func waitIdle(timeout: TimeInterval) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
-        while !active.isEmpty && Date() < deadline {
+        while !queue.running.isEmpty && Date() < deadline {
             try? await Task.sleep(for: .milliseconds(100))
         }
-        return active.isEmpty
+        return queue.running.isEmpty
     }
 
     // MARK: - Internals
@@ -378,97 +321,55 @@ public actor RunManager {
     }
 
     private func runOf(client: String) -> RunView? {
-        if let a = active.values.first(where: { $0.client == client }) { return try? run(a.id) }
-        if let p = queue.first(where: { $0.client == client }) { return try? run(p.id) }
-        return nil
+        queue.current(client: client).flatMap { try? run($0) }
     }
 
     private func view(of r: RunRecord) -> RunView {
-        RunView(r, progress: active[r.id]?.run.progress.snapshot)
-    }
-
-    private func dropExpiredKeys() {
-        let now = Date()
-        for (id, k) in keys where k.expires < now {
-            k.secretKey.wipe()
-            keys.removeValue(forKey: id)
-        }
+        RunView(r, progress: queue.running[r.id]?.item.run.progress.snapshot)
     }
 
     private func openRunPassphrase(_ sealed: SealedPassphrase, client: String) throws(ControlError) -> SecretBytes {
-        dropExpiredKeys()
-        // Single use: the key is gone whether or not the value opens.
-        guard let slot = keys.removeValue(forKey: sealed.keyID) else {
-            throw .badRequest("unknown or expired key \(sealed.keyID): ask for a new one (POST /v1/keys) and seal again")
-        }
-        defer { slot.secretKey.wipe() }
         do {
-            return try Vault.open(SealedValue(base64: sealed.sealed), secretKey: slot.secretKey,
-                                  publicKey: slot.publicKey, context: "the passphrase for this run of \(client)")
+            return try keys.open(sealed, context: "the passphrase for this run of \(client)", now: Date())
         } catch {
             throw .badRequest("\(error)")
         }
     }
 
     private func startEligible() {
-        while accepting && active.count < config.relay.maxParallel,
-              let i = queue.firstIndex(where: { p in !active.values.contains { $0.client == p.client } }) {
-            start(queue.remove(at: i))
+        while accepting, let next = queue.next(maxParallel: config.relay.maxParallel) {
+            start(next)
         }
     }
 
-    private func start(_ p: Pending) {
-        var passphrase = p.passphrase
+    private func start(_ p: RunQueue<Pending, Active>.Entry) {
+        var passphrase = p.item.passphrase
         do {
             guard let c = config.clients[p.client] else {
                 throw RunError.setup("client \(p.client) is no longer in \(config.file)")
             }
             let s = config.server(for: c)
-            if passphrase == nil, let sealed = c.passphrase {
-                let sk = try Vault.readSecretKey(path: config.relay.vaultSecretKeyPath)
-                defer { sk.wipe() }
-                passphrase = try Vault.open(sealed, secretKey: sk, publicKey: Vault.publicKey(of: sk),
-                                            context: "\(config.file): [clients.\(c.name)] key 'passphrase'")
+            if passphrase == nil {
+                passphrase = try Vault.openPassphrase(of: c, config: config)
             }
             let path = logPath(c.name, p.id)
             let sink = try RunLogSink(path: path, echoToStderr: false)
             let runLogger = sink.logger(label: "borg-relay.run")
-            let run: any RelayRun
-            if let op = p.operation, OperationRequest.clientKinds.contains(op.kind) {
-                let r = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config), policy: RunPolicy(config.relay),
-                                      passphrase: passphrase, logger: runLogger, logFile: path,
-                                      workload: try op.clientWorkload(client: c.name, runID: p.id))
-                r.outputPath = Self.outputPath(path)
-                if op.kind == "restore" {
-                    runLogger.info("restore of archive \(op.archive ?? "?") into \(op.dryRun == true ? "nothing (dry run)" : op.restoreTarget(client: c.name, runID: p.id)) on the client")
-                }
-                run = r
-            } else if let op = p.operation, OperationRequest.maintenanceKinds.contains(op.kind) {
-                run = try MaintenanceRun(runID: p.id, client: c, server: s, operation: op,
-                                         options: SessionOptions(config), passphrase: passphrase,
-                                         logger: runLogger, logFile: path,
-                                         outputPath: Self.outputPath(path), borgBaseDir: config.relay.stateDir + "/borg",
-                                         connectorPath: connectorPath, history: history)
-            } else if let op = p.operation {
-                run = try LocalBorgRun(runID: p.id, client: c, server: s, plan: try op.plan(),
-                                       options: SessionOptions(config), passphrase: passphrase,
-                                       logger: runLogger, logFile: path, outputPath: Self.outputPath(path),
-                                       borgBaseDir: config.relay.stateDir + "/borg", connectorPath: connectorPath)
-            } else {
-                run = try BackupRun(runID: p.id, client: c, server: s, options: SessionOptions(config), policy: RunPolicy(config.relay),
-                                    passphrase: passphrase, logger: runLogger, logFile: path)
-            }
+            let run = try RunFactory.make(id: p.id, client: c, server: s, operation: p.item.operation, passphrase: passphrase,
+                                          config: config, history: history, connectorPath: connectorPath,
+                                          logger: runLogger, logFile: path)
             passphrase = nil  // the run owns it now and wipes it
             try history.markStarted(p.id)
             let a = Active(id: p.id, client: c.name, run: run, sink: sink)
-            active[p.id] = a
-            logger.info("run \(p.id) of client \(c.name) started (\(active.count) of \(config.relay.maxParallel) running)")
+            queue.started(id: p.id, client: c.name, item: a)
+            logger.info("run \(p.id) of client \(c.name) started (\(queue.running.count) of \(config.relay.maxParallel) running)")
             // One thread per run: every libssh call of the run happens on it.
+            let id = p.id
             let thread = Thread { [self] in
                 let report = run.execute()
-                Task { await self.finished(p.id, report) }
+                Task { await self.finished(id, report) }
             }
-            thread.name = "run \(p.id)"
+            thread.name = "run \(id)"
             thread.start()
         } catch {
             passphrase?.wipe()
@@ -478,7 +379,7 @@ public actor RunManager {
     }
 
     private func finished(_ id: String, _ ran: RunReport) {
-        guard let a = active.removeValue(forKey: id) else { return }
+        guard let a = queue.finished(id: id) else { return }
         a.sink.close()
         var report = ran
         do {
@@ -497,7 +398,7 @@ public actor RunManager {
     /// (tamper check, prune, compact) on the relay through the maintenance key. A backup
     /// with borg's warnings counts: its archive was proven (named, recorded).
     private func applyRetention(after report: RunReport) {
-        guard report.kind == "backup", report.isSuccess, report.backupProof?.verdict.state == report.state, accepting,
+        guard report.kind == .backup, report.isSuccess, report.backupProof?.verdict.state == report.state, accepting,
               let c = config.clients[report.client], c.retention != nil else { return }
         guard config.server(for: c).maintenanceKey != nil else {
             logger.warning("client \(c.name) has a retention policy but [servers.\(c.server)] has no 'maintenance_key': nothing is pruned")
@@ -505,7 +406,7 @@ public actor RunManager {
         }
         do {
             let runs = try submit(RunRequest(clients: [c.name], queue: true,
-                                             operation: OperationRequest(kind: "prune", compact: true)),
+                                             operation: OperationRequest(kind: .prune, compact: true)),
                                   trigger: "retention")
             logger.info("client \(c.name): retention run \(runs.first?.id ?? "?") queued after backup \(report.runID)")
         } catch {
@@ -521,7 +422,7 @@ public actor RunManager {
                                          maxAgeDays: config.relay.historyKeepDays)
             for l in logs {
                 unlink(l)
-                unlink(Self.outputPath(l))
+                unlink(RunFiles.outputPath(l))
             }
             if !logs.isEmpty { logger.info("history: pruned \(logs.count) old run(s)") }
         } catch {

@@ -87,7 +87,7 @@ struct ControlSocketTests {
         let archive = try #require(try s.archives().first)
         let list = try ctl(as: member.uid, gid: member.gid, d, ["list", "web1"])
         #expect(list.status == 0 && list.stdout.contains(archive), "\(list.output)")
-        let memberList = try #require(try d.runs().first { $0.kind == "list" })
+        let memberList = try #require(try d.runs().first { $0.kind == .list })
         // relayctl list above read the member's own output (through /output); asked again, the
         // member is still allowed, and the output is gone: it is delivered once.
         let own = try get(as: member.uid, gid: member.gid, d, "/v1/runs/\(memberList.id)/output")
@@ -126,7 +126,7 @@ struct ControlSocketTests {
         #expect(restore.status == 0, "\(restore.output)\n\(d.log)")
         #expect(FileManager.default.contents(atPath: "\(adminTarget)\(s.dataDir)/f") == Data("role data".utf8))
         #expect(try ctl(as: admin.uid, gid: admin.gid, d, ["list", "web1"]).status == 0)
-        let adminList = try #require(try d.runs().first { $0.kind == "list" && $0.id != memberList.id })
+        let adminList = try #require(try d.runs().first { $0.kind == .list && $0.id != memberList.id })
         let other = try get(as: member.uid, gid: member.gid, d, "/v1/runs/\(adminList.id)/output/raw")
         #expect(other.0 == 403 && other.1.contains("not yours") && !other.1.contains(archive), "\(other)")
         #expect(try get(as: admin.uid, gid: admin.gid, d, "/v1/runs/\(memberList.id)/output").0 == 200)
@@ -264,7 +264,7 @@ struct ControlSocketTests {
         var dir: String?
         var runID = ""
         for _ in 0..<400 where dir == nil {
-            if let r = try? d.runs().first(where: { $0.kind == "list" }) {
+            if let r = try? d.runs().first(where: { $0.kind == .list }) {
                 runID = r.id
                 dir = ((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? [])
                     .first { $0.hasPrefix("borg-relay-\(r.id)-") }.map { "\(tmp)/\($0)" }

@@ -80,7 +80,7 @@ struct InjectionTests {
         #expect(leak.status != 0 && leak.stderr.contains("is not a plain key"), "\(leak.output)")
         #expect(!leak.stdout.contains("socat"), "borg's environment leaked: \(leak.stdout)")
         // Refused before anything ran: no borg run was even queued.
-        #expect(try d.runs("web1").filter { $0.kind == "borg" }.isEmpty)
+        #expect(try d.runs("web1").filter { $0.kind == .borg }.isEmpty)
 
         // Legitimate reads work end to end.
         let list = try d.ctl(["borg", "web1", "--", "list", "--short", "::\(archive)"])

@@ -59,7 +59,7 @@ struct OperationsTests {
 
         // History shows each operation; nothing secret anywhere; no private socket left.
         let kinds = Set(try d.runs().map(\.kind))
-        #expect(kinds.isSuperset(of: ["init", "backup", "list", "info", "key-export", "check"]))
+        #expect(kinds.isSuperset(of: [.initialize, .backup, .list, .info, .keyExport, .check]))
         #expect(d.stop() == 0)
         #expect(!d.log.contains(s.passphrase))
         for r in try HistoryStore(path: "\(s.stateDir)/history.sqlite").recent(limit: 100) {
@@ -163,7 +163,7 @@ struct RetentionTests {
             for line in log.split(separator: "\n") where line.contains("client runs:") {
                 #expect(!line.contains(" prune") && !line.contains(" compact") && !line.contains(" delete"), "\(line)")
             }
-            if r.kind == "prune" { #expect(log.contains("relay runs: borg --log-json prune"), "\(log)") }
+            if r.kind == .prune { #expect(log.contains("relay runs: borg --log-json prune"), "\(log)") }
         }
 
         // Delete through the append-only key (what a compromised T could do).
@@ -232,7 +232,7 @@ struct RetentionTests {
             usleep(100_000)
         }
         let r = try #require(retention, "no retention run after the backup\n\(d.log)")
-        #expect(r.state == .succeeded && r.kind == "prune", "\(r.error ?? "")")
+        #expect(r.state == .succeeded && r.kind == .prune, "\(r.error ?? "")")
         let left = try s.archives()
         #expect(left.count == 2 && left.contains("old-5") && !left.contains("old-4"), "\(left)")
         let log = try d.ctl(["log", r.id]).stdout

@@ -61,7 +61,7 @@ struct TamperTests {
         // Nothing written to the repository: no compact (nor anything else) ran.
         #expect(try s.repositoryFiles() == files, "the repository changed although the alarm fired")
         let run = try #require(try d.runs("web1").first)
-        #expect(run.kind == "compact" && run.state == .failed, "\(run)")
+        #expect(run.kind == .compact && run.state == .failed, "\(run)")
         let log = try d.ctl(["log", run.id]).stdout
         #expect(!log.contains("borg --log-json compact"), "compact ran: \(log)")
         #expect(log.contains("TAMPER ALARM"))

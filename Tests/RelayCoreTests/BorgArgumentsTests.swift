@@ -151,14 +151,14 @@ struct BorgArgumentsTests {
         func validate(_ op: OperationRequest) -> String? {
             do { try op.validate(client: client, server: server, file: "t.toml"); return nil } catch { return error.description }
         }
-        #expect(validate(OperationRequest(kind: "borg", args: ["list", "--short", "::A"])) == nil)
-        #expect(validate(OperationRequest(kind: "borg", args: ["list", "::A", "--rsh=touch /tmp/x"]))?.contains("option --rsh runs a program") == true)
-        #expect(validate(OperationRequest(kind: "borg", args: ["extract", "--", "::A", "p", "--dry-run"]))?.contains("needs --stdout") == true)
-        #expect(validate(OperationRequest(kind: "borg", args: []))?.contains("give the borg command after --") == true)
-        let w = try OperationRequest(kind: "borg", args: ["list", "::A", "--short"]).clientWorkload(client: "web1", runID: "r")
-        #expect(w == .borg(kind: "borg", arguments: ["list", "--short", "--", "::A"], workDir: nil))
+        #expect(validate(OperationRequest(kind: .borg, args: ["list", "--short", "::A"])) == nil)
+        #expect(validate(OperationRequest(kind: .borg, args: ["list", "::A", "--rsh=touch /tmp/x"]))?.contains("option --rsh runs a program") == true)
+        #expect(validate(OperationRequest(kind: .borg, args: ["extract", "--", "::A", "p", "--dry-run"]))?.contains("needs --stdout") == true)
+        #expect(validate(OperationRequest(kind: .borg, args: []))?.contains("give the borg command after --") == true)
+        let w = try OperationRequest(kind: .borg, args: ["list", "::A", "--short"]).clientWorkload(client: "web1", runID: "r")
+        #expect(w == .borg(kind: .borg, arguments: ["list", "--short", "--", "::A"], workDir: nil))
         #expect(throws: OperationError.self) {
-            _ = try OperationRequest(kind: "borg", args: ["list", "--rsh=x"]).clientWorkload(client: "web1", runID: "r")
+            _ = try OperationRequest(kind: .borg, args: ["list", "--rsh=x"]).clientWorkload(client: "web1", runID: "r")
         }
     }
 
@@ -170,12 +170,12 @@ struct BorgArgumentsTests {
         func validate(_ op: OperationRequest) -> String? {
             do { try op.validate(client: client, server: server, file: "t.toml"); return nil } catch { return error.description }
         }
-        #expect(validate(OperationRequest(kind: "restore", archive: "A", paths: ["/etc/hosts"])) == nil)
-        #expect(validate(OperationRequest(kind: "restore", archive: "A", dryRun: true)) == nil)
-        #expect(validate(OperationRequest(kind: "restore", archive: "A", paths: ["etc/x\ny"]))?.contains("newline") == true)
-        #expect(validate(OperationRequest(kind: "restore", archive: "A", paths: ["/"]))?.contains("give no path") == true)
-        let w = try OperationRequest(kind: "restore", archive: "A", paths: ["/etc/hosts"]).clientWorkload(client: "web1", runID: "r")
-        #expect(w == .borg(kind: "restore", arguments: ["extract", "--log-json", "--progress", "--numeric-ids", "--", "::A", "etc/hosts"],
+        #expect(validate(OperationRequest(kind: .restore, archive: "A", paths: ["/etc/hosts"])) == nil)
+        #expect(validate(OperationRequest(kind: .restore, archive: "A", dryRun: true)) == nil)
+        #expect(validate(OperationRequest(kind: .restore, archive: "A", paths: ["etc/x\ny"]))?.contains("newline") == true)
+        #expect(validate(OperationRequest(kind: .restore, archive: "A", paths: ["/"]))?.contains("give no path") == true)
+        let w = try OperationRequest(kind: .restore, archive: "A", paths: ["/etc/hosts"]).clientWorkload(client: "web1", runID: "r")
+        #expect(w == .borg(kind: .restore, arguments: ["extract", "--log-json", "--progress", "--numeric-ids", "--", "::A", "etc/hosts"],
                            workDir: "/var/tmp/borg-relay-restore-web1-r"))
     }
 }

@@ -126,10 +126,10 @@ struct HistoryStoreTests {
         try backup(store, "noarchive", archive: nil, id: nil, state: .failed)
         // A run that is not a backup never records an archive.
         var restore = RunReport(runID: "restore", client: "web1", server: "vault", started: Date())
-        restore.kind = "restore"
+        restore.kind = .restore
         restore.archive = ArchiveSummary(name: "web1-0", id: Self.idX, nfiles: 1, originalSize: 1, compressedSize: 1,
                                          deduplicatedSize: 1, duration: 1)
-        try store.insert(.starting(runID: "restore", client: "web1", server: "vault", kind: "restore", logFile: nil))
+        try store.insert(.starting(runID: "restore", client: "web1", server: "vault", kind: .restore, logFile: nil))
         try store.finish(restore)
 
         _ = try store.prune(keepPerClient: 1, maxAgeDays: 30)

@@ -62,7 +62,7 @@ struct RunProofTests {
         #expect(Self.backup(1, recording: .failed("locked")).state == .failed)
     }
 
-    static func op(_ kind: String, _ status: Int32?, bytes: UInt64 = 100, output: String? = nil,
+    static func op(_ kind: RunKind, _ status: Int32?, bytes: UInt64 = 100, output: String? = nil,
                    json: OperationProof.JSONShape = .none, dryRun: Bool = false, info: Bool? = nil) -> RunVerdict {
         OperationProof(kind: kind, exitStatus: status, bytesToServer: bytes, output: output.map { Data($0.utf8) },
                        json: json, dryRun: dryRun, infoAfterInit: info).verdict
@@ -70,28 +70,28 @@ struct RunProofTests {
 
     @Test func everyOperationHasItsProof() throws {
         // Nothing reached the repository: nothing was done, whatever the exit status.
-        for kind in ["restore", "borg", "list", "info", "check", "prune", "compact"] {
+        for kind: RunKind in [.restore, .borg, .list, .info, .check, .prune, .compact] {
             #expect(Self.failure(Self.op(kind, 0, bytes: 0))?.contains("never reached the repository") == true, "\(kind)")
         }
-        #expect(Self.op("restore", 0) == .succeeded)
-        #expect(Self.op("restore", 1).state == .warning)
-        #expect({ if case .warning(let w) = Self.op("restore", 1) { return w.contains("some files may not have been restored") }; return false }())
-        #expect(Self.op("list", 0, output: #"{"archives": []}"#, json: .document) == .succeeded)
-        #expect(Self.failure(Self.op("list", 0, output: "", json: .document))?.contains("is empty") == true)
-        #expect(Self.failure(Self.op("info", 0, output: "Traceback", json: .document))?.contains("does not parse") == true)
-        #expect(Self.op("list", 0, output: "{\"path\": \"a\"}\n{\"path\": \"b\"}\n", json: .lines) == .succeeded)
-        #expect(Self.failure(Self.op("list", 0, output: "{\"path\": \"a\"}\nnope\n", json: .lines))?.contains("line (2)") == true)
-        #expect(Self.op("list", 0, output: "plain text listing") == .succeeded)
-        #expect(Self.op("key-export", 0, output: "BORG_KEY 0123abcd\nhqlhbGdvcml0aG2mc2hhMjU2\n") == .succeeded)
-        #expect(Self.failure(Self.op("key-export", 0, output: ""))?.contains("no borg key block") == true)
-        #expect(Self.op("init", 0, info: true) == .succeeded)
-        #expect(Self.failure(Self.op("init", 0, info: false))?.contains("borg info cannot read the new repository") == true)
-        #expect(Self.failure(Self.op("init", 0, info: nil)) != nil)
+        #expect(Self.op(.restore, 0) == .succeeded)
+        #expect(Self.op(.restore, 1).state == .warning)
+        #expect({ if case .warning(let w) = Self.op(.restore, 1) { return w.contains("some files may not have been restored") }; return false }())
+        #expect(Self.op(.list, 0, output: #"{"archives": []}"#, json: .document) == .succeeded)
+        #expect(Self.failure(Self.op(.list, 0, output: "", json: .document))?.contains("is empty") == true)
+        #expect(Self.failure(Self.op(.info, 0, output: "Traceback", json: .document))?.contains("does not parse") == true)
+        #expect(Self.op(.list, 0, output: "{\"path\": \"a\"}\n{\"path\": \"b\"}\n", json: .lines) == .succeeded)
+        #expect(Self.failure(Self.op(.list, 0, output: "{\"path\": \"a\"}\nnope\n", json: .lines))?.contains("line (2)") == true)
+        #expect(Self.op(.list, 0, output: "plain text listing") == .succeeded)
+        #expect(Self.op(.keyExport, 0, output: "BORG_KEY 0123abcd\nhqlhbGdvcml0aG2mc2hhMjU2\n") == .succeeded)
+        #expect(Self.failure(Self.op(.keyExport, 0, output: ""))?.contains("no borg key block") == true)
+        #expect(Self.op(.initialize, 0, info: true) == .succeeded)
+        #expect(Self.failure(Self.op(.initialize, 0, info: false))?.contains("borg info cannot read the new repository") == true)
+        #expect(Self.failure(Self.op(.initialize, 0, info: nil)) != nil)
         // check: exit 1 means it found problems: never a warning.
-        #expect(Self.op("check", 0) == .succeeded)
-        #expect(Self.failure(Self.op("check", 1))?.contains("found problems") == true)
-        #expect(Self.op("prune", 1).state == .warning)
-        #expect(Self.failure(Self.op("compact", 2))?.contains("exited with status 2") == true)
+        #expect(Self.op(.check, 0) == .succeeded)
+        #expect(Self.failure(Self.op(.check, 1))?.contains("found problems") == true)
+        #expect(Self.op(.prune, 1).state == .warning)
+        #expect(Self.failure(Self.op(.compact, 2))?.contains("exited with status 2") == true)
     }
 
     static let vectors = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -177,5 +177,24 @@ struct RunProofTests {
             #expect((rec.error != nil) == (status == 1))
         }
         #expect(try store.expectedArchives(client: "web1").map(\.runID) == ["w", "s"])
+    }
+}
+
+@Suite("Run kinds and states in the API and the history")
+struct RunKindTests {
+    @Test("kinds and states travel as their raw values; an unknown kind is refused naming the known ones")
+    func rawValues() throws {
+        let enc = try JSONEncoder().encode([RunKind.keyExport, .initialize, .backup])
+        #expect(String(decoding: enc, as: UTF8.self) == #"["key-export","init","backup"]"#)
+        #expect("\(RunKind.keyExport)" == "key-export" && "\(RunKind.initialize)" == "init")
+        #expect(try JSONDecoder().decode([RunState].self, from: Data(#"["interrupted","warning"]"#.utf8)) == [.interrupted, .warning])
+        do {
+            _ = try JSONDecoder().decode(OperationRequest.self, from: Data(#"{"kind":"delete"}"#.utf8))
+            Issue.record("an unknown kind was decoded")
+        } catch let DecodingError.dataCorrupted(context) {
+            #expect(context.debugDescription.hasPrefix("unknown operation 'delete' (known: init, list, info, key-export, prune"), "\(context.debugDescription)")
+        }
+        #expect(RunState.allCases.filter { !$0.isFinished } == [.queued, .running])
+        #expect(RunState.allCases.filter(\.isSuccess) == [.succeeded, .warning])
     }
 }

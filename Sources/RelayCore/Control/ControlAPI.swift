@@ -99,7 +99,7 @@ public struct RunView: Codable, Sendable, Equatable {
     public var id: String
     public var client: String
     public var server: String
-    public var kind: String
+    public var kind: RunKind
     public var state: RunState
     public var trigger: String?
     public var queuedAt: Date?

@@ -8,7 +8,7 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     public var id: String
     public var client: String
     public var server: String
-    public var kind: String
+    public var kind: RunKind
     public var state: RunState
     public var startedAt: Date
     public var endedAt: Date?
@@ -47,7 +47,7 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     }
 
     /// A record for a run that is starting now in this process.
-    public static func starting(runID: String, client: String, server: String, kind: String = "backup",
+    public static func starting(runID: String, client: String, server: String, kind: RunKind = .backup,
                                 logFile: String?, state: RunState = .running, trigger: String = "cli") -> RunRecord {
         // (kind: backup, init, list, info, key-export, …)
         let now = Date()
@@ -299,7 +299,7 @@ public final class HistoryStore: Sendable {
             var final = report
             // borg created an archive (it printed it in `create --json`) and the run proved
             // it: the relay expects it in the repository until its own prune removes it.
-            if report.kind == "backup", report.isSuccess, let a = report.archive {
+            if report.kind == .backup, report.isSuccess, let a = report.archive {
                 try db.execute(sql: """
                     INSERT INTO archive (client, name, id, run_id, created_at) VALUES (?, ?, ?, ?, ?)
                     """, arguments: [report.client, a.name, a.id.map(ArchiveSummary.normalizedID), report.runID, report.ended])

@@ -56,18 +56,18 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
         let repo = LocalBorgPlan.repository
         do {
             switch operation.kind {
-            case "check":
+            case .check:
                 let args = ["check"] + (operation.verifyData == true ? ["--verify-data"] : []) + ["--", repo]
-                try step(LocalBorgPlan(kind: "check", arguments: args, maintenance: false), output: outputPath, into: &report)
-            case "prune", "compact":
+                try step(LocalBorgPlan(kind: .check, arguments: args, maintenance: false), output: outputPath, into: &report)
+            case .prune, .compact:
                 let before = try archives(into: &report)
                 try tamperCheck(present: before)
-                if operation.kind == "prune" {
+                if operation.kind == .prune {
                     guard let retention = client.retention else { throw RunError.setup("no retention policy") }
                     let dry = operation.dryRun == true
                     let args = ["prune", "--list"] + (dry ? ["--dry-run"] : []) + retention.keepArguments + ["--", repo]
                     if dry {
-                        try step(LocalBorgPlan(kind: "prune", arguments: args, maintenance: true), output: outputPath, into: &report)
+                        try step(LocalBorgPlan(kind: .prune, arguments: args, maintenance: true), output: outputPath, into: &report)
                     } else {
                         // Whatever prune did, even if it failed or was cancelled halfway, the
                         // archives it removed are recorded as pruned (by id), so that the
@@ -75,7 +75,7 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
                         var pruneError: (any Error)?
                         var messages: [String] = []
                         do {
-                            try step(LocalBorgPlan(kind: "prune", arguments: args, maintenance: true), output: outputPath,
+                            try step(LocalBorgPlan(kind: .prune, arguments: args, maintenance: true), output: outputPath,
                                      into: &report, messages: &messages)
                         } catch {
                             pruneError = error
@@ -97,12 +97,12 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
                         // ran is still expected: the alarm, and no compact.
                         try tamperCheck(present: after)
                         if operation.compact == true {
-                            try step(LocalBorgPlan(kind: "compact", arguments: ["compact", "--", repo], maintenance: true),
+                            try step(LocalBorgPlan(kind: .compact, arguments: ["compact", "--", repo], maintenance: true),
                                      output: nil, into: &report)
                         }
                     }
                 } else {
-                    try step(LocalBorgPlan(kind: "compact", arguments: ["compact", "--", repo], maintenance: true),
+                    try step(LocalBorgPlan(kind: .compact, arguments: ["compact", "--", repo], maintenance: true),
                              output: outputPath, into: &report)
                 }
             default:
@@ -165,7 +165,7 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
     private func archives(into report: inout RunReport, evenIfCancelled: Bool = false) throws -> [PresentArchive] {
         let path = (outputPath ?? (FileManager.default.temporaryDirectory.path + "/borg-relay-\(runID)")) + ".list"
         defer { unlink(path) }
-        try step(LocalBorgPlan(kind: "list", arguments: ["list", "--json", "--", LocalBorgPlan.repository], maintenance: false),
+        try step(LocalBorgPlan(kind: .list, arguments: ["list", "--json", "--", LocalBorgPlan.repository], maintenance: false),
                  output: path, into: &report, evenIfCancelled: evenIfCancelled)
         guard let data = FileManager.default.contents(atPath: path),
               let listing = PresentArchive.parse(borgListJSON: data) else {

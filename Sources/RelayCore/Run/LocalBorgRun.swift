@@ -9,7 +9,7 @@ import Synchronization
 /// `maintenance_key` for operations that rewrite the repository.
 public struct LocalBorgPlan: Sendable, Equatable {
     /// What the run is, for the history and messages: init, list, info, key-export, …
-    public var kind: String
+    public var kind: RunKind
     /// borg's arguments after the program name; `LocalBorgPlan.repository` stands for the
     /// repository URL and `LocalBorgPlan.repository + "::NAME"` for an archive.
     public var arguments: [String]
@@ -18,7 +18,7 @@ public struct LocalBorgPlan: Sendable, Equatable {
 
     public static let repository = "ssh://borg-relay"
 
-    public init(kind: String, arguments: [String], maintenance: Bool) {
+    public init(kind: RunKind, arguments: [String], maintenance: Bool) {
         self.kind = kind
         self.arguments = arguments
         self.maintenance = maintenance
@@ -225,11 +225,11 @@ public final class LocalBorgRun: @unchecked Sendable {
         let args = plan.arguments
         let shape: OperationProof.JSONShape = args.contains("--json-lines") ? .lines : args.contains("--json") ? .document : .none
         var output: Data?
-        if shape != .none || plan.kind == "key-export", let path = outputPath {
+        if shape != .none || plan.kind == .keyExport, let path = outputPath {
             output = FileManager.default.contents(atPath: path) ?? Data()
         }
         var infoAfterInit: Bool?
-        if plan.kind == "init" && bytesToServer > 0 {
+        if plan.kind == .initialize && bytesToServer > 0 {
             infoAfterInit = readsNewRepository()
         }
         return OperationProof(kind: plan.kind, exitStatus: exitStatus, bytesToServer: bytesToServer, output: output,
@@ -240,7 +240,7 @@ public final class LocalBorgRun: @unchecked Sendable {
     private func readsNewRepository() -> Bool {
         let path = FileManager.default.temporaryDirectory.path + "/borg-relay-\(runID)-\(UInt32.random(in: 0...UInt32.max)).info"
         defer { unlink(path) }
-        let info = LocalBorgPlan(kind: "info", arguments: ["info", "--json", "--", LocalBorgPlan.repository], maintenance: plan.maintenance)
+        let info = LocalBorgPlan(kind: .info, arguments: ["info", "--json", "--", LocalBorgPlan.repository], maintenance: plan.maintenance)
         logger.info("proving the init: borg info of the new repository")
         guard let run = try? LocalBorgRun(runID: runID, client: client, server: server, plan: info, options: options,
                                           passphrase: try? initPassphrase?.copy(), logger: logger, logFile: logFile,
@@ -336,7 +336,7 @@ public final class LocalBorgRun: @unchecked Sendable {
         if let p = passphrase {
             let (readEnd, writeEnd) = try LocalProcess.pipe()
             // The passphrase fits in the pipe's buffer: write it all and close, then borg reads it.
-            if plan.kind == "init" { initPassphrase = try? p.copy() }
+            if plan.kind == .initialize { initPassphrase = try? p.copy() }
             let expected = p.count
             let written = p.withUnsafeBytes { Glibc.write(writeEnd, $0.baseAddress, $0.count) }
             Glibc.close(writeEnd)

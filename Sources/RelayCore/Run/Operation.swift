@@ -1,10 +1,38 @@
 import Foundation
 
+/// What a run does: a backup, or one of the operations `relayctl` asks for. Stored in the
+/// history and sent in the control API as its raw value ("key-export").
+public enum RunKind: String, Codable, Sendable, CaseIterable, CustomStringConvertible {
+    case backup
+    case initialize = "init"
+    case list
+    case info
+    case keyExport = "key-export"
+    case prune
+    case compact
+    case check
+    case restore
+    case borg
+    /// A benchmark's splice of a raw stream (`relay-agent bench-splice`).
+    case raw
+
+    public var description: String { rawValue }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        let text = try c.decode(String.self)
+        guard let kind = RunKind(rawValue: text) else {
+            throw DecodingError.dataCorruptedError(in: c, debugDescription:
+                "unknown operation '\(text.prefix(40))' (known: \(OperationRequest.kinds.map(\.rawValue).joined(separator: ", ")))")
+        }
+        self = kind
+    }
+}
+
 /// A run of the daemon: what `relayctl` asks for. Backups run borg on T; the operations
 /// here run borg on R with the repository connection spliced into B (`LocalBorgRun`).
 public struct OperationRequest: Codable, Sendable, Equatable {
-    /// init, list, info, key-export
-    public var kind: String
+    public var kind: RunKind
     public var archive: String?
     /// For init: borg's --encryption mode.
     public var encryption: String?
@@ -27,7 +55,7 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     /// For borg: the arguments of a read-only borg command on the client.
     public var args: [String]?
 
-    public init(kind: String, archive: String? = nil, encryption: String? = nil, json: Bool? = nil,
+    public init(kind: RunKind, archive: String? = nil, encryption: String? = nil, json: Bool? = nil,
                 dryRun: Bool? = nil, compact: Bool? = nil, verifyData: Bool? = nil, paths: [String]? = nil,
                 to: String? = nil, inPlace: Bool? = nil, names: Bool? = nil, args: [String]? = nil) {
         self.paths = paths
@@ -51,9 +79,9 @@ public struct OperationRequest: Codable, Sendable, Equatable {
         case inPlace = "in_place"
     }
 
-    public static let kinds = ["init", "list", "info", "key-export", "prune", "compact", "check", "restore", "borg"]
+    public static let kinds: [RunKind] = [.initialize, .list, .info, .keyExport, .prune, .compact, .check, .restore, .borg]
     /// Kinds that run borg on the client T (through the append-only path), like a backup.
-    public static let clientKinds: Set<String> = ["restore", "borg"]
+    public static let clientKinds: Set<RunKind> = [.restore, .borg]
 
     /// Where a restore goes on the client.
     public func restoreTarget(client: String, runID: String) -> String {
@@ -64,14 +92,14 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     /// The workload on the client for restore and borg.
     public func clientWorkload(client: String, runID: String) throws(OperationError) -> Workload {
         switch kind {
-        case "restore":
+        case .restore:
             // Checked again here: only the grammar's restore shape ever reaches T.
             let argv = try BorgArguments.parse(try restoreArguments(), context: .restore).argv
-            return .borg(kind: "restore", arguments: argv,
+            return .borg(kind: .restore, arguments: argv,
                          workDir: dryRun == true ? nil : restoreTarget(client: client, runID: runID))
-        case "borg":
+        case .borg:
             // The normalised argv (options in full with =, then -- and the positionals).
-            return .borg(kind: "borg", arguments: try BorgArguments.parse(args ?? []).argv, workDir: nil)
+            return .borg(kind: .borg, arguments: try BorgArguments.parse(args ?? []).argv, workDir: nil)
         default:
             throw .invalid("\(kind) does not run on the client")
         }
@@ -88,14 +116,14 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     }
 
     /// Kinds that run as a `MaintenanceRun` (several borg steps, the tamper alarm first).
-    public static let maintenanceKinds: Set<String> = ["prune", "compact", "check"]
+    public static let maintenanceKinds: Set<RunKind> = [.prune, .compact, .check]
 
     /// Whether the request can run for this client and server; the reason if not.
     public func validate(client: ClientConfig, server: ServerConfig, file: String) throws(OperationError) {
         guard Self.kinds.contains(kind) else {
-            throw .invalid("unknown operation '\(kind)' (known: \(Self.kinds.joined(separator: ", ")))")
+            throw .invalid("unknown operation '\(kind)' (known: \(Self.kinds.map(\.rawValue).joined(separator: ", ")))")
         }
-        if kind == "restore" {
+        if kind == .restore {
             guard let a = archive else { throw .invalid("restore needs an archive (see relayctl list CLIENT)") }
             _ = try LocalBorgPlan.checkArchive(a)
             if inPlace == true && to != nil { throw .invalid("give either a target directory or in-place, not both") }
@@ -118,7 +146,7 @@ public struct OperationRequest: Codable, Sendable, Equatable {
             _ = try BorgArguments.parse(try restoreArguments(), context: .restore)
             return
         }
-        if kind == "borg" {
+        if kind == .borg {
             guard let argv = args, !argv.isEmpty else {
                 throw .invalid("give the borg command after --, e.g. relayctl borg CLIENT -- list ::ARCHIVE")
             }
@@ -128,10 +156,10 @@ public struct OperationRequest: Codable, Sendable, Equatable {
         }
         if Self.maintenanceKinds.contains(kind) {
             if archive != nil { throw .invalid("\(kind) takes no archive") }
-            if kind == "prune" && client.retention == nil {
+            if kind == .prune && client.retention == nil {
                 throw .invalid("\(file) [clients.\(client.name)] has no 'retention'; prune needs a policy, e.g. retention = { daily = 7, weekly = 4 }")
             }
-            if kind != "check" && server.maintenanceKey == nil {
+            if kind != .check && server.maintenanceKey == nil {
                 throw .invalid("\(kind) needs the server's maintenance key, and \(file) [servers.\(server.name)] has no 'maintenance_key'")
             }
             return
@@ -151,25 +179,25 @@ public struct OperationRequest: Codable, Sendable, Equatable {
         if let a = archive { _ = try LocalBorgPlan.checkArchive(a) }
         let target = archive.map { repo + "::" + $0 } ?? repo
         switch kind {
-        case "init":
+        case .initialize:
             if archive != nil { throw .invalid("init takes no archive") }
             let enc = encryption ?? "repokey-blake2"
             guard Self.encryptions.contains(enc) else {
                 throw .invalid("encryption '\(enc)' is not one of \(Self.encryptions.joined(separator: ", ")) (keyfile modes would keep the key on the relay, out of the client's reach)")
             }
             return LocalBorgPlan(kind: kind, arguments: ["init", "--encryption=\(enc)", "--", repo], maintenance: true)
-        case "list":
+        case .list:
             var args = ["list"]
             if json == true { args.append(archive == nil ? "--json" : "--json-lines") }
             return LocalBorgPlan(kind: kind, arguments: args + ["--", target], maintenance: false)
-        case "info":
+        case .info:
             return LocalBorgPlan(kind: kind, arguments: ["info"] + (json == true ? ["--json"] : []) + ["--", target],
                                  maintenance: false)
-        case "key-export":
+        case .keyExport:
             if archive != nil { throw .invalid("key-export takes no archive") }
             return LocalBorgPlan(kind: kind, arguments: ["key", "export", "--", repo], maintenance: false)
         default:
-            throw .invalid("unknown operation '\(kind)' (known: \(Self.kinds.joined(separator: ", ")))")
+            throw .invalid("unknown operation '\(kind)' (known: \(Self.kinds.map(\.rawValue).joined(separator: ", ")))")
         }
     }
 }

@@ -40,12 +40,12 @@ public enum Workload: Sendable, Equatable {
     /// Another borg command on the client (restore, read-only commands): `arguments` after
     /// the program name, `BORG_REPO` set to the client's repository URL; run in `workDir`
     /// (created 0700 if missing) when given.
-    case borg(kind: String, arguments: [String], workDir: String?)
+    case borg(kind: RunKind, arguments: [String], workDir: String?)
 
-    var kind: String {
+    var kind: RunKind {
         switch self {
-        case .backup: return "backup"
-        case .raw: return "raw"
+        case .backup: return .backup
+        case .raw: return .raw
         case .borg(let kind, _, _): return kind
         }
     }

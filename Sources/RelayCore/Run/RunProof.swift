@@ -91,7 +91,7 @@ public struct BackupProof: Equatable, Sendable {
 
 /// The proof of success of every other operation, one per kind.
 public struct OperationProof: Equatable, Sendable {
-    public var kind: String
+    public var kind: RunKind
     public var exitStatus: Int32?
     /// Bytes that went to borg serve on the server: a borg that never reached the
     /// repository proved nothing.
@@ -108,7 +108,7 @@ public struct OperationProof: Equatable, Sendable {
 
     public enum JSONShape: Equatable, Sendable { case none, document, lines }
 
-    public init(kind: String, exitStatus: Int32?, bytesToServer: UInt64, output: Data? = nil, json: JSONShape = .none,
+    public init(kind: RunKind, exitStatus: Int32?, bytesToServer: UInt64, output: Data? = nil, json: JSONShape = .none,
                 dryRun: Bool = false, infoAfterInit: Bool? = nil, borgSaid: String = "") {
         self.kind = kind
         self.exitStatus = exitStatus
@@ -121,12 +121,12 @@ public struct OperationProof: Equatable, Sendable {
     }
 
     public var verdict: RunVerdict {
-        let command = Self.borgCommand[kind] ?? kind
+        let command = Self.borgCommand[kind] ?? kind.rawValue
         guard let status = exitStatus else {
             return .failed("borg \(command) ended without an exit status\(borgSaid.isEmpty ? "" : ": \(borgSaid)")")
         }
         // check: exit status 1 means it found problems: a failure, never a warning.
-        if kind == "check" && status == 1 {
+        if kind == .check && status == 1 {
             return .failed("borg check found problems in the repository (exit status 1)\(borgSaid.isEmpty ? "" : ": \(borgSaid)"); see relayctl log RUN, then borg check --repair on the server")
         }
         guard status == 0 || status == 1 else {
@@ -136,16 +136,16 @@ public struct OperationProof: Equatable, Sendable {
             return .failed("borg \(command) exited \(status) but never reached the repository (no byte went to the server): nothing was done; check that the client's login shell runs POSIX sh scripts and that borg_path is borg")
         }
         switch kind {
-        case "list", "info":
+        case .list, .info:
             if json != .none, let problem = Self.jsonProblem(output ?? Data(), json) {
                 return .failed("borg \(command) exited \(status) but its --json output \(problem)")
             }
-        case "key-export":
+        case .keyExport:
             let text = String(decoding: output ?? Data(), as: UTF8.self)
             if !text.contains("BORG_KEY ") {
                 return .failed("borg key export exited \(status) but printed no borg key block (BORG_KEY …): no key was exported")
             }
-        case "init":
+        case .initialize:
             if infoAfterInit != true {
                 return .failed("borg init exited \(status) but borg info cannot read the new repository: it was not created as expected\(borgSaid.isEmpty ? "" : " (\(borgSaid))")")
             }
@@ -153,13 +153,13 @@ public struct OperationProof: Equatable, Sendable {
             break
         }
         if status == 1 {
-            let what = kind == "restore" && !dryRun ? "; some files may not have been restored" : ""
+            let what = kind == .restore && !dryRun ? "; some files may not have been restored" : ""
             return .warning("borg \(command) finished with warnings (exit status 1)\(what)\(borgSaid.isEmpty ? "; see the run log" : ": \(borgSaid)")")
         }
         return .succeeded
     }
 
-    static let borgCommand = ["restore": "extract", "key-export": "key export", "borg": "command"]
+    static let borgCommand: [RunKind: String] = [.restore: "extract", .keyExport: "key export", .borg: "command"]
 
     /// Why `data` is not the JSON asked for; nil when it is.
     static func jsonProblem(_ data: Data, _ shape: JSONShape) -> String? {

@@ -96,7 +96,7 @@ public struct RunAttempt: Codable, Sendable, Equatable {
 public struct RunReport: Codable, Sendable {
     public var runID: String
     /// backup, or the operation: init, list, info, key-export, prune, compact, check, restore, borg
-    public var kind: String = "backup"
+    public var kind: RunKind = .backup
     public var client: String
     public var server: String
     public var state: RunState
@@ -179,37 +179,10 @@ public struct RunReport: Codable, Sendable {
 
     /// A few lines for a person.
     public func summary() -> String {
-        var lines: [String] = []
-        let dur = String(format: "%.1f s", durationSeconds)
-        switch state {
-        case .succeeded:
-            lines.append("\(client) -> \(server): \(kind) succeeded in \(dur)")
-        case .warning:
-            lines.append("\(client) -> \(server): \(kind) succeeded WITH WARNINGS in \(dur)")
-        case .failed:
-            lines.append("\(client) -> \(server): \(kind) FAILED after \(dur)")
-        case .cancelled:
-            lines.append("\(client) -> \(server): \(kind) cancelled after \(dur)")
-        case .interrupted:
-            lines.append("\(client) -> \(server): \(kind) INTERRUPTED after \(dur)")
-        case .queued, .running:
-            lines.append("\(client) -> \(server): \(kind) \(state.rawValue) for \(dur)")
-        }
-        if let a = archive {
-            lines.append("  archive       \(a.name)")
-            lines.append("  files         \(a.nfiles)")
-            lines.append("  original      \(Self.size(a.originalSize))")
-            lines.append("  compressed    \(Self.size(a.compressedSize))")
-            lines.append("  deduplicated  \(Self.size(a.deduplicatedSize))")
-        }
-        lines.append("  spliced       \(Self.size(Int64(bytesToServer))) to the server, \(Self.size(Int64(bytesFromServer))) back")
-        for a in attempts {
-            lines.append("  attempt \(a.number)     failed: \(a.error) (retried after \(String(format: "%.0f", a.retryAfter)) s)")
-        }
-        for w in warnings { lines.append("  warning       \(w)") }
-        if let e = error { lines.append("  error         \(e)") }
-        if let l = logFile { lines.append("  log           \(l)") }
-        return lines.joined(separator: "\n")
+        RunSummary.text(client: client, server: server, kind: kind, state: state,
+                        duration: String(format: "%.1f s", durationSeconds), runID: nil, archive: archive,
+                        toServer: Int64(bytesToServer), fromServer: Int64(bytesFromServer), attempts: attempts,
+                        warnings: warnings, error: error, log: logFile)
     }
 
     public static func size(_ n: Int64) -> String {
@@ -218,5 +191,37 @@ public struct RunReport: Codable, Sendable {
         var i = 0
         while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
         return i == 0 ? "\(n) B" : String(format: "%.2f %@", v, units[i])
+    }
+}
+
+/// The lines a person reads at the end of a run (`relay-agent run`, `relayctl run`).
+public enum RunSummary {
+    public static func text(client: String, server: String, kind: RunKind, state: RunState, duration: String,
+                            runID: String?, archive: ArchiveSummary?, toServer: Int64, fromServer: Int64,
+                            attempts: [RunAttempt], warnings: [String], error: String?, log: String?) -> String {
+        let run = runID.map { " (run \($0))" } ?? ""
+        var lines: [String] = []
+        switch state {
+        case .succeeded: lines.append("\(client) -> \(server): \(kind) succeeded in \(duration)\(run)")
+        case .warning: lines.append("\(client) -> \(server): \(kind) succeeded WITH WARNINGS in \(duration)\(run)")
+        case .cancelled: lines.append("\(client) -> \(server): \(kind) cancelled after \(duration)\(run)")
+        case .failed, .interrupted: lines.append("\(client) -> \(server): \(kind) \(state.rawValue.uppercased()) after \(duration)\(run)")
+        case .queued, .running: lines.append("\(client) -> \(server): \(kind) \(state.rawValue) for \(duration)\(run)")
+        }
+        if let a = archive {
+            lines.append("  archive       \(a.name)")
+            lines.append("  files         \(a.nfiles)")
+            lines.append("  original      \(RunReport.size(a.originalSize))")
+            lines.append("  compressed    \(RunReport.size(a.compressedSize))")
+            lines.append("  deduplicated  \(RunReport.size(a.deduplicatedSize))")
+        }
+        lines.append("  spliced       \(RunReport.size(toServer)) to the server, \(RunReport.size(fromServer)) back")
+        for a in attempts {
+            lines.append("  attempt \(a.number)     failed: \(a.error) (retried after \(String(format: "%.0f", a.retryAfter)) s)")
+        }
+        for w in warnings { lines.append("  warning       \(w)") }
+        if let e = error { lines.append("  \(state == .warning && warnings.isEmpty ? "warning " : "error   ")      \(e)") }
+        if let l = log { lines.append("  log           \(l)") }
+        return lines.joined(separator: "\n")
     }
 }

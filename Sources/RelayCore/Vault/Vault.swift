@@ -166,6 +166,16 @@ public enum Vault {
         return plain
     }
 
+    /// The passphrase of `client` opened with the relay's vault key (nil when its
+    /// repository has none); errors name the config file and the client's key.
+    public static func openPassphrase(of client: ClientConfig, config: RelayConfig) throws(VaultError) -> SecretBytes? {
+        guard let sealed = client.passphrase else { return nil }
+        let sk = try readSecretKey(path: config.relay.vaultSecretKeyPath)
+        defer { sk.wipe() }
+        return try open(sealed, secretKey: sk, publicKey: publicKey(of: sk),
+                        context: "\(config.file): [clients.\(client.name)] key 'passphrase'")
+    }
+
     /// Derives the public key from a secret key (to open values without trusting vault.pub).
     public static func publicKey(of secretKey: SecretBytes) -> [UInt8] {
         var pk = [UInt8](repeating: 0, count: publicKeyBytes)

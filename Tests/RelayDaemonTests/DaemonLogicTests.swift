@@ -22,11 +22,11 @@ struct DaemonLogicTests {
     @Test func logChunksNeverSplitAUTF8Character() {
         let text = Array("aé€😀".utf8)  // 1 + 2 + 3 + 4 bytes
         for cut in 0...text.count {
-            let n = RunManager.completeUTF8Length(Array(text[0..<cut]))
+            let n = RunFiles.completeUTF8Length(Array(text[0..<cut]))
             #expect(String(validating: text[0..<n], as: UTF8.self) != nil, "cut \(cut) -> \(n)")
             #expect(n <= cut && cut - n < 4)
         }
-        #expect(RunManager.completeUTF8Length(text) == text.count)
+        #expect(RunFiles.completeUTF8Length(text) == text.count)
     }
 
     @Test func apiTypesRoundTripWithSnakeCaseKeys() throws {
