@@ -93,7 +93,12 @@ let package = Package(
         ),
         .testTarget(
             name: "RelayDaemonTests",
-            dependencies: ["RelayCore", "RelayDaemon", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "RelayCore", "RelayDaemon",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
         ),
         .testTarget(
             name: "IntegrationTests",

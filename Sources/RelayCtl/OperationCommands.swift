@@ -2,6 +2,9 @@ import ArgumentParser
 import Foundation
 import RelayCore
 
+// Longer than 400 lines: one small command per operation (init, list, info, key export,
+// prune, compact, check, restore, borg), each a few lines around the shared runOperation.
+
 /// Runs an operation through the agent, waits for it, and returns the run and borg's
 /// stdout. Operations queue behind a run of the same client (one borg per repository).
 func runOperation(_ agent: AgentOptions, client name: String, _ op: OperationRequest,

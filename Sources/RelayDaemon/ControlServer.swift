@@ -84,6 +84,27 @@ struct PeerCredentials: Sendable {
     var gid: UInt32 = 0
 }
 
+/// Who is at the other end of a request's connection; nil when that cannot be told.
+typealias PeerLookup = @Sendable (any Channel) async -> Result<PeerCredentials, PeerLookupError>
+
+struct PeerLookupError: Error, CustomStringConvertible {
+    let description: String
+}
+
+enum PeerLookups {
+    /// The kernel's answer for the unix socket's connection (SO_PEERCRED).
+    static let socket: PeerLookup = { channel in
+        guard let provider = channel as? SocketOptionProvider else { return .failure(PeerLookupError(description: "not a socket")) }
+        do {
+            let cred: PeerCredentials = try await provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET),
+                                                                                 name: SocketOptionName(SO_PEERCRED)).get()
+            return .success(cred)
+        } catch {
+            return .failure(PeerLookupError(description: "\(error)"))
+        }
+    }
+}
+
 /// Refuses peers and requests the roles do not allow (403 naming the group); turns every
 /// error into a JSON body.
 struct GuardMiddleware: RouterMiddleware {
@@ -91,17 +112,15 @@ struct GuardMiddleware: RouterMiddleware {
     let policy: PeerPolicy
     let owners: RunOwners
     let logger: Logger
+    let peer: PeerLookup
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let provider = context.channel as? SocketOptionProvider else {
-            return jsonError(ControlError(status: 403, body: .init(code: "forbidden", error: "peer credentials unavailable")))
-        }
         let cred: PeerCredentials
-        do {
-            cred = try await provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET),
-                                                           name: SocketOptionName(SO_PEERCRED)).get()
-        } catch {
-            return jsonError(ControlError(status: 403, body: .init(code: "forbidden", error: "peer credentials unavailable: \(error)")))
+        switch await peer(context.channel) {
+        case .success(let c):
+            cred = c
+        case .failure(let e):
+            return jsonError(ControlError(status: 403, body: .init(code: "forbidden", error: "peer credentials unavailable: \(e)")))
         }
         let access = policy.access
         let groups = PeerPolicy.groups(uid: cred.uid, gid: cred.gid, pid: cred.pid)
@@ -150,10 +169,13 @@ func jsonError(_ e: ControlError) -> Response {
 }
 
 enum ControlRoutes {
-    static func router(manager: RunManager, policy: PeerPolicy, logger: Logger) -> Router<ControlContext> {
+    /// The control API's routes behind the guard. `peer` tells who is asking: the socket's
+    /// peer credentials in the daemon, a fixed identity in the route tests.
+    static func router(manager: RunManager, policy: PeerPolicy, logger: Logger,
+                       peer: @escaping PeerLookup = PeerLookups.socket) -> Router<ControlContext> {
         let router = Router(context: ControlContext.self)
         let owners = RunOwners()
-        router.add(middleware: GuardMiddleware(policy: policy, owners: owners, logger: logger))
+        router.add(middleware: GuardMiddleware(policy: policy, owners: owners, logger: logger, peer: peer))
         let v1 = router.group(RouterPath(ControlAPI.prefix))
 
         v1.get("status") { _, _ in

@@ -2,6 +2,10 @@ import Foundation
 import Logging
 import RelayCore
 
+// Longer than 400 lines: the actor is the daemon's one serialisation point, so every
+// request the control API serves is a method here; its parts are values elsewhere
+// (RunQueue, EphemeralKeys, RunFiles, RunFactory).
+
 /// A refused control request: the HTTP status and the body the client gets.
 public struct ControlError: Error, CustomStringConvertible, Sendable {
     public let status: Int

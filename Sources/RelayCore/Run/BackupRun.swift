@@ -2,6 +2,10 @@ import Foundation
 import Logging
 import Synchronization
 
+// Longer than 400 lines: the driver of a relayed run keeps its actions, its event loop and
+// the set-up of what they act on (forward or listener, borg serve, borg on T, hooks)
+// together; every decision is RunMachine's.
+
 /// One relayed run: borg on the client T (`borg create`, or another borg command), its
 /// repository connection spliced through the relay into `borg serve` on the backup server B.
 ///

@@ -2,32 +2,10 @@ import Foundation
 import Logging
 import Synchronization
 
-/// A borg command that runs on R itself (init, list, info, key export, prune, compact,
-/// check): its repository connection goes through `relay-agent connect` to a private
-/// unix socket of this run (in a fresh 0700 directory, removed afterwards), which is
-/// spliced into a channel on B opened with the client's key, or with the server's
-/// `maintenance_key` for operations that rewrite the repository.
-public struct LocalBorgPlan: Sendable, Equatable {
-    /// What the run is, for the history and messages: init, list, info, key-export, …
-    public var kind: RunKind
-    /// borg's arguments after the program name; `LocalBorgPlan.repository` stands for the
-    /// repository URL and `LocalBorgPlan.repository + "::NAME"` for an archive.
-    public var arguments: [String]
-    /// Open B's channel with the server's maintenance key (not append-only).
-    public var maintenance: Bool
+// Longer than 400 lines: a driver keeps its actions, its event loop and the set-up of what
+// the actions act on (socket, borg serve, borg on R) together; the decisions are RunMachine's.
 
-    public static let repository = "ssh://borg-relay"
-
-    public init(kind: RunKind, arguments: [String], maintenance: Bool) {
-        self.kind = kind
-        self.arguments = arguments
-        self.maintenance = maintenance
-    }
-
-    /// The URL borg uses for a client's repository (the same on R as on T).
-    public static func url(_ client: ClientConfig) -> String { repository + client.repository }
-}
-
+/// Runs a `LocalBorgPlan`: borg on R, its connection spliced into a channel on B.
 public final class LocalBorgRun: @unchecked Sendable {
     // @unchecked: mutable state is touched only by the thread inside `execute()`;
     // other threads use `canceller` and `progress`, which are Sendable.

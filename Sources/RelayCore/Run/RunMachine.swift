@@ -1,5 +1,8 @@
 import Foundation
 
+// Longer than 400 lines: one state machine; its phases, events, actions and transitions
+// are read together (as swift-nio-ssh keeps ChildChannelStateMachine in one file).
+
 /// Why a run or one of its attempts failed: the error of the domain that found it.
 public enum RunFailure: Error, Equatable, Sendable, CustomStringConvertible {
     case ssh(SSHError)

@@ -72,3 +72,42 @@ public enum KnownHosts {
         entries(for: name, path: path).first { $0.marker == .revoked && $0.base64 == base64 }
     }
 }
+
+/// What `relayctl hostkey --add` does with the keys a host offered, decided against what the
+/// known_hosts file already says about that name. No I/O: `KnownHosts.append` writes.
+public enum PinDecision: Sendable, Equatable {
+    /// Append these lines.
+    case add([String])
+    /// Every offered key is pinned already.
+    case nothingNew
+    /// An offered key is marked @revoked: nothing is pinned.
+    case revoked(KnownHosts.Entry)
+    /// The name is pinned with other keys only: the host key changed (or this is another
+    /// host); nothing is pinned.
+    case changed
+
+    public init(name: String, offered: [HostKeyInfo], entries: [KnownHosts.Entry]) {
+        let pinned = entries.filter { $0.marker == nil }.map(\.base64)
+        if let r = entries.first(where: { e in e.marker == .revoked && offered.contains { $0.base64 == e.base64 } }) {
+            self = .revoked(r)
+        } else if !pinned.isEmpty && !offered.contains(where: { pinned.contains($0.base64) }) {
+            self = .changed
+        } else {
+            let new = offered.filter { !pinned.contains($0.base64) }
+            self = new.isEmpty ? .nothingNew : .add(new.map { $0.knownHostsLine(name: name) })
+        }
+    }
+}
+
+extension KnownHosts {
+    /// Appends `lines` to the known_hosts file at `path` (created 0644 if missing; a
+    /// symlink is refused).
+    public static func append(_ lines: [String], to path: String) throws(SystemError) {
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        guard fd >= 0 else { throw SystemError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array(lines.map { $0 + "\n" }.joined().utf8)
+        let written = write(fd, bytes, bytes.count)
+        guard written == bytes.count else { throw SystemError("writing \(path) failed: \(String(cString: strerror(errno)))") }
+    }
+}

@@ -39,3 +39,30 @@ struct KnownHostsParsingTests {
         #expect(KnownHosts.entries(for: "[127.0.0.1]:2223", text: "[127.0.0.1]:2222 ssh-ed25519 \(Self.key)").isEmpty)
     }
 }
+
+@Suite("hostkey --add: what is pinned, decided against the file")
+struct PinDecisionTests {
+    static let ed = HostKeyInfo(type: "ssh-ed25519", base64: "AAAAed", fingerprint: "SHA256:ed")
+    static let rsa = HostKeyInfo(type: "ssh-rsa", base64: "AAAArsa", fingerprint: "SHA256:rsa")
+    static func entry(_ k: HostKeyInfo, _ marker: KnownHosts.Marker? = nil, line: Int = 1) -> KnownHosts.Entry {
+        KnownHosts.Entry(line: line, marker: marker, type: k.type, base64: k.base64, fingerprint: k.fingerprint)
+    }
+
+    @Test("nothing pinned: every offered key is added; some pinned: only the new ones; all pinned: nothing")
+    func adds() {
+        #expect(PinDecision(name: "[h]:22", offered: [Self.ed, Self.rsa], entries: [])
+                == .add(["[h]:22 ssh-ed25519 AAAAed", "[h]:22 ssh-rsa AAAArsa"]))
+        #expect(PinDecision(name: "h", offered: [Self.ed, Self.rsa], entries: [Self.entry(Self.ed)]) == .add(["h ssh-rsa AAAArsa"]))
+        #expect(PinDecision(name: "h", offered: [Self.ed], entries: [Self.entry(Self.ed)]) == .nothingNew)
+    }
+
+    @Test("a name pinned with other keys only is a changed host key; a revoked offered key stops everything")
+    func refuses() {
+        let other = HostKeyInfo(type: "ssh-ed25519", base64: "AAAAother", fingerprint: "SHA256:o")
+        #expect(PinDecision(name: "h", offered: [Self.ed], entries: [Self.entry(other)]) == .changed)
+        let revoked = Self.entry(Self.rsa, .revoked, line: 7)
+        #expect(PinDecision(name: "h", offered: [Self.ed, Self.rsa], entries: [revoked]) == .revoked(revoked))
+        // A @cert-authority line is no pin: the keys are added as for an unpinned name.
+        #expect(PinDecision(name: "h", offered: [Self.ed], entries: [Self.entry(other, .certAuthority)]) == .add(["h ssh-ed25519 AAAAed"]))
+    }
+}

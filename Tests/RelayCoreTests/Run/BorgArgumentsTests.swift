@@ -14,7 +14,7 @@ struct BorgArgumentVector: Decodable {
 @Suite("borg argument grammar (relayctl borg, restore, the client guard)")
 struct BorgArgumentsTests {
     static let vectorsDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../Vectors").standardized.path
+        .appendingPathComponent("../../Vectors").standardized.path
 
     static func vectors() throws -> [BorgArgumentVector] {
         let data = try Data(contentsOf: URL(fileURLWithPath: vectorsDir + "/borg-arguments.json"))

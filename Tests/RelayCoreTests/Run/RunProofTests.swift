@@ -95,7 +95,7 @@ struct RunProofTests {
     }
 
     static let vectors = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../Vectors/borg").standardized.path
+        .appendingPathComponent("../../Vectors/borg").standardized.path
 
     /// Lines as the run keeps them: `--log-json` records through BorgLogLine (one record
     /// may hold a whole traceback), or plain stderr lines.
