@@ -53,13 +53,11 @@ struct RunCtlCommand: AsyncParsableCommand {
             do {
                 cfg = try ConfigLoader.load(path: agent.config, checkFiles: false)
             } catch {
-                CLI.printError("relayctl: \(error) (--dry-run reads the config)")
-                throw ExitCode(CLI.Exit.usage)
+                throw fail("\(error) (--dry-run reads the config)", exit: CLI.Exit.usage)
             }
             for name in all ? cfg.clients.keys.sorted() : clients {
                 guard let c = cfg.clients[name] else {
-                    CLI.printError("relayctl: unknown client '\(name)': \(cfg.file) has no [clients.\(name)]")
-                    throw ExitCode(CLI.Exit.usage)
+                    throw fail("unknown client '\(name)': \(cfg.file) has no [clients.\(name)]", exit: CLI.Exit.usage)
                 }
                 print(BackupPlan.dryRun(client: c, server: cfg.server(for: c)))
             }

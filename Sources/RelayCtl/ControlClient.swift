@@ -146,8 +146,7 @@ struct AgentOptions: ParsableArguments {
             if case .unreadableFile = error.kind, config == RelayConfig.defaultPath {
                 return RelaySettings.defaultSocket
             }
-            CLI.printError("relayctl: \(error)")
-            throw ExitCode(CLI.Exit.usage)
+            throw fail("\(error)", exit: CLI.Exit.usage)
         }
     }
 
@@ -156,8 +155,7 @@ struct AgentOptions: ParsableArguments {
         do {
             return try ControlClient(socketPath: path)
         } catch {
-            CLI.printError("relayctl: \(error)")
-            throw ExitCode(error.exitCode)
+            throw fail("\(error)", exit: error.exitCode)
         }
     }
 }
@@ -171,10 +169,16 @@ func withAgent<T>(_ options: AgentOptions, _ body: (ControlClient) async throws 
         return result
     } catch let e as CtlError {
         await client.close()
-        CLI.printError("relayctl: \(e)")
-        throw ExitCode(e.exitCode)
+        throw fail("\(e)", exit: e.exitCode)
     } catch {
         await client.close()
         throw error
     }
+}
+
+/// relayctl's one way out on failure: `relayctl: MESSAGE` on stderr, and the exit code of
+/// the contract (`CLI.Exit`: 1 a run or operation failed, 2 usage, config or agent) to throw.
+func fail(_ message: String, exit: Int32) -> ExitCode {
+    CLI.printError("relayctl: \(message)")
+    return ExitCode(exit)
 }

@@ -62,8 +62,7 @@ func sealPassphrase(_ client: ControlClient) async throws -> SealedPassphrase {
         let sealed = try Vault.seal(secret, publicKey: [UInt8](pk))
         return SealedPassphrase(keyID: key.keyID, sealed: sealed.base64)
     } catch {
-        CLI.printError("relayctl: \(error)")
-        throw ExitCode(CLI.Exit.usage)
+        throw fail("\(error)", exit: CLI.Exit.usage)
     }
 }
 
@@ -75,8 +74,7 @@ func requireSuccess(_ v: RunView) throws {
         return
     }
     guard v.state == .succeeded else {
-        CLI.printError("relayctl: \(v.kind) of \(v.client) \(v.state): \(v.error ?? "no detail") (details: relayctl log \(v.id))")
-        throw ExitCode(CLI.Exit.runFailed)
+        throw fail("\(v.kind) of \(v.client) \(v.state): \(v.error ?? "no detail") (details: relayctl log \(v.id))", exit: CLI.Exit.runFailed)
     }
 }
 
@@ -182,8 +180,7 @@ struct KeyExportCommand: AsyncParsableCommand {
 
     func run() async throws {
         if file != "-" && FileManager.default.fileExists(atPath: file) {
-            CLI.printError("relayctl: \(file) exists; not overwriting a key backup")
-            throw ExitCode(CLI.Exit.usage)
+            throw fail("\(file) exists; not overwriting a key backup", exit: CLI.Exit.usage)
         }
         let (v, out) = try await runOperation(agent, client: client, OperationRequest(kind: .keyExport))
         try requireSuccess(v)
@@ -193,16 +190,14 @@ struct KeyExportCommand: AsyncParsableCommand {
         }
         let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else {
-            CLI.printError("relayctl: cannot create \(file): \(String(cString: strerror(errno)))")
-            throw ExitCode(CLI.Exit.runFailed)
+            throw fail("cannot create \(file): \(String(cString: strerror(errno)))", exit: CLI.Exit.runFailed)
         }
         let bytes = Array(out.utf8)
         let written = write(fd, bytes, bytes.count)
         close(fd)
         guard written == bytes.count else {
             unlink(file)
-            CLI.printError("relayctl: writing \(file) failed")
-            throw ExitCode(CLI.Exit.runFailed)
+            throw fail("writing \(file) failed", exit: CLI.Exit.runFailed)
         }
         print("key of \(client)'s repository written to \(file)")
     }

@@ -34,8 +34,7 @@ struct SealCommand: ParsableCommand {
         } catch let e as ExitCode {
             throw e
         } catch {
-            CLI.printError("relayctl: \(error)")
-            throw ExitCode(CLI.Exit.runFailed)
+            throw fail("\(error)", exit: CLI.Exit.runFailed)
         }
     }
 

@@ -7,8 +7,7 @@ func loadConfig(_ path: String) throws -> RelayConfig {
     do {
         return try ConfigLoader.load(path: path, checkFiles: false)
     } catch {
-        CLI.printError("relayctl: \(error)")
-        throw ExitCode(CLI.Exit.usage)
+        throw fail("\(error)", exit: CLI.Exit.usage)
     }
 }
 
@@ -39,8 +38,7 @@ struct HostKeyCommand: ParsableCommand {
 
     func run() throws {
         guard let (host, port) = Self.parse(target) else {
-            CLI.printError("relayctl: '\(target)' is not HOST, HOST:PORT or [IPv6]:PORT")
-            throw ExitCode(CLI.Exit.usage)
+            throw fail("'\(target)' is not HOST, HOST:PORT or [IPv6]:PORT", exit: CLI.Exit.usage)
         }
         let jumps = via.flatMap { $0.split(separator: ",").map(String.init) }
         var timeout = 30
@@ -52,16 +50,15 @@ struct HostKeyCommand: ParsableCommand {
             knownHosts = cfg.relay.knownHosts
             options = SessionOptions(cfg)
             if let unknown = jumps.first(where: { cfg.jumps[$0] == nil }) {
-                CLI.printError("relayctl: --via \(unknown): \(cfg.file) has no [jumps.\(unknown)] (known: \(cfg.jumps.keys.sorted().joined(separator: ", ")))")
-                throw ExitCode(CLI.Exit.usage)
+                throw fail("--via \(unknown): \(cfg.file) has no [jumps.\(unknown)] (known: \(cfg.jumps.keys.sorted().joined(separator: ", ")))",
+                           exit: CLI.Exit.usage)
             }
         }
         let keys: [HostKeyInfo]
         do {
             keys = try HostKeyProbe.scan(host: host, port: port, timeout: timeout, via: jumps, options: options)
         } catch {
-            CLI.printError("relayctl: \(error)")
-            throw ExitCode(CLI.Exit.runFailed)
+            throw fail("\(error)", exit: CLI.Exit.runFailed)
         }
         let name = HostKeyProbe.pinName(host: host, port: port)
         let entries = knownHosts.map { KnownHosts.entries(for: name, path: $0) } ?? []
@@ -77,17 +74,15 @@ struct HostKeyCommand: ParsableCommand {
         let lines: [String]
         switch PinDecision(name: name, offered: keys, entries: entries) {
         case .revoked(let r):
-            CLI.printError("""
-                relayctl: \(name) offers \(r.type) \(r.fingerprint), which line \(r.line) of \(file) marks @revoked; \
+            throw fail("""
+                \(name) offers \(r.type) \(r.fingerprint), which line \(r.line) of \(file) marks @revoked; \
                 nothing pinned. Give the host a new key, then pin that one.
-                """)
-            throw ExitCode(CLI.Exit.runFailed)
+                """, exit: CLI.Exit.runFailed)
         case .changed:
-            CLI.printError("""
-                relayctl: \(name) is pinned in \(file) with OTHER keys: its host key has changed, or this is not the \
+            throw fail("""
+                \(name) is pinned in \(file) with OTHER keys: its host key has changed, or this is not the \
                 same host. Check on the host itself; if the change is expected, remove the old lines for \(name) first.
-                """)
-            throw ExitCode(CLI.Exit.runFailed)
+                """, exit: CLI.Exit.runFailed)
         case .nothingNew:
             print("all keys of \(name) are already pinned in \(file)")
             return
@@ -96,21 +91,18 @@ struct HostKeyCommand: ParsableCommand {
         }
         if !yes {
             guard isatty(0) == 1 else {
-                CLI.printError("relayctl: not pinning without confirmation; check the fingerprints on the host, then run again with --yes")
-                throw ExitCode(CLI.Exit.usage)
+                throw fail("not pinning without confirmation; check the fingerprints on the host, then run again with --yes", exit: CLI.Exit.usage)
             }
             FileHandle.standardError.write(Data("Pin \(lines.count) key(s) for \(name) in \(file)? [y/N] ".utf8))
             let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
             guard answer == "y" || answer == "yes" else {
-                CLI.printError("relayctl: nothing pinned")
-                throw ExitCode(CLI.Exit.runFailed)
+                throw fail("nothing pinned", exit: CLI.Exit.runFailed)
             }
         }
         do {
             try KnownHosts.append(lines, to: file)
         } catch {
-            CLI.printError("relayctl: \(error)")
-            throw ExitCode(CLI.Exit.runFailed)
+            throw fail("\(error)", exit: CLI.Exit.runFailed)
         }
         print("pinned \(lines.count) key(s) for \(name) in \(file)")
     }
@@ -149,14 +141,13 @@ struct AuthorizedKeysCommand: ParsableCommand {
     func run() throws {
         let cfg = try loadConfig(config)
         guard let c = cfg.clients[client] else {
-            CLI.printError("relayctl: unknown client '\(client)': \(cfg.file) has no [clients.\(client)] (known: \(cfg.clients.keys.sorted().joined(separator: ", ")))")
-            throw ExitCode(CLI.Exit.usage)
+            throw fail("unknown client '\(client)': \(cfg.file) has no [clients.\(client)] (known: \(cfg.clients.keys.sorted().joined(separator: ", ")))",
+                       exit: CLI.Exit.usage)
         }
         do {
             for line in try AuthorizedKeys.document(config: cfg, client: c) { print(line) }
         } catch {
-            CLI.printError("relayctl: \(error)")
-            throw ExitCode(CLI.Exit.runFailed)
+            throw fail("\(error)", exit: CLI.Exit.runFailed)
         }
     }
 }

@@ -22,8 +22,7 @@ struct VaultCommand: ParsableCommand {
             do {
                 try Vault.initialise(secretPath: cfg.relay.vaultSecretKeyPath, publicPath: cfg.relay.vaultPublicKeyPath)
             } catch {
-                CLI.printError("relayctl: \(error)")
-                throw ExitCode(CLI.Exit.runFailed)
+                throw fail("\(error)", exit: CLI.Exit.runFailed)
             }
             print("vault created: \(cfg.relay.vaultSecretKeyPath) (secret, 0600), \(cfg.relay.vaultPublicKeyPath) (public)")
             print("seal passphrases with: relayctl seal --config \(options.config)")

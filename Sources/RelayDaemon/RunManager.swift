@@ -66,7 +66,7 @@ public actor RunManager {
     private var queue = RunQueue<Pending, Active>(maxWaitingPerClient: RunManager.maxQueuedPerClient)
     private var accepting = true
     private var keys = EphemeralKeys(lifetime: RunManager.keyLifetime, max: RunManager.maxKeys)
-    private var nextDue: [String: Date] = [:]
+    private var schedule = ScheduleBook()
     static let keyLifetime: TimeInterval = 120
     /// The most runs one client may have waiting in the queue (not yet started): a flood
     /// of requests cannot grow the queue (or the history) without bound.
@@ -229,7 +229,7 @@ public actor RunManager {
             let current = runOf(client: name)
             let last = ((try? history.lastFinished(client: name)) ?? nil).map { view(of: $0) }
             clients.append(.init(name: name, server: c.server, state: current?.state.rawValue ?? "idle", current: current,
-                                 last: last, schedule: c.schedule?.text, nextRun: nextDue[name]))
+                                 last: last, schedule: c.schedule?.text, nextRun: schedule.nextDue[name]))
         }
         return StatusView(agent: agent, clients: clients)
     }
@@ -238,10 +238,7 @@ public actor RunManager {
 
     /// Recomputes every client's next due time after `now` (start, reload).
     func planSchedules(now: Date, timeZone: TimeZone) {
-        nextDue = [:]
-        for (name, c) in config.clients {
-            if let s = c.schedule, let n = s.next(after: now, in: timeZone) { nextDue[name] = n }
-        }
+        schedule.plan(config.clients.values.map { ($0.name, $0.schedule) }, now: now, timeZone: timeZone)
     }
 
     /// Clients whose schedule fired while the agent was down and that want `catch_up`.
@@ -256,13 +253,8 @@ public actor RunManager {
 
     /// Clients due at `now` (their next time moves on) and the earliest next due time.
     func takeDue(now: Date, timeZone: TimeZone) -> (due: [(client: String, jitter: Int)], next: Date?) {
-        var due: [(String, Int)] = []
-        for (name, when) in nextDue where when <= now {
-            guard let c = config.clients[name], let s = c.schedule else { nextDue[name] = nil; continue }
-            due.append((name, c.jitter))
-            nextDue[name] = s.next(after: now, in: timeZone)
-        }
-        return (due.sorted { $0.0 < $1.0 }, nextDue.values.min())
+        let (due, next) = schedule.takeDue(now: now, timeZone: timeZone) { config.clients[$0]?.schedule }
+        return (due.map { ($0, config.clients[$0]?.jitter ?? 0) }, next)
     }
 
     /// A scheduled start: skipped (and logged) if the client still has a run.

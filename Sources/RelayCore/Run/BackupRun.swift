@@ -14,7 +14,7 @@ import Synchronization
 /// calling thread: it carries out the machine's actions with the sessions and channels, and
 /// feeds back what happened. After connecting, one `SSHEventLoop` on that thread polls both
 /// sessions, and every libssh call for them and their channels happens there.
-public final class BackupRun: @unchecked Sendable {
+public final class BackupRun: RunDriver, @unchecked Sendable {
     // @unchecked: all mutable state is touched only by the thread inside `execute()`;
     // other threads only use `canceller` and `progress`, which are Sendable.
     public let runID: String
@@ -82,6 +82,10 @@ public final class BackupRun: @unchecked Sendable {
     private var serverLog: LineCollector!
     /// borg on the client asked whether to use a repository it knew under another location.
     private var relocation: RelocationNotice?
+    /// The commands of this run, and the ciphers the last attempt negotiated.
+    private var plan: BackupPlan?
+    private var clientCipher: String?
+    private var serverCipher: String?
 
     // MARK: - The run
 
@@ -106,45 +110,10 @@ public final class BackupRun: @unchecked Sendable {
             run: policy, retryCreate: workload == .backup && client.retry, postHook: workload == .backup && client.post != nil,
             keepaliveInterval: options.keepaliveInterval, keepaliveCount: options.keepaliveCount,
             clientLabel: "client \(client.name)", serverLabel: "server \(server.name)"))
-        var actions = machine.handle(.begin, now: Date())
-        driving: while true {
-            guard !actions.isEmpty else {
-                for e in wait(for: machine) { actions += machine.handle(e, now: Date()) }
-                continue
-            }
-            var results: [RunMachine.Event] = []
-            switch actions.removeFirst() {
-            case .connect(let n):
-                if n > 1 { logger.info("attempt \(n) of run \(runID)") }
-                results = connectAttempt(&report)
-            case .start:
-                progress.update { $0.phase = "running" }
-                results = startAttempt(plan)
-            case .sendKeepalive(let side):
-                (side == .client ? t : b)?.sendKeepalive()
-            case .terminateBorg:
-                create?.sendSignal("TERM")
-            case .killBorg:
-                break  // only local runs ask for it
-            case .cutSplice:
-                splice?.abort()
-            case .cancelForward:
-                cancellingForward = true
-            case .closeBorgChannel:
-                create?.close()
-            case .endAttempt:
-                teardown()
-                resetForRetry()
-                progress.update { $0.phase = "retrying" }
-            case .runPostHook(let success):
-                results = [postHook(success: success)]
-            case .finish:
-                break driving
-            case .log(let note):
-                logger.warning("\(note)")
-            }
-            for e in results { actions += machine.handle(e, now: Date()) }
-        }
+        self.plan = plan
+        machine.drive(self)
+        report.clientCipher = clientCipher
+        report.serverCipher = serverCipher
         endOfRun()
         clientLog.finish()
         serverLog.finish()
@@ -174,6 +143,41 @@ public final class BackupRun: @unchecked Sendable {
         return report
     }
 
+    /// Carries out one of the machine's actions.
+    func perform(_ action: RunMachine.Action) -> [RunMachine.Event] {
+        switch action {
+        case .connect(let n):
+            if n > 1 { logger.info("attempt \(n) of run \(runID)") }
+            return connectAttempt()
+        case .start:
+            progress.update { $0.phase = "running" }
+            return plan.map(startAttempt) ?? []
+        case .sendKeepalive(let side):
+            (side == .client ? t : b)?.sendKeepalive()
+        case .terminateBorg:
+            create?.sendSignal("TERM")
+        case .killBorg:
+            break  // only local runs ask for it
+        case .cutSplice:
+            splice?.abort()
+        case .cancelForward:
+            cancellingForward = true
+        case .closeBorgChannel:
+            create?.close()
+        case .endAttempt:
+            teardown()
+            resetForRetry()
+            progress.update { $0.phase = "retrying" }
+        case .runPostHook(let success):
+            return [postHook(success: success)]
+        case .log(let note):
+            logger.warning("\(note)")
+        case .finish:
+            break
+        }
+        return []
+    }
+
     /// The run's decisions are made: the passphrase goes, and the progress says so.
     private func endOfRun() {
         passphrase?.wipe()
@@ -183,7 +187,7 @@ public final class BackupRun: @unchecked Sendable {
 
     /// Waits for what the machine needs next: the retry timer, or the sessions and channels
     /// of the running attempt.
-    private func wait(for machine: RunMachine) -> [RunMachine.Event] {
+    func wait(for machine: RunMachine) -> [RunMachine.Event] {
         switch machine.phase {
         case .waitingToRetry(_, let until):
             return waitOrCancel(until: until) ? [.cancelRequested] : [.tick(clientPackets: 0, serverPackets: 0)]
@@ -403,12 +407,12 @@ public final class BackupRun: @unchecked Sendable {
 
     // MARK: - Connecting
 
-    private func connectAttempt(_ report: inout RunReport) -> [RunMachine.Event] {
+    private func connectAttempt() -> [RunMachine.Event] {
         do {
             try connect()
-            report.clientCipher = t?.cipher
-            report.serverCipher = b?.cipher
-            logger.info("connected; ciphers: client \(report.clientCipher ?? "?"), server \(report.serverCipher ?? "?")")
+            clientCipher = t?.cipher
+            serverCipher = b?.cipher
+            logger.info("connected; ciphers: client \(clientCipher ?? "?"), server \(serverCipher ?? "?")")
             // Cancelled while connecting: the machine starts nothing on T or B.
             return canceller.takeRequest() ? [.cancelRequested, .connected] : [.connected]
         } catch {

@@ -6,7 +6,7 @@ import Synchronization
 // the actions act on (socket, borg serve, borg on R) together; the decisions are RunMachine's.
 
 /// Runs a `LocalBorgPlan`: borg on R, its connection spliced into a channel on B.
-public final class LocalBorgRun: @unchecked Sendable {
+public final class LocalBorgRun: RunDriver, @unchecked Sendable {
     // @unchecked: mutable state is touched only by the thread inside `execute()`;
     // other threads use `canceller` and `progress`, which are Sendable.
     public let runID: String
@@ -30,8 +30,6 @@ public final class LocalBorgRun: @unchecked Sendable {
     /// init only: a copy for the `borg info` that proves the new repository.
     private var initPassphrase: SecretBytes?
 
-    var exitGrace: TimeInterval = 15
-    var drainGrace: TimeInterval = 60
     /// Keep the text of borg's log messages (`messages`), e.g. prune's "Pruning archive" lines.
     var keepMessages = false
     private let messageBox = MessageBox()
@@ -87,6 +85,7 @@ public final class LocalBorgRun: @unchecked Sendable {
     private var serverLog: LineCollector!
     /// Events found in callbacks (cancel, borg's connection), for the next wake-up.
     private var pending: [RunMachine.Event] = []
+    private var serverCipher: String?
     private var told = Told()
     private struct Told {
         var moved: UInt64 = 0
@@ -115,48 +114,13 @@ public final class LocalBorgRun: @unchecked Sendable {
         }
         let key = plan.maintenance ? "maintenance key" : "key"
         logger.info("run \(runID): borg \(plan.kind) on the relay for client \(client.name)'s repository \(client.repository) on server \(server.name) (\(server.endpoint.display), \(key))")
-        var policy = RunMachine.Policy(kind: .local, run: RunPolicy(idleTimeout: 0, runTimeout: 0, connectAttempts: 1, retryDelay: 0),
+        let policy = RunMachine.Policy(kind: .local, run: RunPolicy(idleTimeout: 0, runTimeout: 0, connectAttempts: 1, retryDelay: 0),
                                        retryCreate: false, postHook: false,
                                        keepaliveInterval: options.keepaliveInterval, keepaliveCount: options.keepaliveCount,
                                        clientLabel: "relay", serverLabel: "server \(server.name)")
-        policy.exitGrace = exitGrace
-        policy.drainGrace = drainGrace
         var machine = RunMachine(policy: policy)
-        var actions = machine.handle(.begin, now: Date())
-        driving: while true {
-            guard !actions.isEmpty else {
-                for e in wait(for: machine) { actions += machine.handle(e, now: Date()) }
-                continue
-            }
-            var results: [RunMachine.Event] = []
-            switch actions.removeFirst() {
-            case .connect:
-                results = connectAttempt(&report)
-            case .start:
-                progress.update { $0.phase = "running" }
-                results = startAttempt()
-            case .sendKeepalive:
-                b?.sendKeepalive()
-            case .terminateBorg:
-                process?.signal(SIGTERM)
-            case .killBorg:
-                process?.signal(SIGKILL)
-            case .cutSplice:
-                splice?.abort()
-                channel?.close()
-            case .cancelForward, .closeBorgChannel:
-                break  // no forward and no borg channel: borg is a process here
-            case .endAttempt:
-                teardown()
-            case .runPostHook:
-                results = [.postHookEnded(warning: nil)]
-            case .finish:
-                break driving
-            case .log(let note):
-                logger.warning("\(note)")
-            }
-            for e in results { actions += machine.handle(e, now: Date()) }
-        }
+        machine.drive(self)
+        report.serverCipher = serverCipher
         passphrase?.wipe()
         passphrase = nil
         progress.update { $0.phase = "finishing" }
@@ -243,10 +207,41 @@ public final class LocalBorgRun: @unchecked Sendable {
         try s.open()
     }
 
-    private func connectAttempt(_ report: inout RunReport) -> [RunMachine.Event] {
+    /// Carries out one of the machine's actions.
+    func perform(_ action: RunMachine.Action) -> [RunMachine.Event] {
+        switch action {
+        case .connect:
+            return connectAttempt()
+        case .start:
+            progress.update { $0.phase = "running" }
+            return startAttempt()
+        case .sendKeepalive:
+            b?.sendKeepalive()
+        case .terminateBorg:
+            process?.signal(SIGTERM)
+        case .killBorg:
+            process?.signal(SIGKILL)
+        case .cutSplice:
+            splice?.abort()
+            channel?.close()
+        case .cancelForward, .closeBorgChannel:
+            break  // no forward and no borg channel: borg is a process here
+        case .endAttempt:
+            teardown()
+        case .runPostHook:
+            return [.postHookEnded(warning: nil)]
+        case .log(let note):
+            logger.warning("\(note)")
+        case .finish:
+            break
+        }
+        return []
+    }
+
+    private func connectAttempt() -> [RunMachine.Event] {
         do {
             try connect()
-            report.serverCipher = b?.cipher
+            serverCipher = b?.cipher
             return canceller.takeRequest() ? [.cancelRequested, .connected] : [.connected]
         } catch {
             logger.error("\(error)")
@@ -348,7 +343,7 @@ public final class LocalBorgRun: @unchecked Sendable {
     // MARK: - Waiting
 
     /// Waits for what the machine needs next: borg, its connection and the session to B.
-    private func wait(for machine: RunMachine) -> [RunMachine.Event] {
+    func wait(for machine: RunMachine) -> [RunMachine.Event] {
         switch machine.phase {
         case .running, .draining, .stopping:
             let found = observe()

@@ -490,3 +490,69 @@ struct KeepaliveWatchTests {
         #expect(w.check(packets: 0, probing: true, now: t0.addingTimeInterval(520)) == .dead(silentFor: 30))
     }
 }
+
+@Suite("The one driver loop (RunMachine.drive) with a scripted driver")
+struct RunDriveTests {
+    /// A driver that answers from a script and moves a fake clock to each deadline.
+    final class Scripted: RunDriver {
+        var now = Date(timeIntervalSince1970: 2_000_000)
+        var performed: [RunMachine.Action] = []
+        var connects = 0
+        let failFirstConnect: Bool
+        var waits = 0
+
+        init(failFirstConnect: Bool) { self.failFirstConnect = failFirstConnect }
+
+        func perform(_ action: RunMachine.Action) -> [RunMachine.Event] {
+            performed.append(action)
+            switch action {
+            case .connect:
+                connects += 1
+                if failFirstConnect && connects == 1 { return [.failed(.ssh(.connect(host: "client web1", detail: "refused")))] }
+                return [.connected]
+            case .start:
+                return [.borgLaunched, .started(forward: true), .borgConnected]
+            case .cancelForward:
+                return [.forwardClosed]
+            default:
+                return []
+            }
+        }
+
+        func wait(for machine: RunMachine) -> [RunMachine.Event] {
+            waits += 1
+            if let d = machine.nextDeadline, d > now { now = d }
+            if case .waitingToRetry = machine.phase { return [.tick(clientPackets: 0, serverPackets: 0)] }
+            return [.moved(total: 4096), .borgExited(BorgExit(status: 0, archiveID: "a1")), .spliceFinished]
+        }
+    }
+
+    static func machine() -> RunMachine {
+        var p = RunMachine.Policy(run: RunPolicy(idleTimeout: 3600, runTimeout: 0, connectAttempts: 3, retryDelay: 10),
+                                  retryCreate: false, postHook: false, keepaliveInterval: 10, keepaliveCount: 3,
+                                  clientLabel: "client web1", serverLabel: "server b1")
+        p.jitter = { 1.0 }
+        return RunMachine(policy: p)
+    }
+
+    @Test("a backup runs to its end: connect, start, the forward closes once borg connected, the success rule holds")
+    func happyPath() {
+        let d = Scripted(failFirstConnect: false)
+        var m = Self.machine()
+        m.drive(d, clock: { d.now })
+        #expect(d.performed == [.connect(attempt: 1), .start, .cancelForward, .closeBorgChannel], "\(d.performed)")
+        #expect(m.phase == .finished && m.borgSucceeded(needsArchive: true) && m.attempts.isEmpty)
+    }
+
+    @Test("a refused first connection: the attempt ends, the driver waits out the retry delay on the clock, the second attempt succeeds")
+    func retry() {
+        let d = Scripted(failFirstConnect: true)
+        var m = Self.machine()
+        let start = d.now
+        m.drive(d, clock: { d.now })
+        #expect(d.performed.prefix(3) == [.connect(attempt: 1), .log("attempt 1 failed: \(SSHError.connect(host: "client web1", detail: "refused")); retrying in 10.0 s"), .endAttempt])
+        #expect(d.performed.contains(.connect(attempt: 2)))
+        #expect(d.now >= start.addingTimeInterval(10), "the retry waited for its delay")
+        #expect(m.attempts.count == 1 && m.borgSucceeded(needsArchive: true))
+    }
+}
