@@ -14,7 +14,7 @@ import Synchronization
 /// calling thread: it carries out the machine's actions with the sessions and channels, and
 /// feeds back what happened. After connecting, one `SSHEventLoop` on that thread polls both
 /// sessions, and every libssh call for them and their channels happens there.
-public final class BackupRun: RunDriver, @unchecked Sendable {
+public final class BackupRun: PollingRunDriver, @unchecked Sendable {
     // @unchecked: all mutable state is touched only by the thread inside `execute()`;
     // other threads only use `canceller` and `progress`, which are Sendable.
     public let runID: String
@@ -185,28 +185,12 @@ public final class BackupRun: RunDriver, @unchecked Sendable {
         progress.update { $0.phase = "finishing" }
     }
 
-    /// Waits for what the machine needs next: the retry timer, or the sessions and channels
-    /// of the running attempt.
-    func wait(for machine: RunMachine) -> [RunMachine.Event] {
-        switch machine.phase {
-        case .waitingToRetry(_, let until):
-            return waitOrCancel(until: until) ? [.cancelRequested] : [.tick(clientPackets: 0, serverPackets: 0)]
-        case .running, .draining, .stopping:
-            let found = observe()
-            if !found.isEmpty { return found }
-            loop?.poll(until: machine.nextDeadline ?? Date().addingTimeInterval(3600))
-            return observe() + [.tick(clientPackets: t?.packetsReceived ?? 0, serverPackets: b?.packetsReceived ?? 0)]
-        case .finishing:
-            return [.postHookEnded(warning: nil)]
-        case .idle, .connecting, .starting, .finished:
-            // Every action of these phases answers at once; waiting here would hang.
-            return [.abandoned(.run(.protocolFailure("the run stalled in phase \(machine.phase)")))]
-        }
-    }
+    var eventLoop: SSHEventLoop? { loop }
+    var packets: (client: UInt64, server: UInt64) { (t?.packetsReceived ?? 0, b?.packetsReceived ?? 0) }
 
     /// What changed since the machine was last told: moves the splice on, and reports
     /// cancel, bytes, closed sessions, borg's exit and the splice's end.
-    private func observe() -> [RunMachine.Event] {
+    func observe() -> [RunMachine.Event] {
         var found = pending
         pending.removeAll()
         if cancellingForward, let f = forward, let ok = f.tryCancel() {
@@ -249,18 +233,6 @@ public final class BackupRun: RunDriver, @unchecked Sendable {
             found.append(.abandoned(.run(.protocolFailure("polling the SSH sessions keeps failing; giving up"))))
         }
         return found
-    }
-
-    /// Sleeps until `until`; true when a cancel request came first.
-    private func waitOrCancel(until: Date) -> Bool {
-        var p = pollfd(fd: canceller.fd, events: Int16(POLLIN), revents: 0)
-        while true {
-            let left = until.timeIntervalSinceNow
-            if left <= 0 { return false }
-            let rc = poll(&p, 1, Int32(min(left * 1000, 3_600_000)) + 1)
-            if rc > 0 { return canceller.takeRequest() || canceller.isRequested }
-            if rc < 0 && errno != EINTR { return canceller.isRequested }
-        }
     }
 
     /// Forgets the state of a failed attempt (its sessions are closed already).

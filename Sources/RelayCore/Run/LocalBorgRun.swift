@@ -6,7 +6,7 @@ import Synchronization
 // the actions act on (socket, borg serve, borg on R) together; the decisions are RunMachine's.
 
 /// Runs a `LocalBorgPlan`: borg on R, its connection spliced into a channel on B.
-public final class LocalBorgRun: RunDriver, @unchecked Sendable {
+public final class LocalBorgRun: PollingRunDriver, @unchecked Sendable {
     // @unchecked: mutable state is touched only by the thread inside `execute()`;
     // other threads use `canceller` and `progress`, which are Sendable.
     public let runID: String
@@ -342,26 +342,11 @@ public final class LocalBorgRun: RunDriver, @unchecked Sendable {
 
     // MARK: - Waiting
 
-    /// Waits for what the machine needs next: borg, its connection and the session to B.
-    func wait(for machine: RunMachine) -> [RunMachine.Event] {
-        switch machine.phase {
-        case .running, .draining, .stopping:
-            let found = observe()
-            if !found.isEmpty { return found }
-            loop?.poll(until: machine.nextDeadline ?? Date().addingTimeInterval(3600))
-            return observe() + [.tick(clientPackets: 0, serverPackets: b?.packetsReceived ?? 0)]
-        case .waitingToRetry(_, let until):
-            Thread.sleep(until: until)  // not reached: local runs are not retried
-            return [.tick(clientPackets: 0, serverPackets: 0)]
-        case .finishing:
-            return [.postHookEnded(warning: nil)]
-        case .idle, .connecting, .starting, .finished:
-            return [.abandoned(.run(.protocolFailure("the run stalled in phase \(machine.phase)")))]
-        }
-    }
+    var eventLoop: SSHEventLoop? { loop }
+    var packets: (client: UInt64, server: UInt64) { (0, b?.packetsReceived ?? 0) }
 
     /// What changed since the machine was last told.
-    private func observe() -> [RunMachine.Event] {
+    func observe() -> [RunMachine.Event] {
         var found = pending
         pending.removeAll()
         if let sp = splice {

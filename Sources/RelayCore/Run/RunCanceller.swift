@@ -28,6 +28,18 @@ public final class RunCanceller: Sendable {
 
     /// Consumes a pending cancel request, if any (non-blocking).
     func takeRequest() -> Bool { wakeup.consume() }
+
+    /// Sleeps until `until`; true when a cancel request came first.
+    func wait(until: Date) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while true {
+            let left = until.timeIntervalSinceNow
+            if left <= 0 { return false }
+            let rc = poll(&p, 1, Int32(min(left * 1000, 3_600_000)) + 1)
+            if rc > 0 { return takeRequest() || isRequested }
+            if rc < 0 && errno != EINTR { return isRequested }
+        }
+    }
 }
 
 /// What runs on the client during a relayed run.

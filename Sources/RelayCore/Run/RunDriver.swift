@@ -26,3 +26,34 @@ extension RunMachine {
         }
     }
 }
+
+/// A driver whose attempts poll libssh sessions and file descriptors (both drivers): how it
+/// waits for the machine is written once, here.
+protocol PollingRunDriver: RunDriver {
+    var canceller: RunCanceller { get }
+    /// The attempt's event loop, while it runs.
+    var eventLoop: SSHEventLoop? { get }
+    /// Packets received so far by T's and B's sessions (0 where there is none).
+    var packets: (client: UInt64, server: UInt64) { get }
+    /// What changed since the machine was last told (moving the splice on first).
+    func observe() -> [RunMachine.Event]
+}
+
+extension PollingRunDriver {
+    func wait(for machine: RunMachine) -> [RunMachine.Event] {
+        switch machine.phase {
+        case .running, .draining, .stopping:
+            let found = observe()
+            if !found.isEmpty { return found }
+            eventLoop?.poll(until: machine.nextDeadline ?? Date().addingTimeInterval(3600))
+            return observe() + [.tick(clientPackets: packets.client, serverPackets: packets.server)]
+        case .waitingToRetry(_, let until):
+            return canceller.wait(until: until) ? [.cancelRequested] : [.tick(clientPackets: 0, serverPackets: 0)]
+        case .finishing:
+            return [.postHookEnded(warning: nil)]
+        case .idle, .connecting, .starting, .finished:
+            // Every action of these phases answers at once; waiting here would hang.
+            return [.abandoned(.run(.protocolFailure("the run stalled in phase \(machine.phase)")))]
+        }
+    }
+}
