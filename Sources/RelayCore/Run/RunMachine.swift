@@ -276,29 +276,26 @@ public struct RunMachine: Sendable {
             phase = .connecting(attempt: 1, started: now)
             return [.connect(attempt: 1)]
 
-        case .connecting(let n, let started):
+        case .connecting(let n, let started), .starting(let n, let started):
+            var connecting = false
+            if case .connecting = phase { connecting = true }
             switch event {
-            case .connected:
-                // A cancel while connecting: nothing is started on T or B.
-                if cancelled { return endRun(sessionsOpen: true) }
-                phase = .starting(attempt: n, started: started)
-                return [.start]
             case .failed(let f), .abandoned(let f):
                 record(f)
                 return afterAttempt(n, started: started, now: now)
             case .cancelRequested:
+                // Connecting and starting block the driver: the cancel takes effect after.
                 cancelled = true
                 return []
-            default:
-                return []
-            }
-
-        case .starting(let n, let started):
-            switch event {
-            case .borgLaunched:
+            case .connected where connecting:
+                // A cancel while connecting: nothing is started on T or B.
+                if cancelled { return endRun(sessionsOpen: true) }
+                phase = .starting(attempt: n, started: started)
+                return [.start]
+            case .borgLaunched where !connecting:
                 borgStarted = true
                 return []
-            case .started(let forward):
+            case .started(let forward) where !connecting:
                 var live = Live(attempt: n, started: started, lastProgress: now, forward: forward ? .open : .none,
                                 outputClosed: policy.kind == .relayed,
                                 clientWatch: KeepaliveWatch(interval: policy.keepaliveInterval, count: policy.keepaliveCount, now: now),
@@ -306,12 +303,6 @@ public struct RunMachine: Sendable {
                                 nextKeepaliveCheck: now)
                 phase = .running(live)
                 if cancelled { return stop(&live, now: now, terminate: true, note: cancelNote) }
-                return []
-            case .failed(let f), .abandoned(let f):
-                record(f)
-                return afterAttempt(n, started: started, now: now)
-            case .cancelRequested:
-                cancelled = true
                 return []
             default:
                 return []
