@@ -51,8 +51,7 @@ final class JumpHost: @unchecked Sendable {
         let target: String
     }
     private var tunnels: [Tunnel] = []
-    private var registered: [Int32: Int16] = [:]
-    private var event: ssh_event?
+    private var loop: SSHEventLoop?
     private let logger = Logger(label: "relay.jump")
     /// Seconds a jump without tunnels stays up (long enough for its creator's first request).
     static let idleGrace: TimeInterval = 2
@@ -116,14 +115,17 @@ final class JumpHost: @unchecked Sendable {
 
     private func run() {
         defer { ended.signal() }
-        guard let sh = session.handle, let ev = ssh_event_new() else {
-            finish(error: SSHError.setup(host: session.label, detail: "ssh_event_new failed"))
+        let loop: SSHEventLoop
+        do {
+            loop = try SSHEventLoop()
+            try loop.add(session)
+        } catch {
+            finish(error: error)
             return
         }
-        event = ev
-        session.setBlocking(false)
-        ssh_event_add_session(ev, sh)
-        watch(wakeup.fd, Int16(POLLIN))
+        self.loop = loop
+        // Every wake-up runs one turn of the loop below: the callbacks have nothing to do.
+        loop.watch(wakeup.fd, events: Int16(POLLIN)) { _, _ in }
         var keepalive = KeepaliveWatch(interval: options.keepaliveInterval, count: options.keepaliveCount)
         var nextKeepalive = Date()
         var lastUsed = Date()
@@ -133,12 +135,12 @@ final class JumpHost: @unchecked Sendable {
             serveRequests()
             for t in tunnels {
                 t.splice.pump()
-                watch(t.splice.fd, t.splice.closed ? 0 : t.splice.wantedEvents)
+                loop.watch(t.splice.fd, events: t.splice.closed ? 0 : t.splice.wantedEvents) { _, _ in }
             }
             // Finished tunnels go (their channel is closed; the next hop closed its end).
             tunnels.removeAll { t in
                 guard t.splice.isFinished || (t.channel.remoteClosed && t.splice.closed) else { return false }
-                forget(t.splice.fd)
+                loop.unwatch(t.splice.fd)
                 t.channel.close()
                 t.channel.free()
                 logger.debug("\(session.label): tunnel to \(t.target) closed")
@@ -166,8 +168,7 @@ final class JumpHost: @unchecked Sendable {
             }
             var wake = nextKeepalive
             if tunnels.isEmpty { wake = min(wake, lastUsed.addingTimeInterval(Self.idleGrace)) }
-            let timeout = Int32(max(0, min(3_600_000, wake.timeIntervalSinceNow * 1000)) + 1)
-            _ = ssh_event_dopoll(ev, timeout)
+            loop.poll(until: wake)
         }
         finish(error: failure)
     }
@@ -213,21 +214,6 @@ final class JumpHost: @unchecked Sendable {
         return fds[1]
     }
 
-    private func watch(_ fd: Int32, _ events: Int16) {
-        guard let ev = event else { return }
-        if registered[fd] == events { return }
-        if registered[fd] != nil { ssh_event_remove_fd(ev, fd); registered[fd] = nil }
-        guard fd >= 0, events != 0 else { return }
-        ssh_event_add_fd(ev, fd, events, { _, _, _ in 0 }, nil)
-        registered[fd] = events
-    }
-
-    private func forget(_ fd: Int32) {
-        guard let ev = event, registered[fd] != nil else { return }
-        ssh_event_remove_fd(ev, fd)
-        registered[fd] = nil
-    }
-
     /// Ends every tunnel (the next hops see their connection close), the session and
     /// the thread; answers requests that came too late.
     private func finish(error: SSHError?) {
@@ -241,13 +227,8 @@ final class JumpHost: @unchecked Sendable {
             r.result = .failure(error ?? SSHError.connectionLost(host: session.label, detail: "the jump was closing"))
             r.done.signal()
         }
-        if let ev = event {
-            for fd in registered.keys { ssh_event_remove_fd(ev, fd) }
-            registered.removeAll()
-            if let sh = session.handle { ssh_event_remove_session(ev, sh) }
-            ssh_event_free(ev)
-            event = nil
-        }
+        loop?.close()
+        loop = nil
         for t in tunnels { t.splice.abort() }
         tunnels.removeAll()
         session.close()
