@@ -27,6 +27,17 @@ public struct RelayConfig: Sendable, Equatable {
 
 public struct RelaySettings: Sendable, Equatable {
     public static let defaultSocket = "/run/borg-relay/control.sock"
+    /// The defaults of the keys the loader needs before it can make a `RelaySettings`; the
+    /// other keys' defaults are the properties' initial values below. Nothing else holds a
+    /// default of `[relay]`.
+    public enum Defaults {
+        public static let stateDir = "/var/lib/borg-relay"
+        public static let knownHosts = "/etc/borg-relay/known_hosts"
+        public static let maxParallel = 4
+        public static let keepaliveInterval = 30
+        public static let keepaliveCount = 4
+        public static let connectTimeout = 30
+    }
     public var stateDir: String
     public var socket: String
     public var knownHosts: String

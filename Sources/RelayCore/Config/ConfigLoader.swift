@@ -213,13 +213,13 @@ public enum ConfigLoader {
                          "auth_timeout", "channel_timeout", "idle_timeout", "run_timeout",
                          "connect_attempts", "retry_delay", "share_jumps",
                          "socket_group", "admin_group"])
-        let stateDir = try t.absolutePath("state_dir", default: "/var/lib/borg-relay")
+        let stateDir = try t.absolutePath("state_dir", default: RelaySettings.Defaults.stateDir)
         let socket = try t.absolutePath("socket", default: RelaySettings.defaultSocket)
-        let knownHosts = try t.absolutePath("known_hosts", default: "/etc/borg-relay/known_hosts")
-        let maxParallel = try t.int("max_parallel", default: 4, range: 1...1000)
-        let interval = try t.int("keepalive_interval", default: 30, range: 1...3600)
-        let count = try t.int("keepalive_count", default: 4, range: 1...100)
-        let connectTimeout = try t.int("connect_timeout", default: 30, range: 1...3600)
+        let knownHosts = try t.absolutePath("known_hosts", default: RelaySettings.Defaults.knownHosts)
+        let maxParallel = try t.int("max_parallel", default: RelaySettings.Defaults.maxParallel, range: 1...1000)
+        let interval = try t.int("keepalive_interval", default: RelaySettings.Defaults.keepaliveInterval, range: 1...3600)
+        let count = try t.int("keepalive_count", default: RelaySettings.Defaults.keepaliveCount, range: 1...100)
+        let connectTimeout = try t.int("connect_timeout", default: RelaySettings.Defaults.connectTimeout, range: 1...3600)
         let ciphers = try t.optionalString("ciphers")
         if let c = ciphers {
             let known: Set<String> = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",

@@ -72,6 +72,7 @@ public final class BackupRun: PollingRunDriver, @unchecked Sendable {
         var clientClosed = false
         var serverClosed = false
         var borgExited = false
+        var cancel = false
         var spliceFinished = false
     }
     private var stdout = Data()
@@ -193,6 +194,13 @@ public final class BackupRun: PollingRunDriver, @unchecked Sendable {
     func observe() -> [RunMachine.Event] {
         var found = pending
         pending.removeAll()
+        // A cancel that arrived after the last poll goes before anything else this turn
+        // found (a failure must not be retried when the run was cancelled).
+        if canceller.isRequested && !found.contains(.cancelRequested) && !told.cancel {
+            _ = canceller.takeRequest()
+            found.insert(.cancelRequested, at: 0)
+        }
+        if found.contains(.cancelRequested) { told.cancel = true }
         if cancellingForward, let f = forward, let ok = f.tryCancel() {
             cancellingForward = false
             if ok {
@@ -437,7 +445,8 @@ public final class BackupRun: PollingRunDriver, @unchecked Sendable {
             return found + [.started(forward: forwardOpen)]
         } catch {
             logger.error("\(error)")
-            return found + [.failed(RunFailure(error))]
+            // A cancel that came meanwhile goes first: the machine must not retry it.
+            return found + (canceller.isRequested ? [.cancelRequested] : []) + [.failed(RunFailure(error))]
         }
     }
 
@@ -504,7 +513,8 @@ public final class BackupRun: PollingRunDriver, @unchecked Sendable {
         } else if let forward {
             // 3. Accept exactly one forwarded connection, from the moment borg can start.
             forward.serve(decide: { [unowned self] origin, originPort in
-                guard !self.acceptedConnection, self.splice != nil, !self.cancellingForward else {
+                guard !self.acceptedConnection, self.splice != nil, !self.cancellingForward,
+                      self.forward?.isOpen == true else {
                     self.logger.warning("refused a further connection to the forward on the client (from \(origin):\(originPort)); the forward is single-use")
                     return false
                 }

@@ -91,6 +91,7 @@ public final class LocalBorgRun: PollingRunDriver, @unchecked Sendable {
         var moved: UInt64 = 0
         var serverClosed = false
         var borgExited = false
+        var cancel = false
         var outputClosed = false
         var spliceFinished = false
     }
@@ -266,7 +267,7 @@ public final class LocalBorgRun: PollingRunDriver, @unchecked Sendable {
             return [.borgLaunched, .started(forward: false)]
         } catch {
             logger.error("\(error)")
-            return [.failed(RunFailure(error))]
+            return (canceller.isRequested ? [.cancelRequested] : []) + [.failed(RunFailure(error))]
         }
     }
 
@@ -349,6 +350,13 @@ public final class LocalBorgRun: PollingRunDriver, @unchecked Sendable {
     func observe() -> [RunMachine.Event] {
         var found = pending
         pending.removeAll()
+        // A cancel that arrived after the last poll goes before anything else this turn
+        // found (a failure must not be retried when the run was cancelled).
+        if canceller.isRequested && !found.contains(.cancelRequested) && !told.cancel {
+            _ = canceller.takeRequest()
+            found.insert(.cancelRequested, at: 0)
+        }
+        if found.contains(.cancelRequested) { told.cancel = true }
         if let sp = splice {
             sp.pump()
             let moved = sp.up.delivered + sp.down.delivered

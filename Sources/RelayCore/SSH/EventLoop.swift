@@ -10,6 +10,11 @@ final class SSHEventLoop {
     private var handlers: [Int32: FDHandler] = [:]
     /// Consecutive failed polls.
     private(set) var failedPolls = 0
+    /// Inside `ssh_event_dopoll`: a handler that stops watching its own fd must not free the
+    /// poll handle libssh is still using (its callbacks return 0, "still there"), so
+    /// removals wait until the poll has returned.
+    private var polling = false
+    private var removeAfterPoll: [Int32] = []
 
     /// The callback behind one watched fd.
     private final class FDHandler {
@@ -41,6 +46,7 @@ final class SSHEventLoop {
     /// with other events replaces the watch, `events == 0` ends it.
     func watch(_ fd: Int32, events: Int16, onReady: @escaping (Int32, Int32) -> Void) {
         guard let e = event else { return }
+        if polling { return }  // only ever called between polls; see unwatch
         if let old = handlers[fd] {
             if old.events == events { return }
             ssh_event_remove_fd(e, fd)
@@ -51,14 +57,20 @@ final class SSHEventLoop {
         handlers[fd] = h
         ssh_event_add_fd(e, fd, events, { fd, revents, user in
             guard let user else { return 0 }
-            Unmanaged<FDHandler>.fromOpaque(user).takeUnretainedValue().onReady(fd, Int32(revents))
+            let handler = Unmanaged<FDHandler>.fromOpaque(user).takeUnretainedValue()
+            handler.onReady(fd, Int32(revents))
             return 0
         }, Unmanaged.passUnretained(h).toOpaque())
     }
 
-    /// Stops watching `fd` (before it is closed).
+    /// Stops watching `fd` (before it is closed). From a handler inside `poll`, the removal
+    /// takes effect when the poll returns (the fd gets no further callback meanwhile).
     func unwatch(_ fd: Int32) {
         guard let e = event, handlers[fd] != nil else { return }
+        if polling {
+            if !removeAfterPoll.contains(fd) { removeAfterPoll.append(fd) }
+            return
+        }
         ssh_event_remove_fd(e, fd)
         handlers[fd] = nil
     }
@@ -71,7 +83,15 @@ final class SSHEventLoop {
     func poll(until deadline: Date) -> Bool {
         guard let e = event else { return false }
         let timeout = Int32(max(0, min(3_600_000, deadline.timeIntervalSinceNow * 1000)) + 1)
-        if ssh_event_dopoll(e, timeout) == SSH_ERROR {
+        polling = true
+        let rc = ssh_event_dopoll(e, timeout)
+        polling = false
+        for fd in removeAfterPoll where handlers[fd] != nil {
+            ssh_event_remove_fd(e, fd)
+            handlers[fd] = nil
+        }
+        removeAfterPoll.removeAll()
+        if rc == SSH_ERROR {
             failedPolls += 1
             return false
         }

@@ -211,6 +211,59 @@ struct RunMachineTests {
         #expect(r.m.warnings == ["the splice moved no byte for 120 s after the client's command exited; channels were closed"])
     }
 
+    @Test("a failure while borg runs (an accept that failed): SIGTERM, the splice cut, and the failure is the run's")
+    func failureWhileRunning() {
+        var r = Run(connectAttempts: 1)
+        r.toRunning(forward: false)
+        let f = RunFailure.ssh(.channel(host: "client web1", what: "accepting borg's forwarded connection", detail: "x"))
+        #expect(r.send(.failed(f)) == [.cutSplice, .terminateBorg])
+        #expect(r.send(.borgExited(BorgExit(status: nil, signal: "TERM"))) == [.cutSplice, .closeBorgChannel, .finish])
+        #expect(r.m.failure == f && !r.m.borgSucceeded(needsArchive: false))
+    }
+
+    @Test("run_timeout while the splice drains: the run fails (no SIGTERM: borg has exited)")
+    func runTimeoutWhileDraining() {
+        var r = Run(runTimeout: 100)
+        r.toRunning(forward: false)
+        _ = r.send(.borgConnected)
+        #expect(r.send(.borgExited(Self.archived), after: 90) == [.closeBorgChannel])
+        let end = r.tick(after: 10, client: 1, server: 1)
+        #expect(!end.contains(.terminateBorg) && end.contains(.cutSplice) && end.last == .finish, "\(end)")
+        #expect(r.m.failure == .run(.timedOut(what: "the run", seconds: 100, key: "run_timeout")))
+    }
+
+    @Test("a forward whose cancel never completes ends the attempt exit_grace after borg exited, with a warning")
+    func forwardCancelThatNeverCompletes() {
+        var r = Run()
+        r.toRunning(forward: true)
+        #expect(r.send(.borgExited(BorgExit(status: 2))) == [.cutSplice, .cancelForward, .closeBorgChannel])
+        _ = r.tick()
+        let end = r.tick(after: 15, client: 1, server: 1)
+        #expect(end.last == .finish, "\(end)")
+        #expect(r.m.warnings == ["the forward on the client was not cancelled 15 s after borg exited; channels were closed"])
+    }
+
+    @Test("abandoned while stopping (the event loop broke): the attempt ends at once, the cancel stays the run's state")
+    func abandonedWhileStopping() {
+        var r = Run()
+        r.toRunning(forward: false)
+        _ = r.send(.cancelRequested)
+        #expect(r.send(.abandoned(.run(.protocolFailure("poll keeps failing")))) == [.cutSplice, .finish])
+        #expect(r.m.cancelled)
+    }
+
+    @Test("a cancel reported before a transient failure is not retried: the post hook still runs")
+    func cancelBeforeTransientFailure() {
+        var r = Run(connectAttempts: 5, postHook: true)
+        r.toRunning(forward: false)
+        _ = r.send(.borgConnected)
+        _ = r.send(.cancelRequested)
+        let end = r.send(.sessionClosed(.server, detail: "gone"))
+        #expect(end.isEmpty || !end.contains(.endAttempt), "\(end)")
+        #expect(r.send(.borgExited(BorgExit(status: nil, signal: "TERM"))) == [.closeBorgChannel, .runPostHook(success: false)])
+        #expect(r.m.attempts.isEmpty && r.m.cancelled)
+    }
+
     // MARK: - Cancel
 
     @Test("cancel while connecting: nothing is started on T or B; the run ends cancelled (after the post hook, which reports failure)")
