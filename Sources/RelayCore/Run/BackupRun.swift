@@ -192,15 +192,8 @@ public final class BackupRun: PollingRunDriver, @unchecked Sendable {
     /// What changed since the machine was last told: moves the splice on, and reports
     /// cancel, bytes, closed sessions, borg's exit and the splice's end.
     func observe() -> [RunMachine.Event] {
-        var found = pending
+        var found = cancelFirst(pending, told: &told.cancel)
         pending.removeAll()
-        // A cancel that arrived after the last poll goes before anything else this turn
-        // found (a failure must not be retried when the run was cancelled).
-        if canceller.isRequested && !found.contains(.cancelRequested) && !told.cancel {
-            _ = canceller.takeRequest()
-            found.insert(.cancelRequested, at: 0)
-        }
-        if found.contains(.cancelRequested) { told.cancel = true }
         if cancellingForward, let f = forward, let ok = f.tryCancel() {
             cancellingForward = false
             if ok {

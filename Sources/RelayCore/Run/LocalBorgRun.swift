@@ -348,15 +348,8 @@ public final class LocalBorgRun: PollingRunDriver, @unchecked Sendable {
 
     /// What changed since the machine was last told.
     func observe() -> [RunMachine.Event] {
-        var found = pending
+        var found = cancelFirst(pending, told: &told.cancel)
         pending.removeAll()
-        // A cancel that arrived after the last poll goes before anything else this turn
-        // found (a failure must not be retried when the run was cancelled).
-        if canceller.isRequested && !found.contains(.cancelRequested) && !told.cancel {
-            _ = canceller.takeRequest()
-            found.insert(.cancelRequested, at: 0)
-        }
-        if found.contains(.cancelRequested) { told.cancel = true }
         if let sp = splice {
             sp.pump()
             let moved = sp.up.delivered + sp.down.delivered

@@ -40,6 +40,19 @@ protocol PollingRunDriver: RunDriver {
 }
 
 extension PollingRunDriver {
+    /// `found` (what callbacks found since the last turn) with a cancel that arrived after
+    /// the last poll put first: a failure found in the same turn must not be retried when
+    /// the run was cancelled. `told` remembers that the machine has the cancel.
+    func cancelFirst(_ found: [RunMachine.Event], told: inout Bool) -> [RunMachine.Event] {
+        var found = found
+        if canceller.isRequested && !found.contains(.cancelRequested) && !told {
+            _ = canceller.takeRequest()
+            found.insert(.cancelRequested, at: 0)
+        }
+        if found.contains(.cancelRequested) { told = true }
+        return found
+    }
+
     func wait(for machine: RunMachine) -> [RunMachine.Event] {
         switch machine.phase {
         case .running, .draining, .stopping:
