@@ -75,8 +75,6 @@ final class SSHEventLoop {
         handlers[fd] = nil
     }
 
-    func isWatching(_ fd: Int32) -> Bool { handlers[fd] != nil }
-
     /// Waits for sessions and fds until `deadline` (at most an hour) and runs their callbacks.
     /// Returns false when libssh's poll failed (counted in `failedPolls`).
     @discardableResult
