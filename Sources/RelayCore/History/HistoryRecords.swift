@@ -31,6 +31,8 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     public var trigger: String?
     /// The failed attempts before the last one, as JSON ([RunAttempt]); nil when none.
     public var attempts: String?
+    /// The alarm a failed run raised (tamper, host_key_changed); nil for most runs.
+    public var alarm: RunAlarm?
 
     enum CodingKeys: String, CodingKey {
         case id, client, server, kind, state, archive, stats, error
@@ -43,7 +45,7 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
         case agentPID = "agent_pid"
         case agentStart = "agent_start"
         case queuedAt = "queued_at"
-        case trigger, attempts
+        case trigger, attempts, alarm
     }
 
     /// A record for a run that is starting now in this process.
@@ -55,7 +57,7 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
                          endedAt: nil, bytesToServer: 0, bytesFromServer: 0, borgExitStatus: nil, archive: nil,
                          stats: nil, error: nil, logFile: logFile, agentPID: getpid(),
                          agentStart: ProcessIdentity.startTime(of: getpid()), queuedAt: now, trigger: trigger,
-                         attempts: nil)
+                         attempts: nil, alarm: nil)
     }
 
     /// True once the run has ended (whatever the outcome).

@@ -126,6 +126,13 @@ public final class HistoryStore: Sendable {
             try migrateV3Archives(db)
             try db.drop(table: "pruned_archive")
         }
+        m.registerMigration("v6") { db in
+            // The alarm a failed run raised (tamper, host_key_changed): the metrics and the
+            // status rebuild the tamper alarm from it after a restart.
+            try db.alter(table: "run") { t in
+                t.add(column: "alarm", .text)
+            }
+        }
         return m
     }
 
@@ -212,6 +219,7 @@ public final class HistoryStore: Sendable {
             r.stats = stats
             // A warning run keeps borg's warning where a failed run keeps its error.
             r.error = final.error ?? (final.state == .warning ? final.warnings.joined(separator: "; ") : nil)
+            r.alarm = final.alarm
             r.attempts = final.attempts.isEmpty ? nil : (try? JSONCoding.encoder().encode(final.attempts)).map { String(decoding: $0, as: UTF8.self) }
             try r.update(db)
             return final
@@ -341,6 +349,34 @@ public final class HistoryStore: Sendable {
     }
 
     /// The newest runs first, optionally of one client.
+    /// Every finished run, oldest end first (monitoring's state at start-up).
+    public func finishedRuns() throws(HistoryError) -> [RunRecord] {
+        try read { db in
+            try RunRecord.filter(!RunState.unfinished.contains(Column("state")))
+                .order(Column("ended_at").asc, Column("started_at").asc).fetchAll(db)
+        }
+    }
+
+    /// The newest finished run of `client` of `kind`.
+    public func lastFinished(client: String, kind: RunKind) throws(HistoryError) -> RunRecord? {
+        try read { db in
+            try RunRecord.filter(Column("client") == client && Column("kind") == kind.rawValue
+                                 && !RunState.unfinished.contains(Column("state")))
+                .order(Column("ended_at").desc).fetchOne(db)
+        }
+    }
+
+    /// Archives the relay created and has not pruned, per client.
+    public func archiveCounts() throws(HistoryError) -> [String: Int] {
+        try read { db in
+            var counts: [String: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT client, COUNT(*) AS n FROM archive WHERE pruned_at IS NULL GROUP BY client") {
+                counts[row["client"]] = row["n"]
+            }
+            return counts
+        }
+    }
+
     public func recent(client: String? = nil, limit: Int = 50) throws(HistoryError) -> [RunRecord] {
         try read { db in
             var q = RunRecord.order(Column("started_at").desc, Column("id").desc)

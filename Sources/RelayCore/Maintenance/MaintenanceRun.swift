@@ -57,7 +57,7 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
         do {
             switch operation.kind {
             case .check:
-                let args = ["check"] + (operation.verifyData == true ? ["--verify-data"] : []) + ["--", repo]
+                let args = try operation.checkArguments(repository: repo)
                 try step(LocalBorgPlan(kind: .check, arguments: args, maintenance: false), output: outputPath, into: &report)
             case .prune, .compact:
                 let before = try archives(into: &report)
@@ -114,6 +114,7 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
         } catch let stop as StepStop {
             report.state = stop.state
             report.error = stop.error
+            report.alarm = stop.alarm
         } catch {
             report.state = .failed
             report.error = "\(error)"
@@ -129,6 +130,7 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
     private struct StepStop: Error {
         var state: RunState
         var error: String?
+        var alarm: RunAlarm? = nil
     }
 
     /// Runs one borg step; a step that does not succeed ends the run with its outcome.
@@ -157,7 +159,7 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
         report.borgExitStatus = r.borgExitStatus
         report.serverCipher = r.serverCipher
         report.warnings += r.warnings
-        guard r.isSuccess else { throw StepStop(state: r.state, error: r.error) }
+        guard r.isSuccess else { throw StepStop(state: r.state, error: r.error, alarm: r.alarm) }
         if r.state == .warning { warned = true }
     }
 
@@ -182,7 +184,7 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
         case .alarm(let findings):
             let text = TamperCheck.message(findings, client: client.name, server: server.name)
             logger.critical("\(text)")
-            throw StepStop(state: .failed, error: text)
+            throw StepStop(state: .failed, error: text, alarm: .tamper)
         }
     }
 }

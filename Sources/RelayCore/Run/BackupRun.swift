@@ -266,7 +266,8 @@ public final class BackupRun: PollingRunDriver, @unchecked Sendable {
             return
         }
         if let f = m.failure {
-            report.state = .failed
+            report.state = m.clientUnreachable ? .skipped : .failed
+            report.alarm = f.alarm
             var text = "\(f)"
             if !borgDetail.isEmpty, case .ssh = f { text += " (borg on the client said: \(borgDetail))" }
             report.error = text

@@ -139,6 +139,7 @@ public final class LocalBorgRun: PollingRunDriver, @unchecked Sendable {
             report.error = RunError.cancelled.description
         } else if let f = machine.failure {
             report.state = .failed
+            report.alarm = f.alarm
             let detail = BackupRun.errorLines(borgLog.tail)
             var isRunError = false
             if case .run = f { isRunError = true }

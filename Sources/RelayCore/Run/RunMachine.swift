@@ -17,6 +17,12 @@ public enum RunFailure: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The alarm this failure raises: a changed host key.
+    public var alarm: RunAlarm? {
+        if case .ssh(.hostKeyChanged) = self { return .hostKeyChanged }
+        return nil
+    }
+
     /// A failure of the connection (not of borg or the setup): worth another attempt.
     public var isTransient: Bool {
         if case .ssh(let e) = self { return e.isTransient }
@@ -257,6 +263,14 @@ public struct RunMachine: Sendable {
         case .idle, .connecting, .starting, .finishing, .finished:
             return nil
         }
+    }
+
+    /// The run ended because the client could not be reached before anything started on it
+    /// (its last attempt failed connecting, after the retries): the run is `skipped`, not
+    /// failed. The server's failures come first, so a run to an unreachable server fails.
+    public var clientUnreachable: Bool {
+        guard policy.kind == .relayed, !cancelled, !borgStarted, case .ssh(let e)? = failure else { return false }
+        return e.isUnreachable(label: policy.clientLabel)
     }
 
     /// Whether borg's command on the client reached its goal by the success rule: it exited

@@ -13,6 +13,9 @@ public enum RunState: String, Codable, Sendable, CaseIterable {
     case cancelled
     /// Its agent ended (killed, crashed) before the run did.
     case interrupted
+    /// The client could not be reached before anything started (connect refused or timed
+    /// out after the retries): offline is not failure. Counts toward `max_age` (overdue).
+    case skipped
 
     /// The raw values of the states of a run that has not ended (for queries).
     public static let unfinished = [RunState.queued.rawValue, RunState.running.rawValue]
@@ -22,6 +25,14 @@ public enum RunState: String, Codable, Sendable, CaseIterable {
 
     /// The run reached its goal (succeeded, or succeeded with warnings).
     public var isSuccess: Bool { self == .succeeded || self == .warning }
+}
+
+/// A failure the operator must look at beyond "the run failed" (its own event and metric).
+public enum RunAlarm: String, Codable, Sendable {
+    /// Archives the relay created and never pruned are gone or replaced (`TamperCheck`).
+    case tamper
+    /// A host offered another key than the one pinned in known_hosts.
+    case hostKeyChanged = "host_key_changed"
 }
 
 /// borg's own figures for the archive a run created (from `borg create --json`).
@@ -114,6 +125,7 @@ public struct RunReport: Codable, Sendable {
     public var durationSeconds: Double = 0
     /// The failed attempts before the last one (empty when the first attempt was the last).
     public var attempts: [RunAttempt] = []
+    public var alarm: RunAlarm?
     /// A backup's proof of success, judged again once the history has recorded the
     /// archive (`HistoryStore.finish`). Not part of the JSON.
     public var backupProof: BackupProof? = nil
@@ -128,7 +140,7 @@ public struct RunReport: Codable, Sendable {
         case clientCipher = "client_cipher"
         case serverCipher = "server_cipher"
         case durationSeconds = "duration_seconds"
-        case attempts
+        case attempts, alarm
     }
 
     public init(runID: String, client: String, server: String, started: Date) {
@@ -206,6 +218,7 @@ public enum RunSummary {
         case .warning: lines.append("\(client) -> \(server): \(kind) succeeded WITH WARNINGS in \(duration)\(run)")
         case .cancelled: lines.append("\(client) -> \(server): \(kind) cancelled after \(duration)\(run)")
         case .failed, .interrupted: lines.append("\(client) -> \(server): \(kind) \(state.rawValue.uppercased()) after \(duration)\(run)")
+        case .skipped: lines.append("\(client) -> \(server): \(kind) skipped after \(duration), the client was not reachable\(run)")
         case .queued, .running: lines.append("\(client) -> \(server): \(kind) \(state.rawValue) for \(duration)\(run)")
         }
         if let a = archive {

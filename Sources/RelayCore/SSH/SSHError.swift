@@ -71,6 +71,18 @@ public enum SSHError: Error, CustomStringConvertible, Equatable, Sendable {
 extension SSHError {
     /// Failures of the network or the peer that a later attempt may not meet: worth a
     /// retry. Host keys, keys, authentication and refusals are not.
+    /// Connecting to `label`'s host failed (refused, unreachable, timed out) before any SSH
+    /// exchange: the host is offline, as opposed to a host that answered and refused.
+    /// (`label` is the role and name, "client web1"; a session's host also names its address.)
+    public func isUnreachable(label: String) -> Bool {
+        func names(_ host: String) -> Bool { host == label || host.hasPrefix(label + " (") }
+        switch self {
+        case .connect(let host, _): return names(host)
+        case .timedOut(let host, let what, _, let key, _): return names(host) && key == "connect_timeout" && what.hasPrefix("connecting")
+        default: return false
+        }
+    }
+
     public var isTransient: Bool {
         switch self {
         case .connect, .connectionLost, .timedOut: return true
