@@ -7,6 +7,10 @@ public struct RelayConfig: Sendable, Equatable {
     public var servers: [String: ServerConfig]
     public var jumps: [String: JumpConfig]
     public var clients: [String: ClientConfig]
+    /// `[metrics]`; nil: no metrics are published.
+    public var metrics: MetricsSettings? = nil
+    /// `[notify.NAME]`, by name.
+    public var notifiers: [String: NotifierConfig] = [:]
 
     public static let defaultPath = "/etc/borg-relay/relay.toml"
 
@@ -164,6 +168,14 @@ public struct ClientConfig: Sendable, Equatable {
     /// location (a client that pushed to it directly before): the relay sets
     /// BORG_RELOCATED_REPO_ACCESS_IS_OK=yes for borg on the client.
     public var relocatedOK: Bool = false
+    /// `max_age`: the last successful backup may be this old (seconds) before the client
+    /// is overdue; nil: twice the schedule's period (`overdueAfter`).
+    public var maxAge: TimeInterval?
+    /// `check_schedule`: when `borg check` runs on the relay (through the read-only path).
+    public var checkSchedule: CronSchedule?
+    public var checkScope: CheckScope = .repository
+    /// `check_max_duration`: seconds of a partial repository check (borg's --max-duration).
+    public var checkMaxDuration: Int?
 }
 
 /// A passphrase sealed to the vault's public key. Holding one reveals nothing.

@@ -45,7 +45,7 @@ public enum ConfigLoader {
         }
 
         let top = TableReader(table: root, file: file, path: "")
-        try top.allowOnly(["relay", "servers", "jumps", "clients"])
+        try top.allowOnly(["relay", "servers", "jumps", "clients", "metrics", "notify"])
         let relayTable = try top.requiredTable("relay")
         let relay = try parseRelay(relayTable)
 
@@ -80,7 +80,14 @@ public enum ConfigLoader {
         for (name, c) in clients { try checkVia(c.endpoint.via, table: "clients.\(name)", jumps: jumps, file: file) }
         for (name, j) in jumps { try checkVia(j.endpoint.via, table: "jumps.\(name)", jumps: jumps, file: file) }
 
-        let config = RelayConfig(file: file, relay: relay, servers: servers, jumps: jumps, clients: clients)
+        var config = RelayConfig(file: file, relay: relay, servers: servers, jumps: jumps, clients: clients)
+        config.metrics = try top.optionalTable("metrics").map { m throws(ConfigError) in try parseMetrics(m) }
+        if let t = try top.optionalTable("notify") {
+            for name in t.keys {
+                try checkName(name, kind: "notifier", table: "notify", file: file)
+                config.notifiers[name] = try parseNotifier(name: name, try t.requiredTable(name), clients: clients)
+            }
+        }
         if checkFiles {
             try checkReadable(config)
             try checkGroups(config)
@@ -280,7 +287,7 @@ public enum ConfigLoader {
             "server", "repository", "passphrase", "paths", "exclude", "compression", "archive",
             "transport", "borg_path", "schedule", "jitter", "catch_up", "retention", "pre", "post",
             "pre_timeout", "post_timeout", "guard", "lock_wait", "checkpoint_interval", "retry",
-            "relocated_ok",
+            "relocated_ok", "max_age", "check_schedule", "check", "check_max_duration",
         ]))
         let endpoint = try parseEndpoint(t, defaultUser: nil)
         let server = try t.requiredString("server")
@@ -362,6 +369,7 @@ public enum ConfigLoader {
             }
             client.guardCommand = g
         }
+        try parseClientMonitoring(t, into: &client)
         return client
     }
 

@@ -54,10 +54,17 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     public var names: Bool?
     /// For borg: the arguments of a read-only borg command on the client.
     public var args: [String]?
+    /// For check: the part checked (nil: everything borg checks by default).
+    public var scope: CheckScope?
+    /// For check with scope repository: seconds of a partial check (borg's --max-duration).
+    public var maxDuration: Int?
 
     public init(kind: RunKind, archive: String? = nil, encryption: String? = nil, json: Bool? = nil,
                 dryRun: Bool? = nil, compact: Bool? = nil, verifyData: Bool? = nil, paths: [String]? = nil,
-                to: String? = nil, inPlace: Bool? = nil, names: Bool? = nil, args: [String]? = nil) {
+                to: String? = nil, inPlace: Bool? = nil, names: Bool? = nil, args: [String]? = nil,
+                scope: CheckScope? = nil, maxDuration: Int? = nil) {
+        self.scope = scope
+        self.maxDuration = maxDuration
         self.paths = paths
         self.to = to
         self.inPlace = inPlace
@@ -73,7 +80,8 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case kind, archive, encryption, json, compact, paths, to, names, args
+        case kind, archive, encryption, json, compact, paths, to, names, args, scope
+        case maxDuration = "max_duration"
         case dryRun = "dry_run"
         case verifyData = "verify_data"
         case inPlace = "in_place"
@@ -82,6 +90,28 @@ public struct OperationRequest: Codable, Sendable, Equatable {
     public static let kinds: [RunKind] = [.initialize, .list, .info, .keyExport, .prune, .compact, .check, .restore, .borg]
     /// Kinds that run borg on the client T (through the append-only path), like a backup.
     public static let clientKinds: Set<RunKind> = [.restore, .borg]
+
+    /// borg check's arguments for `repository`: scope, partial checks, --verify-data.
+    public func checkArguments(repository: String) throws(OperationError) -> [String] {
+        var args = ["check"]
+        switch scope {
+        case .repository?: args.append("--repository-only")
+        case .archives?: args.append("--archives-only")
+        case .data?: args.append("--verify-data")
+        case nil: break
+        }
+        if verifyData == true && scope != .data {
+            guard scope == nil else { throw .invalid("--verify-data reads the archives' data; it does not go with a \(scope!.rawValue)-only check") }
+            args.append("--verify-data")
+        }
+        if let d = maxDuration {
+            guard scope == .repository, (1...2_592_000).contains(d) else {
+                throw .invalid("a partial check (max duration \(d) s) needs the repository-only scope and 1 s to 30 days")
+            }
+            args += ["--max-duration", "\(d)"]
+        }
+        return args + ["--", repository]
+    }
 
     /// Where a restore goes on the client.
     public func restoreTarget(client: String, runID: String) -> String {
@@ -159,6 +189,8 @@ public struct OperationRequest: Codable, Sendable, Equatable {
             if kind == .prune && client.retention == nil {
                 throw .invalid("\(file) [clients.\(client.name)] has no 'retention'; prune needs a policy, e.g. retention = { daily = 7, weekly = 4 }")
             }
+            if kind == .check { _ = try checkArguments(repository: LocalBorgPlan.repository) }
+            if kind != .check && (scope != nil || maxDuration != nil) { throw .invalid("only check takes a scope and a max duration") }
             if kind != .check && server.maintenanceKey == nil {
                 throw .invalid("\(kind) needs the server's maintenance key, and \(file) [servers.\(server.name)] has no 'maintenance_key'")
             }
