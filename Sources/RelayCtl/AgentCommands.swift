@@ -124,7 +124,8 @@ func followRuns(_ ids: [String], client: ControlClient, json: Bool) async throws
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Show each client: state, last run, next scheduled run, live progress."
+        abstract: "Show each client: state, last run, next scheduled run, live progress.",
+        discussion: "With --check (for cron and Nagios-style probes): exits 3 when a client is overdue, has a tamper alarm or failed its last check, 0 otherwise."
     )
 
     @OptionGroup var agent: AgentOptions
@@ -132,12 +133,30 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the status as JSON.")
     var json = false
 
+    @Flag(name: .long, help: "Exit 3 when a client is overdue, has a tamper alarm or failed its last repository check.")
+    var check = false
+
     func run() async throws {
         let status: StatusView = try await withAgent(agent) { try await $0.get("/status") }
         if json {
             print(Format.json(status))
-            return
+        } else {
+            printTable(status)
         }
+        if check {
+            let problems = status.clients.flatMap { c -> [String] in
+                var p: [String] = []
+                if c.overdue { p.append("\(c.name): OVERDUE (last successful backup \(c.lastSuccess.map { Format.age($0) + " ago" } ?? "never"))") }
+                if c.tamperAlarm { p.append("\(c.name): TAMPER ALARM (see relayctl runs \(c.name))") }
+                if let lc = c.lastCheck, lc.state == .failed || lc.state == .interrupted { p.append("\(c.name): the last repository check FAILED (run \(lc.id))") }
+                return p
+            }
+            for p in problems { FileHandle.standardError.write(Data((p + "\n").utf8)) }
+            if !problems.isEmpty { throw ExitCode(3) }
+        }
+    }
+
+    private func printTable(_ status: StatusView) {
         let a = status.agent
         print("relay-agent pid \(a.pid), up \(Format.age(a.startedAt)), \(a.running) running, \(a.queued) queued, max_parallel \(a.maxParallel)\(a.accepting ? "" : ", SHUTTING DOWN")")
         var rows = [["CLIENT", "SERVER", "STATE", "LAST RUN", "NEXT RUN", "NOW"]]
@@ -150,7 +169,11 @@ struct StatusCommand: AsyncParsableCommand {
             } else if let cur = c.current {
                 now = "\(cur.id) \(cur.state)"
             }
-            rows.append([c.name, c.server, c.state, last, next, now])
+            var state = c.state
+            if c.tamperAlarm { state += " TAMPER-ALARM" }
+            if c.overdue { state += " OVERDUE" }
+            if let lc = c.lastCheck, lc.state == .failed || lc.state == .interrupted { state += " CHECK-FAILED" }
+            rows.append([c.name, c.server, state, last, next, now])
         }
         print(Format.table(rows))
     }
@@ -312,5 +335,30 @@ enum Format {
             r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
                 .joined(separator: "  ")
         }.joined(separator: "\n")
+    }
+}
+
+struct NotifyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "notify",
+        abstract: "Notifiers ([notify.NAME] in the config).",
+        subcommands: [NotifyTestCommand.self]
+    )
+}
+
+struct NotifyTestCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "test",
+        abstract: "Send a test event through one notifier and wait for its delivery."
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Argument(help: "The notifier's name (the NAME of [notify.NAME]).")
+    var name: String
+
+    func run() async throws {
+        let r: NotifyTestResult = try await withAgent(agent) { try await $0.post("/notify/\(name)/test", body: Optional<RunRequest>.none) }
+        print(r.result)
     }
 }

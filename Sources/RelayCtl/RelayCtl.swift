@@ -12,7 +12,7 @@ struct RelayCtl: AsyncParsableCommand {
                       InitCommand.self, ListCommand.self, InfoCommand.self, KeyExportCommand.self,
                       PruneCommand.self, CompactCommand.self, CheckCommand.self, RestoreCommand.self, BorgCommand.self,
                       HostKeyCommand.self, AuthorizedKeysCommand.self,
-                      VaultCommand.self, SealCommand.self]
+                      VaultCommand.self, SealCommand.self, NotifyCommand.self]
     )
 
     static func main() async {

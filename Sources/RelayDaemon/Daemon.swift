@@ -39,6 +39,7 @@ public enum Daemon {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let manager = RunManager(config: config, history: history, logger: logger, connectorPath: exe)
         await manager.prune()
+        await manager.startMonitoring()
 
         let socketPath = config.relay.socket
         try ControlSocket.prepare(path: socketPath)
@@ -70,13 +71,14 @@ public enum Daemon {
         let scheduler = SchedulerService(manager: manager, logger: logger, timeZone: .current)
         let reloader = ReloadService(configPath: configPath, manager: manager, logger: logger)
         let drainer = DrainService(manager: manager, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
+        if let listen = config.metrics?.listen {
+            services.append(.init(service: MetricsServer.application(listen: listen, manager: manager, logger: httpLogger)))
+            logger.info("metrics on http://\(listen)/metrics")
+        }
+        services += [.init(service: scheduler), .init(service: reloader), .init(service: drainer)]
         let group = ServiceGroup(configuration: .init(
-            services: [
-                .init(service: app),
-                .init(service: scheduler),
-                .init(service: reloader),
-                .init(service: drainer),
-            ],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
@@ -99,6 +101,7 @@ struct DrainService: Service {
         let grace = await TimeInterval(manager.config.relay.shutdownGrace)
         logger.info("shutdown requested: no new runs")
         await manager.shutdown(grace: grace)
+        await manager.stopMonitoring()
     }
 }
 

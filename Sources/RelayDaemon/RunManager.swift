@@ -67,6 +67,15 @@ public actor RunManager {
     private var accepting = true
     private var keys = EphemeralKeys(lifetime: RunManager.keyLifetime, max: RunManager.maxKeys)
     private var schedule = ScheduleBook()
+    /// When each client's scheduled repository check is next due.
+    private var checks = ScheduleBook()
+    /// What monitoring knows (last results, overdue, tamper alarm); events come from it.
+    private var fleet: FleetState
+    let metrics: RelayMetrics
+    let notify: NotifyCenter
+    /// This relay's name in events (its host name).
+    let relayName: String
+    private var lastTextfile: Date?
     static let keyLifetime: TimeInterval = 120
     /// The most runs one client may have waiting in the queue (not yet started): a flood
     /// of requests cannot grow the queue (or the history) without bound.
@@ -78,6 +87,10 @@ public actor RunManager {
         self.history = history
         self.logger = logger
         self.connectorPath = connectorPath
+        fleet = FleetState(since: startedAt)
+        metrics = RelayMetrics(started: startedAt)
+        notify = NotifyCenter(notifiers: config.notifiers, metrics: metrics, logger: logger)
+        relayName = ProcessInfo.processInfo.hostName
     }
 
     // MARK: - Requests
@@ -228,8 +241,16 @@ public actor RunManager {
             let c = config.clients[name]!
             let current = runOf(client: name)
             let last = ((try? history.lastFinished(client: name)) ?? nil).map { view(of: $0) }
-            clients.append(.init(name: name, server: c.server, state: current?.state.rawValue ?? "idle", current: current,
-                                 last: last, schedule: c.schedule?.text, nextRun: schedule.nextDue[name]))
+            var client = StatusView.Client(name: name, server: c.server, state: current?.state.rawValue ?? "idle", current: current,
+                                           last: last, schedule: c.schedule?.text, nextRun: schedule.nextDue[name])
+            client.lastSuccess = fleet.lastBackup(name)
+            client.maxAge = c.overdueAfter
+            client.overdue = fleet.isOverdue(name, maxAge: c.overdueAfter, now: Date())
+            client.tamperAlarm = fleet.tamperAlarm.contains(name)
+            client.lastCheck = ((try? history.lastFinished(client: name, kind: .check)) ?? nil).map { view(of: $0) }
+            client.checkSchedule = c.checkSchedule?.text
+            client.nextCheck = checks.nextDue[name]
+            clients.append(client)
         }
         return StatusView(agent: agent, clients: clients)
     }
@@ -239,6 +260,7 @@ public actor RunManager {
     /// Recomputes every client's next due time after `now` (start, reload).
     func planSchedules(now: Date, timeZone: TimeZone) {
         schedule.plan(config.clients.values.map { ($0.name, $0.schedule) }, now: now, timeZone: timeZone)
+        checks.plan(config.clients.values.map { ($0.name, $0.checkSchedule) }, now: now, timeZone: timeZone)
     }
 
     /// Clients whose schedule fired while the agent was down and that want `catch_up`.
@@ -252,9 +274,22 @@ public actor RunManager {
     }
 
     /// Clients due at `now` (their next time moves on) and the earliest next due time.
-    func takeDue(now: Date, timeZone: TimeZone) -> (due: [(client: String, jitter: Int)], next: Date?) {
+    func takeDue(now: Date, timeZone: TimeZone) -> (due: [(client: String, jitter: Int)], checks: [String], next: Date?) {
         let (due, next) = schedule.takeDue(now: now, timeZone: timeZone) { config.clients[$0]?.schedule }
-        return (due.map { ($0, config.clients[$0]?.jitter ?? 0) }, next)
+        let (dueChecks, nextCheck) = checks.takeDue(now: now, timeZone: timeZone) { config.clients[$0]?.checkSchedule }
+        let earliest = [next, nextCheck].compactMap { $0 }.min()
+        return (due.map { ($0, config.clients[$0]?.jitter ?? 0) }, dueChecks, earliest)
+    }
+
+    /// A scheduled repository check (`check_schedule`): queued behind the client's run, if any.
+    func submitScheduledCheck(_ client: String) {
+        guard accepting, let c = config.clients[client] else { return }
+        let op = OperationRequest(kind: .check, scope: c.checkScope, maxDuration: c.checkMaxDuration)
+        do {
+            _ = try submit(RunRequest(clients: [client], queue: true, operation: op), trigger: "check-schedule")
+        } catch {
+            logger.error("scheduled check of client \(client) could not be queued: \(error)")
+        }
     }
 
     /// A scheduled start: skipped (and logged) if the client still has a run.
@@ -277,6 +312,7 @@ public actor RunManager {
     func reload(_ new: RelayConfig, timeZone: TimeZone) {
         config = new
         planSchedules(now: Date(), timeZone: timeZone)
+        notify.reload(new.notifiers)
         logger.info("configuration reloaded from \(new.file): \(new.clients.count) clients, max_parallel \(new.relay.maxParallel)")
         startEligible()
     }
@@ -308,6 +344,34 @@ public actor RunManager {
             try? await Task.sleep(for: .milliseconds(100))
         }
         return queue.running.isEmpty
+    }
+
+    // MARK: - Monitoring (RunManager+Monitor.swift)
+
+    func fleetRecord(_ run: FinishedRun) -> [RelayEventKind] { fleet.record(run) }
+
+    func fleetUpdateOverdue(now: Date) -> [String] {
+        fleet.updateOverdue(now: now, maxAges: config.clients.mapValues(\.overdueAfter))
+    }
+
+    func fleetLastBackup(_ client: String) -> Date? { fleet.lastBackup(client) }
+
+    /// Sets the gauges from the fleet's state and the queue; writes [metrics] textfile after
+    /// a run (`writeTextfile`) or when its interval has passed.
+    func refreshMetrics(now: Date, writeTextfile: Bool) {
+        let archives = (try? history.archiveCounts()) ?? [:]
+        metrics.update(fleet, .init(clients: config.clients.keys.sorted(), running: queue.running.count, queued: queue.waiting.count,
+                                    nextRun: schedule.nextDue, archives: archives,
+                                    maxAge: config.clients.mapValues(\.overdueAfter), now: now))
+        guard let m = config.metrics, let path = m.textfile else { return }
+        if writeTextfile || lastTextfile.map({ now.timeIntervalSince($0) >= Double(m.textfileInterval) }) ?? true {
+            lastTextfile = now
+            do {
+                try FileCheck.writeAtomically(metrics.exposition(), to: path, mode: 0o644)
+            } catch {
+                logger.error("[metrics] textfile: \(error)")
+            }
+        }
     }
 
     // MARK: - Internals
@@ -359,6 +423,8 @@ public actor RunManager {
             let a = Active(id: p.id, client: c.name, run: run, sink: sink)
             queue.started(id: p.id, client: c.name, item: a)
             logger.info("run \(p.id) of client \(c.name) started (\(queue.running.count) of \(config.relay.maxParallel) running)")
+            send(RelayEvent(event: .started, client: c.name, server: c.server, kind: p.item.operation?.kind ?? .backup,
+                            runID: p.id, state: .running, time: Date(), relay: relayName))
             // One thread per run: every libssh call of the run happens on it.
             let id = p.id
             let thread = Thread { [self] in
@@ -371,6 +437,7 @@ public actor RunManager {
             passphrase?.wipe()
             logger.error("run \(p.id) of client \(p.client) failed to start: \(error)")
             try? history.markEnded(p.id, state: .failed, error: "\(error)")
+            if let r = (try? history.get(p.id)) ?? nil, let f = FinishedRun(r) { observe(f, logFile: nil) }
         }
     }
 
@@ -385,6 +452,7 @@ public actor RunManager {
             report.recordingFailed("\(error)")
         }
         logger.info("run \(id) of client \(a.client) \(report.state.rawValue)\(report.error.map { ": \($0)" } ?? "")")
+        observe(FinishedRun(report), logFile: report.logFile)
         prune()
         applyRetention(after: report)
         startEligible()

@@ -4,8 +4,9 @@ import RelayCore
 import ServiceLifecycle
 
 /// Starts runs when clients' `schedule`s come due, after a random delay of up to
-/// `jitter` seconds; at start-up, runs once what was missed while the agent was down
-/// (clients with `catch_up = true`).
+/// `jitter` seconds, and repository checks when their `check_schedule` does; at start-up,
+/// runs once what was missed while the agent was down (clients with `catch_up = true`).
+/// Each tick also moves monitoring on (overdue clients, the gauges, the textfile).
 struct SchedulerService: Service {
     let manager: RunManager
     let logger: Logger
@@ -22,7 +23,13 @@ struct SchedulerService: Service {
         await manager.planSchedules(now: now, timeZone: timeZone)
         await withDiscardingTaskGroup { group in
             while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                let (due, next) = await manager.takeDue(now: Date(), timeZone: timeZone)
+                let now = Date()
+                await manager.monitorTick(now: now)
+                let (due, checks, next) = await manager.takeDue(now: now, timeZone: timeZone)
+                for client in checks {
+                    logger.info("client \(client): scheduled repository check")
+                    await manager.submitScheduledCheck(client)
+                }
                 for (client, jitter) in due {
                     let delay = jitter > 0 ? Int.random(in: 0...jitter) : 0
                     if delay > 0 { logger.info("client \(client): scheduled run starts in \(delay) s (jitter)") }

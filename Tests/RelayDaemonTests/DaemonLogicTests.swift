@@ -114,10 +114,10 @@ struct DaemonLogicTests {
         let utc = TimeZone(identifier: "UTC")!
         let t0 = try Date("2026-11-20T01:00:00Z", strategy: .iso8601)
         await m.planSchedules(now: t0, timeZone: utc)
-        var (due, next) = await m.takeDue(now: t0, timeZone: utc)
-        #expect(due.isEmpty)
+        var (due, checks, next) = await m.takeDue(now: t0, timeZone: utc)
+        #expect(due.isEmpty && checks.isEmpty)
         #expect(next == (try Date("2026-11-20T02:30:00Z", strategy: .iso8601)))
-        (due, next) = await m.takeDue(now: t0.addingTimeInterval(5400), timeZone: utc)
+        (due, checks, next) = await m.takeDue(now: t0.addingTimeInterval(5400), timeZone: utc)
         #expect(due.map(\.client) == ["c"] && due.first?.jitter == 60)
         #expect(next == (try Date("2026-11-21T02:30:00Z", strategy: .iso8601)))
         #expect(await m.status().clients.first { $0.name == "c" }?.nextRun == next)

@@ -206,6 +206,18 @@ public struct StatusView: Codable, Sendable, Equatable {
         public var last: RunView?
         public var schedule: String?
         public var nextRun: Date?
+        /// When the last successful backup ended.
+        public var lastSuccess: Date?
+        /// Seconds the last successful backup may be old (max_age or twice the schedule's period).
+        public var maxAge: Double?
+        /// The last successful backup is older than `maxAge`.
+        public var overdue: Bool = false
+        /// Archives the relay created are gone from the repository (the last tamper check).
+        public var tamperAlarm: Bool = false
+        /// The newest finished repository check.
+        public var lastCheck: RunView?
+        public var checkSchedule: String?
+        public var nextCheck: Date?
 
         public init(name: String, server: String, state: String, current: RunView?, last: RunView?,
                     schedule: String?, nextRun: Date?) {
@@ -219,8 +231,14 @@ public struct StatusView: Codable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case name, server, state, current, last, schedule
+            case name, server, state, current, last, schedule, overdue
             case nextRun = "next_run"
+            case lastSuccess = "last_success"
+            case maxAge = "max_age"
+            case tamperAlarm = "tamper_alarm"
+            case lastCheck = "last_check"
+            case checkSchedule = "check_schedule"
+            case nextCheck = "next_check"
         }
     }
 
@@ -278,4 +296,10 @@ public struct APIErrorBody: Codable, Sendable, Equatable, Error {
         case code, error
         case runID = "run_id"
     }
+}
+
+/// `POST /v1/notify/NAME/test`: the delivered test event.
+public struct NotifyTestResult: Codable, Sendable, Equatable {
+    public var result: String
+    public init(result: String) { self.result = result }
 }

@@ -34,3 +34,33 @@ public enum FileCheck {
         return nil
     }
 }
+
+extension FileCheck {
+    /// Writes `bytes` to `path` so that a reader sees the old content or the new, never a
+    /// part: a temporary file in the same directory, fsync'd, then renamed over `path`.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t) throws(SystemError) {
+        let dir = (path as NSString).deletingLastPathComponent
+        let tmp = "\(dir.isEmpty ? "." : dir)/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw SystemError("cannot write \(tmp): \(String(cString: strerror(errno))) (does \(dir) exist and may the agent write there?)") }
+        var done = 0
+        var failure: String?
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                failure = String(cString: strerror(errno))
+                break
+            }
+            done += n
+        }
+        if failure == nil && fchmod(fd, mode) != 0 { failure = String(cString: strerror(errno)) }
+        if failure == nil && fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
+        close(fd)
+        if failure == nil && rename(tmp, path) != 0 { failure = String(cString: strerror(errno)) }
+        if let failure {
+            unlink(tmp)
+            throw SystemError("cannot write \(path): \(failure)")
+        }
+    }
+}

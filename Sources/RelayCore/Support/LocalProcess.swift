@@ -16,11 +16,15 @@ final class LocalProcess {
     /// posix_spawn with a clean signal state: stdin /dev/null, stdout to `stdoutPath` (0600,
     /// created) or /dev/null, stderr to `stderrFD`, `extraFD` (if any) as fd 3, and nothing
     /// else of the agent's (SSH sockets of other runs, the control socket).
-    init(_ argv: [String], env: [String: String], stdoutPath: String?, stderrFD: Int32, extraFD: Int32) throws(SystemError) {
+    init(_ argv: [String], env: [String: String], stdinFD: Int32 = -1, stdoutPath: String?, stderrFD: Int32, extraFD: Int32) throws(SystemError) {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if stdinFD >= 0 {
+            posix_spawn_file_actions_adddup2(&actions, stdinFD, 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
         if let out = stdoutPath {
             posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0o600)
         } else {

@@ -1,0 +1,130 @@
+import Foundation
+import Prometheus
+import RelayCore
+
+/// The agent's Prometheus metrics (swift-prometheus): counters and the duration histogram
+/// move as runs end; the gauges are set from `FleetState` and the live figures before each
+/// exposition. At start-up every finished run of the history is recorded once, so the
+/// values survive a restart (counters then count what the history keeps).
+///
+/// Labels are only client, server, kind, result, direction (and version, notifier).
+final class RelayMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    /// Seconds: a few seconds to a day and more.
+    static let durationBuckets: [Double] = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400]
+
+    init(version: String = RelayVersion.current, started: Date) {
+        gauge("borg_relay_build_info", "The running relay-agent's version (always 1).", [("version", version)]).set(to: 1)
+        gauge("borg_relay_agent_start_timestamp_seconds", "When this relay-agent started.").set(to: started.timeIntervalSince1970)
+        counterFamilyStarts()
+    }
+
+    /// The families that exist before any run (so that alerts and rate() see zeros).
+    private func counterFamilyStarts() {
+        gauge("borg_relay_runs_running", "Runs in progress now.").set(to: 0)
+        gauge("borg_relay_runs_queued", "Runs waiting in the queue now.").set(to: 0)
+    }
+
+    /// A run ended (or was read from the history at start-up).
+    func record(_ run: FinishedRun) {
+        let c = run.client, k = run.kind.rawValue
+        counter("borg_relay_runs_total", "Runs that ended, by result.", [("client", c), ("kind", k), ("result", run.state.rawValue)]).increment()
+        histogram("borg_relay_run_duration_seconds", "How long runs took, from start to end.", [("client", c), ("kind", k)])
+            .record(max(0, run.ended.timeIntervalSince(run.started)))
+        if run.bytesToServer > 0 {
+            counter("borg_relay_spliced_bytes_total", "Bytes the relay carried between client and server.",
+                    [("client", c), ("direction", "to_server")]).increment(by: Int64(clamping: run.bytesToServer))
+        }
+        if run.bytesFromServer > 0 {
+            counter("borg_relay_spliced_bytes_total", "Bytes the relay carried between client and server.",
+                    [("client", c), ("direction", "from_server")]).increment(by: Int64(clamping: run.bytesFromServer))
+        }
+    }
+
+    /// What the gauges show: the fleet's state and the agent's live figures.
+    struct Live {
+        var clients: [String]
+        var running: Int
+        var queued: Int
+        var nextRun: [String: Date]
+        var archives: [String: Int]
+        var maxAge: [String: TimeInterval?]
+        var now: Date
+    }
+
+    func update(_ fleet: FleetState, _ live: Live) {
+        gauge("borg_relay_runs_running", "Runs in progress now.").set(to: Double(live.running))
+        gauge("borg_relay_runs_queued", "Runs waiting in the queue now.").set(to: Double(live.queued))
+        for (key, state) in fleet.lastResult {
+            let labels = [("client", key.client), ("kind", key.kind.rawValue)]
+            gauge("borg_relay_last_run_success", "1 if the last run of this kind succeeded (skipped and cancelled runs do not count).", labels)
+                .set(to: state.isSuccess ? 1 : 0)
+            if key.kind == .check {
+                gauge("borg_relay_last_check_success", "1 if the last repository check passed.", [("client", key.client)])
+                    .set(to: state.isSuccess ? 1 : 0)
+            }
+        }
+        for (key, at) in fleet.lastSuccess {
+            gauge("borg_relay_last_success_timestamp_seconds", "When the last successful run of this kind ended.",
+                  [("client", key.client), ("kind", key.kind.rawValue)]).set(to: at.timeIntervalSince1970)
+            if key.kind == .check {
+                gauge("borg_relay_last_check_success_timestamp_seconds", "When the last repository check that passed ended.",
+                      [("client", key.client)]).set(to: at.timeIntervalSince1970)
+            }
+        }
+        for (client, a) in fleet.lastArchive {
+            let l = [("client", client)]
+            gauge("borg_relay_last_archive_original_bytes", "The last archive's original size.", l).set(to: Double(a.originalSize))
+            gauge("borg_relay_last_archive_compressed_bytes", "The last archive's compressed size.", l).set(to: Double(a.compressedSize))
+            gauge("borg_relay_last_archive_deduplicated_bytes", "What the last archive added to the repository.", l).set(to: Double(a.deduplicatedSize))
+            gauge("borg_relay_last_archive_files", "Files in the last archive.", l).set(to: Double(a.nfiles))
+        }
+        for client in live.clients {
+            let l = [("client", client)]
+            gauge("borg_relay_overdue", "1 if the last successful backup is older than the client's max_age.", l)
+                .set(to: fleet.isOverdue(client, maxAge: live.maxAge[client] ?? nil, now: live.now) ? 1 : 0)
+            gauge("borg_relay_tamper_alarm", "1 if archives the relay created are gone from the repository.", l)
+                .set(to: fleet.tamperAlarm.contains(client) ? 1 : 0)
+            gauge("borg_relay_archives", "Archives the relay created in the repository and has not pruned.", l)
+                .set(to: Double(live.archives[client] ?? 0))
+            if let next = live.nextRun[client] {
+                gauge("borg_relay_next_run_timestamp_seconds", "When the next scheduled backup is due.", l).set(to: next.timeIntervalSince1970)
+            }
+        }
+    }
+
+    func notifyFailed(_ notifier: String) {
+        counter("borg_relay_notify_failures_total", "Notifications that could not be delivered (after their retries).",
+                [("notifier", notifier)]).increment()
+    }
+
+    func notifyDropped(_ notifier: String) {
+        counter("borg_relay_notify_dropped_total", "Notifications dropped because too many were pending.",
+                [("notifier", notifier)]).increment()
+    }
+
+    /// The text exposition format.
+    func exposition() -> [UInt8] {
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return buffer
+    }
+
+    // MARK: - swift-prometheus
+
+    private func gauge(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> Gauge {
+        registry.makeGauge(descriptor: Self.descriptor(name, help), labels: labels)
+    }
+
+    private func counter(_ name: String, _ help: String, _ labels: [(String, String)]) -> Counter {
+        registry.makeCounter(descriptor: Self.descriptor(name, help), labels: labels)
+    }
+
+    private func histogram(_ name: String, _ help: String, _ labels: [(String, String)]) -> ValueHistogram {
+        registry.makeValueHistogram(descriptor: Self.descriptor(name, help), labels: labels, buckets: Self.durationBuckets)
+    }
+
+    private static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+}

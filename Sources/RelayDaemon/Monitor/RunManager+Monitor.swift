@@ -1,0 +1,68 @@
+import Foundation
+import RelayCore
+
+/// Monitoring inside the daemon's serialisation point: the fleet's state moves as runs end
+/// and as time passes (overdue); its events go to the notifiers, its figures to the metrics
+/// (served on [metrics] listen, written to [metrics] textfile).
+extension RunManager {
+    /// Reads the history once at start-up: the metrics and the fleet's state as they were
+    /// (no events fire for the past), then `agent_started`.
+    func startMonitoring() {
+        do {
+            for r in try history.finishedRuns() {
+                guard let f = FinishedRun(r) else { continue }
+                metrics.record(f)
+                _ = fleetRecord(f)
+            }
+        } catch {
+            logger.error("monitoring: the history could not be read, the metrics start from zero: \(error)")
+        }
+        _ = fleetUpdateOverdue(now: Date())
+        send(RelayEvent(event: .agentStarted, time: Date(), relay: relayName))
+        monitorTick(now: Date())
+    }
+
+    /// A run ended: metrics, state, events.
+    func observe(_ run: FinishedRun, logFile: String?) {
+        metrics.record(run)
+        let events = fleetRecord(run)
+        if !events.isEmpty {
+            let tail = logFile.flatMap { Self.logTail($0) }
+            for e in events { send(RelayEvent(e, run: run, relay: relayName), logTail: tail) }
+        }
+        refreshMetrics(now: Date(), writeTextfile: true)
+    }
+
+    /// Called by the scheduler every few seconds: overdue transitions, the gauges, the
+    /// textfile when its interval has passed.
+    func monitorTick(now: Date) {
+        for client in fleetUpdateOverdue(now: now) {
+            let maxAge = config.clients[client]?.overdueAfter ?? 0
+            let last = fleetLastBackup(client)
+            logger.warning("client \(client) is OVERDUE: its last successful backup \(last.map { "ended \(RelayEvent.rfc3339($0))" } ?? "never happened") (max_age \(Int(maxAge)) s)")
+            send(RelayEvent(event: .overdue, client: client, server: config.clients[client]?.server, kind: .backup, time: now,
+                            error: "no successful backup within \(Int(maxAge)) s", relay: relayName))
+        }
+        refreshMetrics(now: now, writeTextfile: false)
+    }
+
+    /// The exposition, with the gauges brought up to date (GET /metrics).
+    func metricsExposition() -> [UInt8] {
+        refreshMetrics(now: Date(), writeTextfile: false)
+        return metrics.exposition()
+    }
+
+    func send(_ event: RelayEvent, logTail: String? = nil) {
+        notify.send(event, logTail: logTail)
+    }
+
+    /// The end of a run log, for Healthchecks' ping body (at most 10 KB).
+    static func logTail(_ path: String) -> String? {
+        guard let h = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? h.close() }
+        let size = (try? h.seekToEnd()) ?? 0
+        try? h.seek(toOffset: size > 10_000 ? size - 10_000 : 0)
+        guard let data = try? h.readToEnd() else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
