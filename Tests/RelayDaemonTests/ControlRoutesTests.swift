@@ -156,3 +156,46 @@ struct ControlRoutesTests {
         }
     }
 }
+
+@Suite("The metrics endpoint in process: GET /metrics only, the text format, no secret")
+struct MetricsRouteTests {
+    @Test("GET /metrics answers the exposition; other methods and paths are refused")
+    func route() async throws {
+        let f = try ControlRoutesTests.Fixture()
+        await f.manager.startMonitoring()
+        let app = Application(router: MetricsServer.router(manager: f.manager))
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/metrics", method: .get) { r in
+                #expect(r.status == .ok)
+                #expect(r.headers[.contentType] == MetricsServer.contentType)
+                let text = String(buffer: r.body)
+                #expect(text.contains("borg_relay_build_info{version=\"\(RelayVersion.current)\"} 1"), "\(text)")
+                #expect(text.contains("borg_relay_overdue{client=\"web1\"} 0"))
+                #expect(text.contains("borg_relay_runs_running 0"))
+            }
+            try await client.execute(uri: "/metrics", method: .post) { r in #expect(r.status == .notFound || r.status == .methodNotAllowed) }
+            try await client.execute(uri: "/v1/status", method: .get) { r in #expect(r.status == .notFound) }
+        }
+    }
+
+    @Test("notify test is for admins: a member of the socket group is refused before anything is sent")
+    func notifyTestAdminOnly() async throws {
+        let f = try ControlRoutesTests.Fixture()
+        try await f.app(as: ControlRoutesTests.member).test(.router) { client in
+            try await client.execute(uri: "/v1/notify/ops/test", method: .post) { r in
+                #expect(r.status == .forbidden, "\(String(buffer: r.body))")
+            }
+        }
+        try await f.app(as: ControlRoutesTests.agent).test(.router) { client in
+            try await client.execute(uri: "/v1/notify/ops/test", method: .post) { r in
+                #expect(r.status == .notFound)
+                #expect((ControlRoutesTests.json(r)["error"] as? String)?.contains("no notifier 'ops'") == true, "\(String(buffer: r.body))")
+            }
+        }
+    }
+
+    @Test("ntfy titles cannot carry a header break")
+    func headerSafe() {
+        #expect(NotifyCenter.headerSafe("a\r\nX-Evil: 1") == "a??X-Evil: 1")
+    }
+}

@@ -140,7 +140,7 @@ extension CronSchedule {
             prev = n
             t = n
         }
-        return longest
+        return longest.rounded()
     }
 }
 

@@ -32,6 +32,5 @@ extension RunManager {
         send(RelayEvent(event: .agentStopped, time: Date(), relay: relayName))
         refreshMetrics(now: Date(), writeTextfile: true)
         await notify.flush(timeout: .seconds(10))
-        await notify.shutdown()
     }
 }

@@ -29,10 +29,8 @@ final class NotifyCenter: Sendable {
         state = Mutex(State(notifiers: notifiers))
         self.metrics = metrics
         self.logger = logger
-        var config = HTTPClient.Configuration()
-        config.redirectConfiguration = .disallow
-        config.timeout = .init(connect: .seconds(10), read: .seconds(30))
-        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+        // The process-wide client (no shutdown owed; each request has its own timeout).
+        http = HTTPClient.shared
     }
 
     func reload(_ notifiers: [String: NotifierConfig]) {
@@ -85,10 +83,6 @@ final class NotifyCenter: Sendable {
         while state.withLock({ $0.pending }) > 0 && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
-    }
-
-    func shutdown() async {
-        try? await http.shutdown()
     }
 
     /// Every attempt of one delivery; false when all failed.
