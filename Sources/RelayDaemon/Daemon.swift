@@ -122,6 +122,9 @@ struct ReloadService: Service {
                     || new.relay.socketGroup != old.relay.socketGroup || new.relay.adminGroup != old.relay.adminGroup {
                     logger.warning("SIGHUP: [relay] socket, state_dir, socket_group and admin_group changes take effect at the next restart")
                 }
+                if new.metrics?.listen != old.metrics?.listen {
+                    logger.warning("SIGHUP: a change of [metrics] listen takes effect at the next restart (textfile and [notify] changes apply now)")
+                }
                 await manager.reload(new, timeZone: .current)
             } catch {
                 logger.error("SIGHUP: the new configuration was refused, the old one stays in force: \(error)")

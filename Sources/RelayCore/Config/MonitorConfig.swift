@@ -245,6 +245,9 @@ extension ConfigLoader {
             guard let s = DurationText.seconds(text) else {
                 throw t.error("check_max_duration", .invalidValue(reason: "'\(text)' is not a duration such as \"2h\" or \"45m\""))
             }
+            guard s <= 2_592_000 else {
+                throw t.error("check_max_duration", .invalidValue(reason: "'\(text)' is longer than 30 days; a partial check resumes where it stopped, so give it the time of one night (e.g. \"6h\")"))
+            }
             guard c.checkScope == .repository else {
                 throw t.error("check_max_duration", .invalidValue(reason: "borg checks partially only with check = \"repository\" (borg check --repository-only --max-duration); set check = \"repository\" or remove check_max_duration"))
             }

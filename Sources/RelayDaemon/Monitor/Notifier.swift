@@ -28,13 +28,23 @@ final class NotifyCenter: Sendable {
     init(notifiers: [String: NotifierConfig], metrics: RelayMetrics?, logger: Logger) {
         state = Mutex(State(notifiers: notifiers))
         self.metrics = metrics
+        metrics?.notifiersConfigured(notifiers.keys.sorted())
         self.logger = logger
-        // The process-wide client (no shutdown owed; each request has its own timeout).
-        http = HTTPClient.shared
+        http = Self.client
     }
+
+    /// One client for the process (never shut down, like `HTTPClient.shared`), but one that
+    /// follows no redirect: an event goes to the URL the operator wrote and nowhere else.
+    private static let client: HTTPClient = {
+        var config = HTTPClient.Configuration()
+        config.redirectConfiguration = .disallow
+        config.timeout = .init(connect: .seconds(10), read: .seconds(60))
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+    }()
 
     func reload(_ notifiers: [String: NotifierConfig]) {
         state.withLock { $0.notifiers = notifiers }
+        metrics?.notifiersConfigured(notifiers.keys.sorted())
     }
 
     /// Sends `event` to every notifier that wants it; `logTail` is the body of Healthchecks

@@ -7,7 +7,7 @@ import RelayCore
 /// exposition. At start-up every finished run of the history is recorded once, so the
 /// values survive a restart (counters then count what the history keeps).
 ///
-/// Labels are only client, server, kind, result, direction (and version, notifier).
+/// Labels are only client, kind, result, direction (and version, notifier).
 final class RelayMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     /// Seconds: a few seconds to a day and more.
@@ -90,6 +90,14 @@ final class RelayMetrics: Sendable {
             if let next = live.nextRun[client] {
                 gauge("borg_relay_next_run_timestamp_seconds", "When the next scheduled backup is due.", l).set(to: next.timeIntervalSince1970)
             }
+        }
+    }
+
+    /// Each notifier's failure counter exists from the start at 0, so that an alert on its
+    /// increase sees the first failure.
+    func notifiersConfigured(_ names: [String]) {
+        for n in names {
+            _ = counter("borg_relay_notify_failures_total", "Notifications that could not be delivered (after their retries).", [("notifier", n)])
         }
     }
 
