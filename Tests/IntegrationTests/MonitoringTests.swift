@@ -14,6 +14,14 @@ struct MonitoringTests {
         return s
     }
 
+    /// A webhook notifier to `receiver`'s /hook (`on`: nil for every event) and metrics on a
+    /// free loopback port: the tables and the port.
+    static func hookAndMetrics(_ receiver: Receiver, on events: [String]?) -> (tables: [String], port: Int) {
+        let port = Proc.freePort()
+        let on = events.map { "\non = [" + $0.map { "\"\($0)\"" }.joined(separator: ", ") + "]" } ?? ""
+        return (["[notify.hook]\nkind = \"webhook\"\nurl = \"\(receiver.url)/hook\"" + on, "[metrics]\nlisten = \"127.0.0.1:\(port)\""], port)
+    }
+
     /// Replaces the first `port = OLD` of the config (servers come before clients) and
     /// makes the agent read it again.
     static func repoint(_ s: Sandbox, _ d: AgentDaemon, from old: Int, to new: Int) throws {
@@ -184,6 +192,8 @@ struct MonitoringTests {
         let hung = receiver.requests.filter { ($0["path"] as? String) == "/hang/slow" }
         #expect(hung.count == 2, "\(hung.count) started events reached the hanging receiver")
         let slowAnswers = receiver.answered.filter { $0.path == "/hang/slow" }.map(\.at)
+        let hungAt = hung.compactMap { $0["received"] as? Double }
+        print("notifications: the good run took \(String(format: "%.2f s", goodEnd - goodRun.startedAt.timeIntervalSince1970)) and ended at \(goodEnd); the hanging receiver got its started events at \(hungAt) and had answered \(slowAnswers.count) of them")
         #expect(slowAnswers.allSatisfy { $0 > goodEnd }, "the run ended at \(goodEnd), after the hanging receiver answered at \(slowAnswers)")
         // The failing receiver: both attempts, counted as one failure.
         #expect(receiver.wait(within: 15) { r in r.filter { ($0["path"] as? String) == "/fail500/broken" }.count == 2 })
@@ -218,10 +228,9 @@ struct MonitoringTests {
         defer { s.close() }
         let receiver = try Receiver(dir: s.dir)
         defer { receiver.stop() }
-        let port = Proc.freePort()
         s.clientExtra = ["max_age = \"5s\""]
-        s.extraTables = ["[notify.hook]\nkind = \"webhook\"\nurl = \"\(receiver.url)/hook\"\non = [\"overdue\"]",
-                         "[metrics]\nlisten = \"127.0.0.1:\(port)\""]
+        let (tables, port) = Self.hookAndMetrics(receiver, on: ["overdue"])
+        s.extraTables = tables
         try s.configure()
         let d = try AgentDaemon(s)
         let run = try d.ctl(["run", "web1", "--follow"])
@@ -256,10 +265,9 @@ struct MonitoringTests {
         defer { s.close() }
         let receiver = try Receiver(dir: s.dir)
         defer { receiver.stop() }
-        let port = Proc.freePort()
         s.clientExtra = ["check_schedule = \"* * * * *\"", "check = \"repository\"", "check_max_duration = \"1h\""]
-        s.extraTables = ["[notify.hook]\nkind = \"webhook\"\nurl = \"\(receiver.url)/hook\"\non = [\"check_failed\", \"succeeded\"]",
-                         "[metrics]\nlisten = \"127.0.0.1:\(port)\""]
+        let (tables, port) = Self.hookAndMetrics(receiver, on: ["check_failed", "succeeded"])
+        s.extraTables = tables
         try s.configure()
         let d = try AgentDaemon(s)
         let run = try d.ctl(["run", "web1", "--follow"])
@@ -314,10 +322,9 @@ struct MonitoringTests {
         defer { s.close() }
         let receiver = try Receiver(dir: s.dir)
         defer { receiver.stop() }
-        let port = Proc.freePort()
         s.relayExtra += ["connect_attempts = 2", "retry_delay = 0"]
-        s.extraTables = ["[notify.hook]\nkind = \"webhook\"\nurl = \"\(receiver.url)/hook\"",
-                         "[metrics]\nlisten = \"127.0.0.1:\(port)\""]
+        let (tables, port) = Self.hookAndMetrics(receiver, on: nil)
+        s.extraTables = tables
         try s.configure()
         // The client's address answers nothing (a closed port on loopback).
         let text = try String(contentsOfFile: s.configPath, encoding: .utf8)

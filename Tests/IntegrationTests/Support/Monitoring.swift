@@ -31,12 +31,7 @@ final class Receiver {
     deinit { stop() }
 
     func stop() {
-        guard process.isRunning() else { return }
-        process.kill(SIGTERM)
-        if process.wait(timeout: 5) == nil {
-            process.kill(SIGKILL)
-            _ = process.wait(timeout: 5)
-        }
+        process.terminate(grace: 5)
     }
 
     var url: String { "http://127.0.0.1:\(port)" }
@@ -107,12 +102,7 @@ final class PrometheusServer {
     deinit { stop() }
 
     func stop() {
-        guard process.isRunning() else { return }
-        process.kill(SIGTERM)
-        if process.wait(timeout: 20) == nil {
-            process.kill(SIGKILL)
-            _ = process.wait(timeout: 5)
-        }
+        process.terminate(grace: 20)
     }
 
     /// The value of an instant query's first sample, when there is one.

@@ -127,6 +127,16 @@ final class Spawned {
         if status == nil { Glibc.kill(pid, sig) }
     }
 
+    /// SIGTERM, `grace` seconds to end, then SIGKILL; reaped either way.
+    func terminate(grace: TimeInterval) {
+        guard isRunning() else { return }
+        kill(SIGTERM)
+        if wait(timeout: grace) == nil {
+            kill(SIGKILL)
+            _ = wait(timeout: 10)
+        }
+    }
+
     private static func decode(_ st: Int32) -> Int32 {
         let sig = st & 0x7f
         return sig == 0 ? (st >> 8) & 0xff : 128 + sig

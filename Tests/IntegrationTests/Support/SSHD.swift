@@ -102,12 +102,7 @@ final class SSHD {
     }
 
     func stop() {
-        guard process.isRunning() else { return }
-        process.kill(SIGTERM)
-        if process.wait(timeout: 10) == nil {
-            process.kill(SIGKILL)
-            _ = process.wait(timeout: 10)
-        }
+        process.terminate(grace: 10)
     }
 
     deinit { stop() }
