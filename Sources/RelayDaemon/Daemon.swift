@@ -73,7 +73,7 @@ public enum Daemon {
         let drainer = DrainService(manager: manager, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
         if let listen = config.metrics?.listen {
-            services.append(.init(service: MetricsServer.application(listen: listen, manager: manager, logger: httpLogger)))
+            services.append(.init(service: MetricsServer.application(listen: listen, metrics: manager.metrics, logger: httpLogger)))
             logger.info("metrics on http://\(listen)/metrics")
         }
         services += [.init(service: scheduler), .init(service: reloader), .init(service: drainer)]

@@ -71,10 +71,10 @@ public actor RunManager {
     private var checks = ScheduleBook()
     /// What monitoring knows (last results, overdue, tamper alarm); events come from it.
     private var fleet: FleetState
-    let metrics: RelayMetrics
-    let notify: NotifyCenter
+    nonisolated let metrics: RelayMetrics
+    nonisolated let notify: NotifyCenter
     /// This relay's name in events (its host name).
-    let relayName: String
+    nonisolated let relayName: String
     private var lastTextfile: Date?
     static let keyLifetime: TimeInterval = 120
     /// The most runs one client may have waiting in the queue (not yet started): a flood
@@ -284,6 +284,13 @@ public actor RunManager {
     /// A scheduled repository check (`check_schedule`): queued behind the client's run, if any.
     func submitScheduledCheck(_ client: String) {
         guard accepting, let c = config.clients[client] else { return }
+        // One check at a time per client: a check longer than its interval does not pile up.
+        let waitingCheck = queue.waiting.contains { $0.client == client && $0.item.operation?.kind == .check }
+        let runningCheck = queue.running.keys.contains { ((try? history.get($0)) ?? nil).map { $0.client == client && $0.kind == .check } ?? false }
+        if waitingCheck || runningCheck {
+            logger.warning("scheduled check of client \(client) skipped: its previous check is still \(runningCheck ? "running" : "queued")")
+            return
+        }
         let op = OperationRequest(kind: .check, scope: c.checkScope, maxDuration: c.checkMaxDuration)
         do {
             _ = try submit(RunRequest(clients: [client], queue: true, operation: op), trigger: "check-schedule")
@@ -310,8 +317,11 @@ public actor RunManager {
 
     /// Takes a new config: it applies to runs that start from now on.
     func reload(_ new: RelayConfig, timeZone: TimeZone) {
+        let removed = Set(config.clients.keys).subtracting(new.clients.keys)
         config = new
         planSchedules(now: Date(), timeZone: timeZone)
+        fleetWatch(now: Date())
+        metrics.forget(clients: removed)
         notify.reload(new.notifiers)
         logger.info("configuration reloaded from \(new.file): \(new.clients.count) clients, max_parallel \(new.relay.maxParallel)")
         startEligible()
@@ -350,8 +360,19 @@ public actor RunManager {
 
     func fleetRecord(_ run: FinishedRun) -> [RelayEventKind] { fleet.record(run) }
 
-    func fleetUpdateOverdue(now: Date) -> [String] {
-        fleet.updateOverdue(now: now, maxAges: config.clients.mapValues(\.overdueAfter))
+    /// The clients that became overdue, and whether the overdue set changed.
+    func fleetUpdateOverdue(now: Date) -> (became: [String], changed: Bool) {
+        let before = fleet.overdue
+        let became = fleet.updateOverdue(now: now, maxAges: config.clients.mapValues(\.overdueAfter))
+        return (became, fleet.overdue != before)
+    }
+
+    var fleetOverdue: Set<String> { fleet.overdue }
+
+    /// The configured clients (start, reload); at start also the clients notified before.
+    func fleetWatch(now: Date, notified: Set<String>? = nil) {
+        if let notified { fleet.restoreOverdue(notified) }
+        fleet.watch(Array(config.clients.keys), now: now)
     }
 
     func fleetLastBackup(_ client: String) -> Date? { fleet.lastBackup(client) }
@@ -363,11 +384,12 @@ public actor RunManager {
         metrics.update(fleet, .init(clients: config.clients.keys.sorted(), running: queue.running.count, queued: queue.waiting.count,
                                     nextRun: schedule.nextDue, archives: archives,
                                     maxAge: config.clients.mapValues(\.overdueAfter), now: now))
+        let exposition = metrics.publish()
         guard let m = config.metrics, let path = m.textfile else { return }
         if writeTextfile || lastTextfile.map({ now.timeIntervalSince($0) >= Double(m.textfileInterval) }) ?? true {
             lastTextfile = now
             do {
-                try FileCheck.writeAtomically(metrics.exposition(), to: path, mode: 0o644)
+                try FileCheck.writeAtomically(exposition, to: path, mode: 0o644)
             } catch {
                 logger.error("[metrics] textfile: \(error)")
             }

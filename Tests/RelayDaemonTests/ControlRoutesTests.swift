@@ -163,7 +163,7 @@ struct MetricsRouteTests {
     func route() async throws {
         let f = try ControlRoutesTests.Fixture()
         await f.manager.startMonitoring()
-        let app = Application(router: MetricsServer.router(manager: f.manager))
+        let app = Application(router: MetricsServer.router(metrics: f.manager.metrics))
         try await app.test(.router) { client in
             try await client.execute(uri: "/metrics", method: .get) { r in
                 #expect(r.status == .ok)

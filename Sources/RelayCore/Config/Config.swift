@@ -171,6 +171,10 @@ public struct ClientConfig: Sendable, Equatable {
     /// `max_age`: the last successful backup may be this old (seconds) before the client
     /// is overdue; nil: twice the schedule's period (`overdueAfter`).
     public var maxAge: TimeInterval?
+    /// How old the last successful backup may be before the client is overdue: `max_age`,
+    /// else twice the schedule's longest gap (`CronSchedule.period`); nil without either.
+    /// Set by the loader.
+    public var overdueAfter: TimeInterval?
     /// `check_schedule`: when `borg check` runs on the relay (through the read-only path).
     public var checkSchedule: CronSchedule?
     public var checkScope: CheckScope = .repository

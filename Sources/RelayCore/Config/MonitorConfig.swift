@@ -126,32 +126,19 @@ public enum DurationText {
 }
 
 extension CronSchedule {
-    /// The longest gap between two consecutive times over four weeks from a fixed Monday
-    /// (UTC): the period of a regular schedule, the longest wait of an irregular one.
+    /// The longest gap between consecutive times among the first 16 after a fixed Monday
+    /// (UTC): the period of a regular schedule, the longest wait of an irregular one (a
+    /// weekday schedule's weekend, a yearly one's year); 0 for a schedule that never fires.
     public var period: TimeInterval {
-        var t = Date(timeIntervalSince1970: 1_735_516_800)  // Monday 2024-12-30 00:00 UTC
-        let end = t.addingTimeInterval(28 * 86400)
         let utc = TimeZone(identifier: "UTC")!
+        guard var prev = next(after: Date(timeIntervalSince1970: 1_735_516_800), in: utc) else { return 0 }  // Monday 2024-12-30
         var longest = 0.0
-        guard var prev = next(after: t, in: utc) else { return 0 }
-        t = prev
-        while t < end, let n = next(after: t, in: utc) {
+        for _ in 0..<15 {
+            guard let n = next(after: prev, in: utc) else { break }
             longest = max(longest, n.timeIntervalSince(prev))
             prev = n
-            t = n
         }
         return longest.rounded()
-    }
-}
-
-extension ClientConfig {
-    /// How old the last successful backup may be before the client is overdue: `max_age`,
-    /// else twice the schedule's period; nil without either.
-    public var overdueAfter: TimeInterval? {
-        if let maxAge { return maxAge }
-        guard let s = schedule else { return nil }
-        let p = s.period
-        return p > 0 ? 2 * p : nil
     }
 }
 
@@ -228,6 +215,9 @@ extension ConfigLoader {
             }
             c.maxAge = s
         }
+        // Computed once here: the agent asks for it on every tick and every scrape.
+        let period = c.schedule?.period ?? 0
+        c.overdueAfter = c.maxAge ?? (period > 0 ? 2 * period : nil)
         if let text = try t.optionalString("check_schedule") {
             do {
                 c.checkSchedule = try CronSchedule(text)

@@ -77,11 +77,29 @@ public struct FleetState: Sendable {
     public private(set) var tamperAlarm: Set<String> = []
     /// Clients overdue now (the last successful backup is older than their max age).
     public private(set) var overdue: Set<String> = []
-    /// When monitoring began: a client that never succeeded is overdue `max_age` after it.
+    /// When monitoring began: a client that never succeeded is overdue `max_age` after it
+    /// (or after it was added to the config, `watch`).
     public let since: Date
+    /// When each client came into the config (clients of the config at start: `since`).
+    public private(set) var watchedSince: [String: Date] = [:]
 
     public init(since: Date) {
         self.since = since
+    }
+
+    /// The configured clients at `now` (start, reload): a new one is watched from now, a
+    /// removed one forgotten.
+    public mutating func watch(_ clients: [String], now: Date) {
+        let names = Set(clients)
+        for c in names where watchedSince[c] == nil { watchedSince[c] = now }
+        watchedSince = watchedSince.filter { names.contains($0.key) }
+        overdue = overdue.filter { names.contains($0) }
+    }
+
+    /// The clients whose overdue event was sent before a restart (from the state directory):
+    /// they do not fire again while they stay overdue.
+    public mutating func restoreOverdue(_ clients: Set<String>) {
+        overdue = clients
     }
 
     /// A run ended: the state moves on; returns the events it fires.
@@ -122,7 +140,7 @@ public struct FleetState: Sendable {
     /// Whether `client` is overdue at `now` with `maxAge` (nil: never overdue).
     public func isOverdue(_ client: String, maxAge: TimeInterval?, now: Date) -> Bool {
         guard let maxAge else { return false }
-        return now.timeIntervalSince(lastBackup(client) ?? since) > maxAge
+        return now.timeIntervalSince(lastBackup(client) ?? watchedSince[client] ?? since) > maxAge
     }
 
     /// Takes the overdue state of every client at `now` (`maxAges`: each configured client's

@@ -109,15 +109,22 @@ public struct RelayEvent: Codable, Sendable, Equatable {
         }
     }
 
-    /// Where a Healthchecks ping for this event goes: URL/start, URL (success), URL/fail; nil
-    /// for events Healthchecks has no use for.
+    /// Where a Healthchecks ping for this event goes: URL/start, URL (success), URL/fail, and
+    /// URL/log for a test (logged, the check's state unchanged); nil for events Healthchecks
+    /// has no use for. The suffix goes on the URL's path; a query (`?create=1`) stays.
     public func healthchecksURL(base: String) -> String? {
-        let b = base.hasSuffix("/") ? String(base.dropLast()) : base
+        let suffix: String
         switch event {
-        case .started where kind == .backup: return b + "/start"
-        case .succeeded where kind == .backup, .test: return b
-        case .failed where kind == .backup, .checkFailed, .tamperAlarm, .hostKeyChanged, .overdue: return b + "/fail"
+        case .started where kind == .backup: suffix = "/start"
+        case .succeeded where kind == .backup: suffix = ""
+        case .test: suffix = "/log"
+        case .failed where kind == .backup, .checkFailed, .tamperAlarm, .hostKeyChanged, .overdue: suffix = "/fail"
         default: return nil
         }
+        guard var c = URLComponents(string: base) else { return nil }
+        var path = c.percentEncodedPath
+        if path.hasSuffix("/") { path.removeLast() }
+        c.percentEncodedPath = path + suffix
+        return c.string
     }
 }

@@ -20,23 +20,21 @@ public enum CommandRunner {
     }
 
     public static func run(_ argv: [String], env: [String: String], input: Data, timeout: TimeInterval) throws(SystemError) -> Outcome {
-        let (inRead, inWrite) = try LocalProcess.pipe()
+        // stdin: the whole input in an unlinked file, so that no size blocks the relay and
+        // a command that does not read it is no failure.
+        let stdinFD = try inputFile(input)
+        defer { close(stdinFD) }
         let (errRead, errWrite) = try LocalProcess.pipe()
         let process: LocalProcess
         do {
-            process = try LocalProcess(argv, env: env, stdinFD: inRead, stdoutPath: nil, stderrFD: errWrite, extraFD: -1)
+            process = try LocalProcess(argv, env: env, stdinFD: stdinFD, stdoutPath: nil, stderrFD: errWrite, extraFD: -1)
         } catch {
-            [inRead, inWrite, errRead, errWrite].forEach { _ = close($0) }
+            close(errRead)
+            close(errWrite)
             throw error
         }
-        close(inRead)
         close(errWrite)
         defer { process.close() }
-        // The event (a few hundred bytes) fits the pipe: the write does not block; a command
-        // that does not read its stdin gets EPIPE here, which is not its failure.
-        _ = fcntl(inWrite, F_SETFL, fcntl(inWrite, F_GETFL) | O_NONBLOCK)
-        input.withUnsafeBytes { b in _ = write(inWrite, b.baseAddress, b.count) }
-        close(inWrite)
         _ = fcntl(errRead, F_SETFL, fcntl(errRead, F_GETFL) | O_NONBLOCK)
         defer { close(errRead) }
         var stderr: [UInt8] = []
@@ -56,6 +54,29 @@ public enum CommandRunner {
         _ = drain(errRead, into: &stderr)
         return Outcome(status: process.exitStatus, signal: process.exitSignal, timedOut: false,
                        stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// A file holding `input`, read from its start, already unlinked (0600 while it had a name).
+    private static func inputFile(_ input: Data) throws(SystemError) -> Int32 {
+        var template = Array((FileManager.default.temporaryDirectory.path + "/borg-relay-event-XXXXXX").utf8CString)
+        let fd = mkstemp(&template)
+        guard fd >= 0 else { throw SystemError("cannot create a temporary file for a notifier's input: \(String(cString: strerror(errno)))") }
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        var done = 0
+        let ok = input.withUnsafeBytes { b -> Bool in
+            while done < b.count {
+                let n = write(fd, b.baseAddress! + done, b.count - done)
+                if n < 0 { if errno == EINTR { continue }; return false }
+                done += n
+            }
+            return true
+        }
+        guard ok, lseek(fd, 0, SEEK_SET) == 0 else {
+            close(fd)
+            throw SystemError("cannot write a notifier's input: \(String(cString: strerror(errno)))")
+        }
+        return fd
     }
 
     /// Reads what is there (the last 4 KiB kept); false at end of file.

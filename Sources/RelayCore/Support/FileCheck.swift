@@ -37,11 +37,13 @@ public enum FileCheck {
 
 extension FileCheck {
     /// Writes `bytes` to `path` so that a reader sees the old content or the new, never a
-    /// part: a temporary file in the same directory, fsync'd, then renamed over `path`.
-    public static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t) throws(SystemError) {
+    /// part: a new temporary file in the same directory (an unpredictable name, created
+    /// exclusively: nothing planted there, no FIFO nor link, is opened), fsync'd, then renamed
+    /// over `path`.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t, owner: (uid: uid_t, gid: gid_t)? = nil) throws(SystemError) {
         let dir = (path as NSString).deletingLastPathComponent
-        let tmp = "\(dir.isEmpty ? "." : dir)/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode)
+        let tmp = "\(dir.isEmpty ? "." : dir)/.\((path as NSString).lastPathComponent).\(UInt64.random(in: 0...UInt64.max)).tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SystemError("cannot write \(tmp): \(String(cString: strerror(errno))) (does \(dir) exist and may the agent write there?)") }
         var done = 0
         var failure: String?
@@ -55,6 +57,7 @@ extension FileCheck {
             done += n
         }
         if failure == nil && fchmod(fd, mode) != 0 { failure = String(cString: strerror(errno)) }
+        if failure == nil, let o = owner, fchown(fd, o.uid, o.gid) != 0 { failure = String(cString: strerror(errno)) }
         if failure == nil && fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
         close(fd)
         if failure == nil && rename(tmp, path) != 0 { failure = String(cString: strerror(errno)) }
@@ -62,5 +65,16 @@ extension FileCheck {
             unlink(tmp)
             throw SystemError("cannot write \(path): \(failure)")
         }
+    }
+}
+
+extension FileCheck {
+    /// Replaces the existing file at `path` atomically, keeping its mode, owner and group.
+    public static func replace(_ path: String, with bytes: [UInt8]) throws(SystemError) {
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            throw SystemError("\(path) is not a regular file (a symlink is not replaced)")
+        }
+        try writeAtomically(bytes, to: path, mode: st.st_mode & 0o7777, owner: (st.st_uid, st.st_gid))
     }
 }

@@ -7,14 +7,24 @@ import RelayCore
 import Synchronization
 
 /// Delivers events to the `[notify.X]` notifiers, off the runs' path: `send` returns at
-/// once; each delivery is a task of its own with a timeout per attempt and a few attempts
-/// with doubling delays. A failure is logged and counted
+/// once. Each notifier has its own lane (a task reading a stream), so its events arrive in
+/// the order they happened (Healthchecks' /start before its success ping) and a slow
+/// receiver holds up only its own lane; each delivery has a timeout per attempt and a few
+/// attempts with doubling delays. A failure is logged and counted
 /// (`borg_relay_notify_failures_total`), never passed on to a run. At most `maxPending`
 /// deliveries wait at once; beyond that an event is dropped (logged, counted), so a dead
 /// receiver cannot grow the agent's memory.
 final class NotifyCenter: Sendable {
+    private struct Delivery: Sendable {
+        let event: RelayEvent
+        let logTail: String?
+    }
+    private struct Lane {
+        let config: NotifierConfig
+        let input: AsyncStream<Delivery>.Continuation
+    }
     private struct State {
-        var notifiers: [String: NotifierConfig]
+        var lanes: [String: Lane] = [:]
         var pending = 0
     }
     private let state: Mutex<State>
@@ -26,11 +36,11 @@ final class NotifyCenter: Sendable {
     static let retryDelay: Duration = .seconds(1)
 
     init(notifiers: [String: NotifierConfig], metrics: RelayMetrics?, logger: Logger) {
-        state = Mutex(State(notifiers: notifiers))
+        state = Mutex(State())
         self.metrics = metrics
-        metrics?.notifiersConfigured(notifiers.keys.sorted())
         self.logger = logger
         http = Self.client
+        reload(notifiers)
     }
 
     /// One client for the process (never shut down, like `HTTPClient.shared`), but one that
@@ -42,39 +52,58 @@ final class NotifyCenter: Sendable {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
     }()
 
+    /// Takes the configured notifiers: a changed or removed one's lane ends once it has
+    /// delivered what it holds; a new or changed one gets a new lane.
     func reload(_ notifiers: [String: NotifierConfig]) {
-        state.withLock { $0.notifiers = notifiers }
+        state.withLock { s in
+            for (name, lane) in s.lanes where notifiers[name] != lane.config {
+                lane.input.finish()
+                s.lanes[name] = nil
+            }
+            for (name, n) in notifiers where s.lanes[name] == nil {
+                s.lanes[name] = lane(n)
+            }
+        }
         metrics?.notifiersConfigured(notifiers.keys.sorted())
+    }
+
+    private func lane(_ n: NotifierConfig) -> Lane {
+        let (stream, input) = AsyncStream.makeStream(of: Delivery.self, bufferingPolicy: .unbounded)
+        Task {
+            for await d in stream {
+                let ok = await self.deliver(d.event, to: n, logTail: d.logTail)
+                self.state.withLock { $0.pending -= 1 }
+                if !ok { self.metrics?.notifyFailed(n.name) }
+            }
+        }
+        return Lane(config: n, input: input)
     }
 
     /// Sends `event` to every notifier that wants it; `logTail` is the body of Healthchecks
     /// pings (the end of the run's log). Returns at once.
     func send(_ event: RelayEvent, logTail: String? = nil) {
-        let targets = state.withLock { s in
-            s.notifiers.values.sorted(by: { $0.name < $1.name }).filter { $0.wants(event.event, client: event.client) }
-        }
-        for n in targets {
-            let taken = state.withLock { s in
-                guard s.pending < Self.maxPending else { return false }
+        let dropped: [String] = state.withLock { s in
+            var dropped: [String] = []
+            for lane in s.lanes.values.sorted(by: { $0.config.name < $1.config.name })
+            where lane.config.wants(event.event, client: event.client) {
+                guard s.pending < Self.maxPending else {
+                    dropped.append(lane.config.name)
+                    continue
+                }
                 s.pending += 1
-                return true
+                lane.input.yield(Delivery(event: event, logTail: logTail))
             }
-            guard taken else {
-                logger.error("notify.\(n.name): \(Self.maxPending) notifications pending; the \(event.event.rawValue) event of \(event.client ?? "the agent") was dropped")
-                metrics?.notifyDropped(n.name)
-                continue
-            }
-            Task {
-                let ok = await self.deliver(event, to: n, logTail: logTail)
-                self.state.withLock { $0.pending -= 1 }
-                if !ok { self.metrics?.notifyFailed(n.name) }
-            }
+            return dropped
+        }
+        for name in dropped {
+            logger.error("notify.\(name): \(Self.maxPending) notifications pending; the \(event.event.rawValue) event of \(event.client ?? "the agent") was dropped")
+            metrics?.notifyDropped(name)
         }
     }
 
     /// Sends a test event to one notifier and waits for the outcome (`relayctl notify test`).
     func test(_ name: String, relay: String) async throws(ControlError) -> String {
-        let all = state.withLock { $0.notifiers }
+        let all = state.withLock { $0.lanes.mapValues(\.config) }
         guard let n = all[name] else {
             throw .notFound("no notifier '\(name)' ([notify.NAME] in the config; configured: \(all.keys.sorted().joined(separator: ", ")))")
         }

@@ -6,7 +6,8 @@ import RelayCore
 /// (served on [metrics] listen, written to [metrics] textfile).
 extension RunManager {
     /// Reads the history once at start-up: the metrics and the fleet's state as they were
-    /// (no events fire for the past), then `agent_started`.
+    /// (no events fire for the past), and the clients whose overdue event was sent before;
+    /// then `agent_started`, and overdue events for clients that became overdue meanwhile.
     func startMonitoring() {
         do {
             for r in try history.finishedRuns() {
@@ -17,7 +18,7 @@ extension RunManager {
         } catch {
             logger.error("monitoring: the history could not be read, the metrics start from zero: \(error)")
         }
-        _ = fleetUpdateOverdue(now: Date())
+        fleetWatch(now: Date(), notified: OverdueRecord.read(stateDir: config.relay.stateDir))
         send(RelayEvent(event: .agentStarted, time: Date(), relay: relayName))
         monitorTick(now: Date())
     }
@@ -36,7 +37,15 @@ extension RunManager {
     /// Called by the scheduler every few seconds: overdue transitions, the gauges, the
     /// textfile when its interval has passed.
     func monitorTick(now: Date) {
-        for client in fleetUpdateOverdue(now: now) {
+        let (became, changed) = fleetUpdateOverdue(now: now)
+        if changed {
+            do {
+                try OverdueRecord.write(fleetOverdue, stateDir: config.relay.stateDir)
+            } catch {
+                logger.error("monitoring: \(error) (overdue events may fire again after a restart)")
+            }
+        }
+        for client in became {
             let maxAge = config.clients[client]?.overdueAfter ?? 0
             let last = fleetLastBackup(client)
             logger.warning("client \(client) is OVERDUE: its last successful backup \(last.map { "ended \(RelayEvent.rfc3339($0))" } ?? "never happened") (max_age \(Int(maxAge)) s)")
@@ -44,12 +53,6 @@ extension RunManager {
                             error: "no successful backup within \(Int(maxAge)) s", relay: relayName))
         }
         refreshMetrics(now: now, writeTextfile: false)
-    }
-
-    /// The exposition, with the gauges brought up to date (GET /metrics).
-    func metricsExposition() -> [UInt8] {
-        refreshMetrics(now: Date(), writeTextfile: false)
-        return metrics.exposition()
     }
 
     func send(_ event: RelayEvent, logTail: String? = nil) {
@@ -64,5 +67,23 @@ extension RunManager {
         try? h.seek(toOffset: size > 10_000 ? size - 10_000 : 0)
         guard let data = try? h.readToEnd() else { return nil }
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// The clients whose overdue event was sent (state_dir/overdue.json), so that a restart does
+/// not send it again, and an agent that was down still sends it for a client that became
+/// overdue meanwhile.
+enum OverdueRecord {
+    static func path(_ stateDir: String) -> String { stateDir + "/overdue.json" }
+
+    static func read(stateDir: String) -> Set<String> {
+        guard let data = FileManager.default.contents(atPath: path(stateDir)),
+              let names = try? JSONDecoder().decode([String].self, from: data) else { return [] }
+        return Set(names)
+    }
+
+    static func write(_ clients: Set<String>, stateDir: String) throws {
+        let data = try JSONEncoder().encode(clients.sorted())
+        try FileCheck.writeAtomically(Array(data), to: path(stateDir), mode: 0o600)
     }
 }

@@ -36,6 +36,11 @@ final class Receiver {
 
     var url: String { "http://127.0.0.1:\(port)" }
 
+    /// Lets every /hang/ request (held until now) be answered.
+    func releaseHung() throws {
+        try Data().write(to: URL(fileURLWithPath: logPath + ".release"))
+    }
+
     var raw: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     /// The requests received (lines with a method), oldest first.

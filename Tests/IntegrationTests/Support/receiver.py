@@ -13,7 +13,8 @@ and, once answered, another line:
   {"done": path, "status": N, "answered": time}
 
 By path prefix:
-  /hang/     logs the request at once, then waits 60 s before answering 200
+  /hang/     logs the request at once, then answers 200 only once the file
+             LOGFILE.release exists (the test releases it), or after 300 s
   /fail500/  answers 500
   otherwise  answers 200 with body "ok"
 """
@@ -26,10 +27,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-HANG_SECONDS = 60
+HANG_SECONDS = 300
 
 _log_lock = threading.Lock()
 _log_file = None
+LOG_PATH = ""
 
 
 def log_line(record):
@@ -82,7 +84,9 @@ class Handler(BaseHTTPRequestHandler):
         })
 
         if self.path.startswith("/hang/"):
-            time.sleep(HANG_SECONDS)
+            deadline = time.time() + HANG_SECONDS
+            while time.time() < deadline and not os.path.exists(LOG_PATH + ".release"):
+                time.sleep(0.05)
             status, payload = 200, b"ok"
         elif self.path.startswith("/fail500/"):
             status, payload = 500, b"fail"
@@ -112,11 +116,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    global _log_file
+    global _log_file, LOG_PATH
     if len(sys.argv) != 3:
         sys.stderr.write("usage: receiver.py PORTFILE LOGFILE\n")
         return 2
     port_file, log_path = sys.argv[1], sys.argv[2]
+    LOG_PATH = log_path
     _log_file = open(log_path, "a", encoding="utf-8")
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

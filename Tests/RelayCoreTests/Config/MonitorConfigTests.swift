@@ -110,6 +110,12 @@ struct MonitorConfigTests {
         #expect(try CronSchedule("@hourly").period == 3600)
         #expect(try CronSchedule("30 2 * * *").period == 86400)
         #expect(try CronSchedule("0 2 * * 1-5").period == 3 * 86400, "Friday to Monday is the longest wait")
+        #expect(try CronSchedule("0 3 1 6 *").period >= 365 * 86400, "a yearly schedule waits a year")
+        #expect(try CronSchedule("0 0 31 2 *").period == 0, "never fires")
+        let yearly = try Self.parse("", client: "schedule = \"0 3 1 6 *\"").clients["web1"]
+        #expect((yearly?.overdueAfter ?? 0) >= 2 * 365 * 86400)
+        #expect(try Self.parse("", client: "schedule = \"@daily\"\nmax_age = \"5s\"").clients["web1"]?.overdueAfter == 5)
+        #expect(try Self.parse("").clients["web1"]?.overdueAfter == nil)
     }
 
     @Test("check arguments: scope, partial checks, verify-data; mismatches refused")

@@ -79,6 +79,24 @@ struct FleetStateTests {
         #expect(f.overdue == ["db1"])
     }
 
+    @Test("a client added later is watched from then: not overdue at once on an agent up for longer than its max_age; a removed one is forgotten; restored notifications do not fire again")
+    func watch() {
+        var f = FleetState(since: Self.t0)
+        f.watch(["web1"], now: Self.t0)
+        #expect(f.updateOverdue(now: Self.t0.addingTimeInterval(100), maxAges: ["web1": 50]) == ["web1"])
+        f.watch(["web1", "new"], now: Self.t0.addingTimeInterval(100))
+        #expect(f.updateOverdue(now: Self.t0.addingTimeInterval(120), maxAges: ["web1": 50, "new": 50]) == [])
+        #expect(f.updateOverdue(now: Self.t0.addingTimeInterval(151), maxAges: ["web1": 50, "new": 50]) == ["new"])
+        f.watch(["new"], now: Self.t0.addingTimeInterval(160))
+        #expect(f.overdue == ["new"] && f.watchedSince["web1"] == nil)
+
+        var g = FleetState(since: Self.t0)
+        g.restoreOverdue(["web1", "gone"])
+        g.watch(["web1", "db1"], now: Self.t0)
+        #expect(g.overdue == ["web1"])
+        #expect(g.updateOverdue(now: Self.t0.addingTimeInterval(100), maxAges: ["web1": 50, "db1": 50]) == ["db1"], "web1 was notified before the restart")
+    }
+
     @Test("the last archive comes from the last successful backup")
     func lastArchive() {
         var f = FleetState(since: Self.t0)
@@ -125,6 +143,13 @@ struct RelayEventTests {
         #expect(url(.checkFailed, .check) == "https://hc.example/ping/abc/fail")
         #expect(url(.overdue) == "https://hc.example/ping/abc/fail")
         #expect(url(.started, .list) == nil && url(.succeeded, .check) == nil && url(.skipped) == nil && url(.recovered) == nil)
+        #expect(url(.test) == "https://hc.example/ping/abc/log", "a test changes no check's state")
+        // The suffix goes on the path: a query (Healthchecks' ?create=1, Uptime Kuma's
+        // ?status=up&msg=OK) stays a query.
+        let e = RelayEvent(event: .failed, client: "c", kind: .backup, time: Date(), relay: "r")
+        #expect(e.healthchecksURL(base: "https://hc.example/ping/key/web1?create=1") == "https://hc.example/ping/key/web1/fail?create=1")
+        #expect(RelayEvent(event: .started, client: "c", kind: .backup, time: Date(), relay: "r")
+                    .healthchecksURL(base: "http://kuma:3001/api/push/Tok?status=up&msg=OK&ping=") == "http://kuma:3001/api/push/Tok/start?status=up&msg=OK&ping=")
     }
 
     @Test("ntfy priorities: alarms max, failures high, successes min")
