@@ -8,6 +8,7 @@ struct RelayAgent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay-agent",
         abstract: "Relays borg backups from clients to backup servers that cannot reach each other.",
+        version: RelayVersion.current,
         subcommands: [ServeCommand.self, RunCommand.self, BenchSpliceCommand.self, ConnectCommand.self]
     )
 

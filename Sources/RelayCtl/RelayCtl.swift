@@ -8,11 +8,13 @@ struct RelayCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relayctl",
         abstract: "Operate borg-relay: runs, status and history through the agent; the passphrase vault.",
+        version: RelayVersion.current,
         subcommands: [RunCtlCommand.self, StatusCommand.self, RunsCommand.self, LogCommand.self, CancelCommand.self,
                       InitCommand.self, ListCommand.self, InfoCommand.self, KeyExportCommand.self,
                       PruneCommand.self, CompactCommand.self, CheckCommand.self, RestoreCommand.self, BorgCommand.self,
                       HostKeyCommand.self, AuthorizedKeysCommand.self,
-                      VaultCommand.self, SealCommand.self, NotifyCommand.self]
+                      VaultCommand.self, SealCommand.self, NotifyCommand.self,
+                      ConfigCommand.self, AddClientCommand.self]
     )
 
     static func main() async {

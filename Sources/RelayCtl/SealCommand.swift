@@ -27,7 +27,7 @@ struct SealCommand: ParsableCommand {
                 path = try options.load().relay.vaultPublicKeyPath
             }
             let pk = try Vault.readPublicKey(path: path)
-            let secret = try readPassphrase()
+            let secret = try Self.readPassphrase()
             defer { secret.wipe() }
             let sealed = try Vault.seal(secret, publicKey: pk)
             print(sealed.description)
@@ -38,7 +38,8 @@ struct SealCommand: ParsableCommand {
         }
     }
 
-    private func readPassphrase() throws -> SecretBytes {
+    /// Twice without echo on a terminal; otherwise stdin up to EOF, one trailing newline dropped.
+    static func readPassphrase() throws -> SecretBytes {
         guard isatty(0) != 0 else {
             return try Vault.readPassphrase(fd: 0, stopAtNewline: false)
         }
