@@ -136,30 +136,9 @@ struct AddClientCommand: ParsableCommand {
             throw fail("\(error)\n(nothing was written)", exit: CLI.Exit.runFailed)
         }
         let pinName = HostKeyProbe.pinName(host: host, port: port)
-        let file = cfg.relay.knownHosts
-        switch PinDecision(name: pinName, offered: keys, entries: KnownHosts.entries(for: pinName, path: file)) {
-        case .revoked(let r):
-            throw fail("\(pinName) offers \(r.type) \(r.fingerprint), which line \(r.line) of \(file) marks @revoked\n(nothing was written)", exit: CLI.Exit.runFailed)
-        case .changed:
-            throw fail("""
-                \(pinName) is pinned in \(file) with OTHER keys: its host key has changed, or this is not the same host. \
-                Check on the host itself; if the change is expected, remove the old lines for \(pinName) first.
-                (nothing was written)
-                """, exit: CLI.Exit.runFailed)
-        case .nothingNew:
-            print("the host keys of \(pinName) are pinned already in \(file)")
-            return []
-        case .add(let lines):
-            FileHandle.standardError.write(Data("Host keys of \(pinName):\n".utf8))
-            for k in keys { FileHandle.standardError.write(Data("  \(k.fingerprint) (\(k.type))\n".utf8)) }
-            if yes { return lines }
-            guard isatty(0) == 1 else {
-                throw fail("not pinning without confirmation: compare the fingerprints with the host's own, then run again with --yes\n(nothing was written)", exit: CLI.Exit.usage)
-            }
-            FileHandle.standardError.write(Data("Are these the keys of \(name)? [y/N] ".utf8))
-            let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
-            guard answer == "y" || answer == "yes" else { throw fail("host keys not accepted\n(nothing was written)", exit: CLI.Exit.runFailed) }
-            return lines
-        }
+        FileHandle.standardError.write(Data("Host keys of \(pinName):\n".utf8))
+        for k in keys { FileHandle.standardError.write(Data("  \(k.fingerprint) (\(k.type))\n".utf8)) }
+        return try confirmedPins(name: pinName, offered: keys, knownHosts: cfg.relay.knownHosts, yes: yes,
+                                 refusal: "\n(nothing was written)")
     }
 }

@@ -71,34 +71,8 @@ struct HostKeyCommand: ParsableCommand {
             print("  \(k.fingerprint) (\(k.type))\(state)")
         }
         guard add, let file = knownHosts else { return }
-        let lines: [String]
-        switch PinDecision(name: name, offered: keys, entries: entries) {
-        case .revoked(let r):
-            throw fail("""
-                \(name) offers \(r.type) \(r.fingerprint), which line \(r.line) of \(file) marks @revoked; \
-                nothing pinned. Give the host a new key, then pin that one.
-                """, exit: CLI.Exit.runFailed)
-        case .changed:
-            throw fail("""
-                \(name) is pinned in \(file) with OTHER keys: its host key has changed, or this is not the \
-                same host. Check on the host itself; if the change is expected, remove the old lines for \(name) first.
-                """, exit: CLI.Exit.runFailed)
-        case .nothingNew:
-            print("all keys of \(name) are already pinned in \(file)")
-            return
-        case .add(let new):
-            lines = new
-        }
-        if !yes {
-            guard isatty(0) == 1 else {
-                throw fail("not pinning without confirmation; check the fingerprints on the host, then run again with --yes", exit: CLI.Exit.usage)
-            }
-            FileHandle.standardError.write(Data("Pin \(lines.count) key(s) for \(name) in \(file)? [y/N] ".utf8))
-            let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
-            guard answer == "y" || answer == "yes" else {
-                throw fail("nothing pinned", exit: CLI.Exit.runFailed)
-            }
-        }
+        let lines = try confirmedPins(name: name, offered: keys, knownHosts: file, yes: yes)
+        if lines.isEmpty { return }
         do {
             try KnownHosts.append(lines, to: file)
         } catch {
@@ -123,6 +97,39 @@ struct HostKeyCommand: ParsableCommand {
         }
         if s.isEmpty || s.contains(where: { $0 == " " || $0 == "/" }) { return nil }
         return (s, 22)  // a name, or a bare IPv6 address
+    }
+}
+
+/// The known_hosts lines to add for `name` from the keys it offered, once the operator has
+/// confirmed them (`yes`, or y at a terminal's prompt); none when all are pinned already. A
+/// revoked key and a host pinned with other keys are refused. `refusal` ends every refusal
+/// (what the caller did not do). Used by `hostkey --add` and `add-client`.
+func confirmedPins(name: String, offered keys: [HostKeyInfo], knownHosts file: String, yes: Bool,
+                   refusal: String = "") throws -> [String] {
+    switch PinDecision(name: name, offered: keys, entries: KnownHosts.entries(for: name, path: file)) {
+    case .revoked(let r):
+        throw fail("""
+            \(name) offers \(r.type) \(r.fingerprint), which line \(r.line) of \(file) marks @revoked; \
+            nothing pinned. Give the host a new key, then pin that one.\(refusal)
+            """, exit: CLI.Exit.runFailed)
+    case .changed:
+        throw fail("""
+            \(name) is pinned in \(file) with OTHER keys: its host key has changed, or this is not the \
+            same host. Check on the host itself; if the change is expected, remove the old lines for \(name) first.\(refusal)
+            """, exit: CLI.Exit.runFailed)
+    case .nothingNew:
+        print("all keys of \(name) are already pinned in \(file)")
+        return []
+    case .add(let lines):
+        if yes { return lines }
+        guard isatty(0) == 1 else {
+            throw fail("not pinning without confirmation; check the fingerprints on the host, then run again with --yes\(refusal)",
+                       exit: CLI.Exit.usage)
+        }
+        FileHandle.standardError.write(Data("Pin \(lines.count) key(s) for \(name) in \(file)? [y/N] ".utf8))
+        let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
+        guard answer == "y" || answer == "yes" else { throw fail("nothing pinned\(refusal)", exit: CLI.Exit.runFailed) }
+        return lines
     }
 }
 
