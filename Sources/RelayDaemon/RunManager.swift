@@ -69,8 +69,9 @@ public actor RunManager {
     private var schedule = ScheduleBook()
     /// When each client's scheduled repository check is next due.
     private var checks = ScheduleBook()
-    /// What monitoring knows (last results, overdue, tamper alarm); events come from it.
-    private var fleet: FleetState
+    /// What monitoring knows (last results, overdue, tamper alarm); events come from it
+    /// (RunManager+Monitor.swift moves it on).
+    var fleet: FleetState
     nonisolated let metrics: RelayMetrics
     nonisolated let notify: NotifyCenter
     /// This relay's name in events (its host name).
@@ -320,7 +321,7 @@ public actor RunManager {
         let removed = Set(config.clients.keys).subtracting(new.clients.keys)
         config = new
         planSchedules(now: Date(), timeZone: timeZone)
-        fleetWatch(now: Date())
+        fleet.watch(Array(new.clients.keys), now: Date())
         metrics.forget(clients: removed)
         notify.reload(new.notifiers)
         logger.info("configuration reloaded from \(new.file): \(new.clients.count) clients, max_parallel \(new.relay.maxParallel)")
@@ -357,25 +358,6 @@ public actor RunManager {
     }
 
     // MARK: - Monitoring (RunManager+Monitor.swift)
-
-    func fleetRecord(_ run: FinishedRun) -> [RelayEventKind] { fleet.record(run) }
-
-    /// The clients that became overdue, and whether the overdue set changed.
-    func fleetUpdateOverdue(now: Date) -> (became: [String], changed: Bool) {
-        let before = fleet.overdue
-        let became = fleet.updateOverdue(now: now, maxAges: config.clients.mapValues(\.overdueAfter))
-        return (became, fleet.overdue != before)
-    }
-
-    var fleetOverdue: Set<String> { fleet.overdue }
-
-    /// The configured clients (start, reload); at start also the clients notified before.
-    func fleetWatch(now: Date, notified: Set<String>? = nil) {
-        if let notified { fleet.restoreOverdue(notified) }
-        fleet.watch(Array(config.clients.keys), now: now)
-    }
-
-    func fleetLastBackup(_ client: String) -> Date? { fleet.lastBackup(client) }
 
     /// Sets the gauges from the fleet's state and the queue; writes [metrics] textfile after
     /// a run (`writeTextfile`) or when its interval has passed.

@@ -13,12 +13,13 @@ extension RunManager {
             for r in try history.finishedRuns() {
                 guard let f = FinishedRun(r) else { continue }
                 metrics.record(f)
-                _ = fleetRecord(f)
+                _ = fleet.record(f)
             }
         } catch {
             logger.error("monitoring: the history could not be read, the metrics start from zero: \(error)")
         }
-        fleetWatch(now: Date(), notified: OverdueRecord.read(stateDir: config.relay.stateDir))
+        fleet.restoreOverdue(OverdueRecord.read(stateDir: config.relay.stateDir))
+        fleet.watch(Array(config.clients.keys), now: Date())
         send(RelayEvent(event: .agentStarted, time: Date(), relay: relayName))
         monitorTick(now: Date())
     }
@@ -26,7 +27,7 @@ extension RunManager {
     /// A run ended: metrics, state, events.
     func observe(_ run: FinishedRun, logFile: String?) {
         metrics.record(run)
-        let events = fleetRecord(run)
+        let events = fleet.record(run)
         if !events.isEmpty {
             let tail = logFile.flatMap { Self.logTail($0) }
             for e in events { send(RelayEvent(e, run: run, relay: relayName), logTail: tail) }
@@ -37,17 +38,18 @@ extension RunManager {
     /// Called by the scheduler every few seconds: overdue transitions, the gauges, the
     /// textfile when its interval has passed.
     func monitorTick(now: Date) {
-        let (became, changed) = fleetUpdateOverdue(now: now)
-        if changed {
+        let before = fleet.overdue
+        let became = fleet.updateOverdue(now: now, maxAges: config.clients.mapValues(\.overdueAfter))
+        if fleet.overdue != before {
             do {
-                try OverdueRecord.write(fleetOverdue, stateDir: config.relay.stateDir)
+                try OverdueRecord.write(fleet.overdue, stateDir: config.relay.stateDir)
             } catch {
                 logger.error("monitoring: \(error) (overdue events may fire again after a restart)")
             }
         }
         for client in became {
             let maxAge = config.clients[client]?.overdueAfter ?? 0
-            let last = fleetLastBackup(client)
+            let last = fleet.lastBackup(client)
             logger.warning("client \(client) is OVERDUE: its last successful backup \(last.map { "ended \(RelayEvent.rfc3339($0))" } ?? "never happened") (max_age \(Int(maxAge)) s)")
             send(RelayEvent(event: .overdue, client: client, server: config.clients[client]?.server, kind: .backup, time: now,
                             error: "no successful backup within \(Int(maxAge)) s", relay: relayName))
