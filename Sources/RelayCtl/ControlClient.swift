@@ -1,8 +1,9 @@
 import ArgumentParser
-import AsyncHTTPClient
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import RelayCore
 
 /// What can go wrong talking to the agent, each with what to do about it.
@@ -35,10 +36,19 @@ enum CtlError: Error, CustomStringConvertible {
     }
 }
 
-/// The control API over the agent's unix socket.
+/// The control API over the agent's unix socket: one HTTP/1.1 exchange per connection
+/// (`Connection: close`), through swift-nio's own HTTP/1.1 codec. relayctl only ever talks
+/// to a local socket, so it carries no HTTP client with TLS, pooling or redirects: that
+/// kept AsyncHTTPClient's TLS stack (BoringSSL) out of the binary (docs/development.md).
 final class ControlClient: Sendable {
     let socketPath: String
-    private let http: HTTPClient
+
+    /// An answer: its status, headers and whole body.
+    struct Response: Sendable {
+        var status: Int
+        var headers: HTTPHeaders
+        var body: [UInt8]
+    }
 
     init(socketPath: String) throws(CtlError) {
         self.socketPath = socketPath
@@ -49,37 +59,24 @@ final class ControlClient: Sendable {
         case EACCES, EPERM: throw .permissionDenied(path: socketPath)
         case let e: throw .transport(path: socketPath, detail: String(cString: strerror(e)))
         }
-        http = HTTPClient(eventLoopGroupProvider: .singleton)
     }
 
-    func close() async {
-        try? await http.shutdown()
-    }
+    /// Nothing is held between requests; kept for the callers' symmetry.
+    func close() async {}
 
     /// A raw chunk of a run's output: the bytes, where the next starts, whether it was the last.
     func rawOutput(run: String, offset: Int) async throws(CtlError) -> (bytes: [UInt8], next: Int, complete: Bool) {
-        guard let url = URL(httpURLWithSocketPath: socketPath, uri: ControlAPI.prefix + "/runs/\(run)/output/raw?offset=\(offset)") else {
-            throw .transport(path: socketPath, detail: "the socket path cannot be used in a URL")
-        }
-        let request = HTTPClientRequest(url: url.absoluteString)
-        do {
-            let response = try await http.execute(request, timeout: .seconds(60))
-            let buffer = try await response.body.collect(upTo: ControlAPI.maxRawChunk + 65536)
-            guard response.status.code == 200 else {
-                let data = Data(buffer.readableBytesView)
-                if let e = try? ControlAPI.decoder().decode(APIErrorBody.self, from: data) {
-                    throw CtlError.refused(status: Int(response.status.code), body: e)
-                }
-                throw CtlError.badResponse("HTTP \(response.status.code)")
+        let response = try await exchange(.GET, ControlAPI.prefix + "/runs/\(run)/output/raw?offset=\(offset)",
+                                          body: nil, limit: ControlAPI.maxRawChunk + 65536)
+        guard response.status == 200 else {
+            if let e = try? ControlAPI.decoder().decode(APIErrorBody.self, from: Data(response.body)) {
+                throw .refused(status: response.status, body: e)
             }
-            let next = response.headers.first(name: ControlAPI.nextOffsetHeader).flatMap(Int.init) ?? offset
-            let complete = response.headers.first(name: ControlAPI.completeHeader) == "1"
-            return ([UInt8](buffer.readableBytesView), next, complete)
-        } catch let e as CtlError {
-            throw e
-        } catch {
-            throw .transport(path: socketPath, detail: "\(error)")
+            throw .badResponse("HTTP \(response.status)")
         }
+        let next = response.headers.first(name: ControlAPI.nextOffsetHeader).flatMap(Int.init) ?? offset
+        let complete = response.headers.first(name: ControlAPI.completeHeader) == "1"
+        return (response.body, next, complete)
     }
 
     func get<T: Decodable>(_ path: String, as: T.Type = T.self) async throws(CtlError) -> T {
@@ -91,39 +88,96 @@ final class ControlClient: Sendable {
     }
 
     private func call<T: Decodable, B: Encodable>(_ method: HTTPMethod, _ path: String, body: B?) async throws(CtlError) -> T {
-        guard let url = URL(httpURLWithSocketPath: socketPath, uri: ControlAPI.prefix + path) else {
-            throw .transport(path: socketPath, detail: "the socket path cannot be used in a URL")
-        }
-        var request = HTTPClientRequest(url: url.absoluteString)
-        request.method = method
+        var encoded: [UInt8]?
         if let body {
             do {
-                let data = try ControlAPI.encoder().encode(body)
-                request.headers.add(name: "Content-Type", value: "application/json")
-                request.body = .bytes(ByteBuffer(bytes: data))
+                encoded = Array(try ControlAPI.encoder().encode(body))
             } catch {
                 throw .badResponse("encoding the request: \(error)")
             }
         }
-        let status: Int
-        let data: Data
-        do {
-            let response = try await http.execute(request, timeout: .seconds(60))
-            status = Int(response.status.code)
-            let buffer = try await response.body.collect(upTo: 8 * 1024 * 1024)
-            data = Data(buffer.readableBytesView)
-        } catch {
-            throw .transport(path: socketPath, detail: "\(error)")
-        }
+        let response = try await exchange(method, ControlAPI.prefix + path, body: encoded, limit: 8 * 1024 * 1024)
+        let data = Data(response.body)
         let decoder = ControlAPI.decoder()
-        guard (200..<300).contains(status) else {
-            if let e = try? decoder.decode(APIErrorBody.self, from: data) { throw .refused(status: status, body: e) }
-            throw .refused(status: status, body: APIErrorBody(code: "http_\(status)", error: "HTTP \(status): \(String(decoding: data.prefix(300), as: UTF8.self))"))
+        guard (200..<300).contains(response.status) else {
+            if let e = try? decoder.decode(APIErrorBody.self, from: data) { throw .refused(status: response.status, body: e) }
+            throw .refused(status: response.status, body: APIErrorBody(code: "http_\(response.status)", error: "HTTP \(response.status): \(String(decoding: data.prefix(300), as: UTF8.self))"))
         }
         do {
             return try decoder.decode(T.self, from: data)
         } catch {
             throw .badResponse("\(error)")
+        }
+    }
+
+    /// One request and its whole answer on a new connection. The answer must come within
+    /// `timeout` and be at most `limit` bytes; otherwise the connection is closed and the
+    /// error says which.
+    func exchange(_ method: HTTPMethod, _ uri: String, body: [UInt8]?, limit: Int,
+                  timeout: TimeAmount = .seconds(60)) async throws(CtlError) -> Response {
+        let path = socketPath
+        let timedOut = NIOLockedValueBox(false)
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(10))
+                .connect(unixDomainSocketPath: path) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            let deadline = channel.channel.eventLoop.scheduleTask(in: timeout) { [channel = channel.channel] in
+                timedOut.withLockedValue { $0 = true }
+                channel.close(promise: nil)
+            }
+            defer { deadline.cancel() }
+            return try await channel.executeThenClose { inbound, outbound in
+                var head = HTTPRequestHead(version: .http1_1, method: method, uri: uri)
+                head.headers.add(name: "Host", value: "localhost")
+                head.headers.add(name: "Connection", value: "close")
+                if body != nil {
+                    head.headers.add(name: "Content-Type", value: "application/json")
+                }
+                head.headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
+                try await outbound.write(.head(head))
+                if let body, !body.isEmpty {
+                    try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
+                }
+                try await outbound.write(.end(nil))
+
+                var response: Response?
+                for try await part in inbound {
+                    switch part {
+                    case .head(let h):
+                        response = Response(status: Int(h.status.code), headers: h.headers, body: [])
+                    case .body(let chunk):
+                        guard response != nil else { continue }
+                        guard response!.body.count + chunk.readableBytes <= limit else {
+                            throw CtlError.badResponse("an answer larger than \(limit) bytes")
+                        }
+                        response!.body.append(contentsOf: chunk.readableBytesView)
+                    case .end:
+                        if let response { return response }
+                    }
+                }
+                throw CtlError.transport(path: path, detail: "the agent closed the connection before it answered")
+            }
+        } catch let e as CtlError {
+            if timedOut.withLockedValue({ $0 }) {
+                throw .transport(path: path, detail: "no answer within \(timeout.nanoseconds / 1_000_000_000) s")
+            }
+            throw e
+        } catch {
+            if timedOut.withLockedValue({ $0 }) {
+                throw .transport(path: path, detail: "no answer within \(timeout.nanoseconds / 1_000_000_000) s")
+            }
+            if let e = error as? HTTPParserError {
+                if e == .invalidEOFState {
+                    throw .transport(path: path, detail: "the connection closed in the middle of the answer")
+                }
+                throw .transport(path: path, detail: "the answer is not HTTP (\(e)): is this the agent's control socket?")
+            }
+            throw .transport(path: path, detail: "\(error)")
         }
     }
 }

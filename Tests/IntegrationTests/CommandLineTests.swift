@@ -74,6 +74,13 @@ struct CommandLineTests {
         r = try agent(["run", "web1", "--config", "\(d.path)/relay.toml"])
         #expect(r.status == 2)
         #expect(r.stderr.contains("[clients.web1] key 'key': cannot read '\(d.path)/nokey'"))
+        #expect(r.stderr.contains("`relayctl add-client` creates a client's key pair"), "\(r.stderr)")
+
+        try text.replacingOccurrences(of: "user = \"borg\"\nkey = \"\(d.path)/key\"", with: "user = \"borg\"\nkey = \"\(d.path)/nokey-b\"")
+            .write(toFile: "\(d.path)/relay.toml", atomically: true, encoding: .utf8)
+        r = try agent(["run", "web1", "--config", "\(d.path)/relay.toml"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("[servers.vault] key 'key': cannot read '\(d.path)/nokey-b': No such file or directory; create the key pair with ssh-keygen -t ed25519 -N '' -f \(d.path)/nokey-b"), "\(r.stderr)")
 
         r = try agent(["run", "web2", "--config", try d.config()])
         #expect(r.status == 2)
@@ -120,5 +127,61 @@ struct CommandLineTests {
         #expect(r.status == 2, "\(r.output)")
         #expect(r.stderr.contains("[clients.web1] key 'passphrase'"))
         #expect(r.stderr.contains("cannot be opened"))
+    }
+
+    /// A unix socket server that is not the agent, in one of several bad behaviours.
+    static let impostor = #"""
+        import os, socket, sys
+        path, mode = sys.argv[1], sys.argv[2]
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen(8)
+        while True:
+            c, _ = srv.accept()
+            c.settimeout(5)
+            try:
+                c.recv(65536)
+                if mode == "garbage":
+                    c.sendall(b"SSH-2.0-not-http\r\n\r\n")
+                elif mode == "huge":
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 20000000\r\n\r\n")
+                    chunk = b" " * 65536
+                    for _ in range(305):
+                        c.sendall(chunk)
+                elif mode == "html":
+                    c.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 11\r\nConnection: close\r\n\r\n<h1>no</h1>")
+                elif mode == "truncated":
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"clients\"")
+            except OSError:
+                pass
+            c.close()
+        """#
+
+    @Test("relayctl against a socket that is not the agent: each answer gets exit 1 and a message naming it, within seconds")
+    func impostorSocket() throws {
+        let dir = try Dir()
+        let script = "\(dir.path)/impostor.py"
+        try Self.impostor.write(toFile: script, atomically: true, encoding: .utf8)
+        let ctl = try Proc.binary("relayctl")
+        let cases: [(mode: String, message: String)] = [
+            ("close", "closed the connection before it answered"),
+            ("garbage", "the answer is not HTTP"),
+            ("huge", "an answer larger than"),
+            ("html", "HTTP 502: <h1>no</h1>"),
+            ("truncated", "closed in the middle of the answer"),
+        ]
+        for c in cases {
+            let sock = "\(dir.path)/\(c.mode).sock"
+            let server = try Spawned("/usr/bin/python3", [script, sock, c.mode], stdin: "/dev/null",
+                                     stdout: "\(dir.path)/\(c.mode).out", stderr: "\(dir.path)/\(c.mode).err")
+            defer { server.terminate(grace: 2) }
+            var waited = 0
+            while !FileManager.default.fileExists(atPath: sock) && waited < 500 { usleep(10_000); waited += 1 }
+            let started = Date()
+            let r = try Proc.run(ctl, ["status", "--socket", sock], timeout: 30)
+            #expect(r.status == 1, "\(c.mode): \(r.output)")
+            #expect(r.stderr.contains(c.message), "\(c.mode): \(r.stderr)")
+            #expect(Date().timeIntervalSince(started) < 20, "\(c.mode) took \(Date().timeIntervalSince(started)) s")
+        }
     }
 }
