@@ -411,7 +411,12 @@ public enum ConfigLoader {
 
     static func checkReadable(_ c: RelayConfig) throws(ConfigError) {
         func check(_ path: String, table: String, key: String) throws(ConfigError) {
-            if let reason = FileCheck.unreadableReason(path) {
+            if var reason = FileCheck.unreadableReason(path) {
+                if key != "known_hosts", access(path, F_OK) != 0, errno == ENOENT {
+                    reason += table.hasPrefix("clients.")
+                        ? "; `relayctl add-client` creates a client's key pair (or ssh-keygen -t ed25519 -N '' -f \(path))"
+                        : "; create the key pair with ssh-keygen -t ed25519 -N '' -f \(path)"
+                }
                 throw ConfigError(file: c.file, table: table, key: key, kind: .unreadablePath(path: path, reason: reason))
             }
             // Private keys: only their owner may read them (as ssh insists too).

@@ -154,7 +154,7 @@ struct ConfigLoaderTests {
     @Test func unreadableKeyFile() throws {
         let f = try Files()
         expectError(f.valid().replacingOccurrences(of: "key = \"\(f.dir)/key\"\nserver", with: "key = \"\(f.dir)/nokey\"\nserver")) { e in
-            #expect(e.kind == .unreadablePath(path: "\(f.dir)/nokey", reason: "No such file or directory"))
+            #expect(e.kind == .unreadablePath(path: "\(f.dir)/nokey", reason: "No such file or directory; `relayctl add-client` creates a client's key pair (or ssh-keygen -t ed25519 -N '' -f \(f.dir)/nokey)"))
             #expect(e.table == "clients.web1")
             #expect(e.key == "key")
         }
