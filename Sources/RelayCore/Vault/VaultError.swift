@@ -14,6 +14,8 @@ public enum VaultError: Error, CustomStringConvertible, Equatable, Sendable {
     case passphraseTooLong(limit: Int)
     case confirmationMismatch
     case readFailed(reason: String)
+    case passwordTooShort(minimum: Int)
+    case passwordHashFailed
 
     public var description: String {
         switch self {
@@ -45,6 +47,10 @@ public enum VaultError: Error, CustomStringConvertible, Equatable, Sendable {
             return "the two passphrases differ"
         case .readFailed(let reason):
             return "cannot read the passphrase: \(reason)"
+        case .passwordTooShort(let minimum):
+            return "the password is shorter than \(minimum) bytes; choose a longer one (a passphrase of several words is easiest)"
+        case .passwordHashFailed:
+            return "hashing the password failed (crypto_pwhash_argon2id_str needs 64 MiB of memory: check the memory limits of this process)"
         }
     }
 }
