@@ -3,14 +3,15 @@ import Testing
 
 /// The Debian package built by scripts/package, installed on this machine: it runs without
 /// the Swift toolchain, its unit verifies, lintian has no error, purge leaves nothing of it.
-/// Needs the .deb (RELAY_DEB=PATH, from scripts/package, about 15 minutes of cold release build;
-/// scripts/test-package builds it and runs this) and root; without them it says so and does nothing.
+/// Needs the .deb (RELAY_DEB=PATH, from scripts/package, about 15 minutes of cold release build)
+/// and root: scripts/test (as root, no arguments) and scripts/test-package build it and run this;
+/// without them it says so and does nothing.
 @Suite("Debian package (scripts/package): install, run without Swift, lintian, purge", .serialized)
 struct PackageTests {
     static var deb: String? { ProcessInfo.processInfo.environment["RELAY_DEB"] }
 
     @Test("install with apt, run both binaries with no toolchain in reach, verify the unit, lintian clean, purge leaves no file of the package",
-          .enabled(if: PackageTests.deb != nil && geteuid() == 0, "needs RELAY_DEB (a .deb from scripts/package) and root: scripts/test-package builds the package and runs this"))
+          .enabled(if: PackageTests.deb != nil && geteuid() == 0, "needs RELAY_DEB (a .deb from scripts/package) and root: scripts/test as root and scripts/test-package build the package and run this"))
     func installAndPurge() throws {
         let deb = try #require(Self.deb)
         let env = ["DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
