@@ -13,7 +13,7 @@ struct RelayCtl: AsyncParsableCommand {
                       InitCommand.self, ListCommand.self, InfoCommand.self, KeyExportCommand.self,
                       PruneCommand.self, CompactCommand.self, CheckCommand.self, RestoreCommand.self, BorgCommand.self,
                       HostKeyCommand.self, AuthorizedKeysCommand.self,
-                      VaultCommand.self, SealCommand.self, NotifyCommand.self,
+                      VaultCommand.self, SealCommand.self, NotifyCommand.self, WebCommand.self,
                       ConfigCommand.self, AddClientCommand.self]
     )
 

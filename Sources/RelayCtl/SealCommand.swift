@@ -39,11 +39,11 @@ struct SealCommand: ParsableCommand {
     }
 
     /// Twice without echo on a terminal; otherwise stdin up to EOF, one trailing newline dropped.
-    static func readPassphrase() throws -> SecretBytes {
+    static func readPassphrase(prompt: String = "Passphrase: ") throws -> SecretBytes {
         guard isatty(0) != 0 else {
             return try Vault.readPassphrase(fd: 0, stopAtNewline: false)
         }
-        let first = try Terminal.withoutEcho(prompt: "Passphrase: ") {
+        let first = try Terminal.withoutEcho(prompt: prompt) {
             try Vault.readPassphrase(fd: 0, stopAtNewline: true)
         }
         do {

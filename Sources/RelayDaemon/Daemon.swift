@@ -76,6 +76,10 @@ public enum Daemon {
             services.append(.init(service: MetricsServer.application(listen: listen, metrics: manager.metrics, logger: httpLogger)))
             logger.info("metrics on http://\(listen)/metrics")
         }
+        if let web = config.web {
+            services.append(.init(service: try WebServer.application(web: web, config: config, manager: manager, access: access,
+                                                                     logger: logger, httpLogger: httpLogger)))
+        }
         services += [.init(service: scheduler), .init(service: reloader), .init(service: drainer)]
         let group = ServiceGroup(configuration: .init(
             services: services,
@@ -84,6 +88,7 @@ public enum Daemon {
         ))
         try await group.run()
         unlink(socketPath)
+        if case .unix(let path) = config.web?.listen { unlink(path) }
         logger.info("relay-agent stopped")
     }
 }
@@ -121,6 +126,9 @@ struct ReloadService: Service {
                 if new.relay.socket != old.relay.socket || new.relay.stateDir != old.relay.stateDir
                     || new.relay.socketGroup != old.relay.socketGroup || new.relay.adminGroup != old.relay.adminGroup {
                     logger.warning("SIGHUP: [relay] socket, state_dir, socket_group and admin_group changes take effect at the next restart")
+                }
+                if new.web != old.web {
+                    logger.warning("SIGHUP: [web] changes take effect at the next restart")
                 }
                 if new.metrics?.listen != old.metrics?.listen {
                     logger.warning("SIGHUP: a change of [metrics] listen takes effect at the next restart (textfile and [notify] changes apply now)")

@@ -9,6 +9,8 @@ public struct RelayConfig: Sendable, Equatable {
     public var clients: [String: ClientConfig]
     /// `[metrics]`; nil: no metrics are published.
     public var metrics: MetricsSettings? = nil
+    /// `[web]`; nil: no status page.
+    public var web: WebSettings? = nil
     /// `[notify.NAME]`, by name.
     public var notifiers: [String: NotifierConfig] = [:]
 

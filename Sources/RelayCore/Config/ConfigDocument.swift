@@ -29,7 +29,7 @@ public enum ConfigDocument {
         public var keys: [(String, Value)]
     }
 
-    /// The tables in the order a config is written: relay, metrics, servers, jumps, clients, notify.
+    /// The tables in the order a config is written: relay, metrics, web, servers, jumps, clients, notify.
     public static func tables(_ c: RelayConfig) -> [Table] {
         var out: [Table] = []
         let r = c.relay
@@ -55,6 +55,13 @@ public enum ConfigDocument {
             if let t = m.textfile { keys.append(("textfile", .string(t))) }
             keys.append(("textfile_interval", .int(m.textfileInterval)))
             out.append(Table(name: "metrics", keys: keys))
+        }
+        if let w = c.web {
+            var keys: [(String, Value)] = [("listen", .string(w.listen.description))]
+            if let h = w.trustProxyUserHeader { keys.append(("trust_proxy_user_header", .string(h))) }
+            if let g = w.proxyGroup { keys.append(("proxy_group", .string(g))) }
+            keys += [("cookie_secure", .bool(w.cookieSecure)), ("read_only", .bool(w.readOnly))]
+            out.append(Table(name: "web", keys: keys))
         }
         for (name, s) in c.servers.sorted(by: { $0.key < $1.key }) {
             var keys = endpoint(s.endpoint)

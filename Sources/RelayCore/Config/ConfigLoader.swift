@@ -45,7 +45,7 @@ public enum ConfigLoader {
         }
 
         let top = TableReader(table: root, file: file, path: "")
-        try top.allowOnly(["relay", "servers", "jumps", "clients", "metrics", "notify"])
+        try top.allowOnly(["relay", "servers", "jumps", "clients", "metrics", "web", "notify"])
         let relayTable = try top.requiredTable("relay")
         let relay = try parseRelay(relayTable)
 
@@ -82,6 +82,7 @@ public enum ConfigLoader {
 
         var config = RelayConfig(file: file, relay: relay, servers: servers, jumps: jumps, clients: clients)
         config.metrics = try top.optionalTable("metrics").map { m throws(ConfigError) in try parseMetrics(m) }
+        config.web = try top.optionalTable("web").map { w throws(ConfigError) in try parseWeb(w) }
         if let t = try top.optionalTable("notify") {
             for name in t.keys {
                 try checkName(name, kind: "notifier", table: "notify", file: file)

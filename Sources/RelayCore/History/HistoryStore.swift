@@ -385,6 +385,15 @@ public final class HistoryStore: Sendable {
         }
     }
 
+    /// Every run of `kind` started at or after `since`, oldest first (the status page's
+    /// 30-day strips, one query for the whole fleet).
+    public func runs(kind: RunKind, since: Date) throws(HistoryError) -> [RunRecord] {
+        try read { db in
+            try RunRecord.filter(Column("kind") == kind.rawValue && Column("started_at") >= since)
+                .order(Column("started_at"), Column("id")).fetchAll(db)
+        }
+    }
+
     public static let processAlive: @Sendable (Int32) -> Bool = { pid in
         pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)
     }

@@ -24,7 +24,8 @@ public enum PasswordHash {
                                        opsLimit, memLimit)
         }
         guard rc == 0 else { throw .passwordHashFailed }
-        return String(cString: out)
+        let end = out.firstIndex(of: 0) ?? out.endIndex
+        return String(decoding: out[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Whether `password` is the one `hash` was made from (constant time in libsodium). A
@@ -50,5 +51,25 @@ public enum PasswordHash {
             return bytes.count
         }
         return s
+    }
+
+    /// A random token for a cookie or a form (`bytes` random bytes from libsodium, base64url
+    /// without padding: letters, digits, - and _).
+    public static func randomToken(bytes: Int = 32) throws(VaultError) -> String {
+        try Sodium.ensureInitialised()
+        var raw = [UInt8](repeating: 0, count: max(16, bytes))
+        randombytes_buf(&raw, raw.count)
+        return Data(raw).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// A keyed hash (BLAKE2b, libsodium's crypto_generichash) of `message` under `key`, hex:
+    /// the CSRF token of a user the proxy authenticated, from a key the agent draws at start.
+    public static func keyedHash(_ message: String, key: [UInt8]) -> String {
+        var out = [UInt8](repeating: 0, count: 32)
+        let m = Array(message.utf8)
+        _ = crypto_generichash(&out, out.count, m, UInt64(m.count), key, key.count)
+        return out.map { String(format: "%02x", $0) }.joined()
     }
 }

@@ -26,8 +26,12 @@ public struct SVGBarChart: Sendable {
     /// How a value reads in a bar's title and the axis (bytes, seconds, …).
     public var format: @Sendable (Double) -> String
 
-    public init(id: String, title: String, width: Int = 600, height: Int = 160,
+    /// The widest a bar's slot gets (the bar and its gap), in the SVG's units.
+    public var maxSlot: Double
+
+    public init(id: String, title: String, width: Int = 600, height: Int = 160, maxSlot: Double = .infinity,
                 format: @escaping @Sendable (Double) -> String) {
+        self.maxSlot = max(1, maxSlot)
         self.id = id
         self.title = title
         self.width = max(60, width)
@@ -51,7 +55,8 @@ public struct SVGBarChart: Sendable {
         }
         let axis = 14  // room for the top value's label
         let plot = Double(height - axis)
-        let slot = Double(width) / Double(bars.count)
+        // Few bars stay bars (at most maxSlot wide each), from the left.
+        let slot = min(Double(width) / Double(bars.count), maxSlot)
         let gap = slot > 4 ? 1.0 : 0.0
         out += "<text x=\"2\" y=\"11\" class=\"axis\">\(Self.escape(format(top)))</text>"
         out += "<line x1=\"0\" y1=\"\(axis)\" x2=\"\(width)\" y2=\"\(axis)\" class=\"grid\"/>"

@@ -67,8 +67,13 @@ public struct WebSessions: Sendable {
 
     /// Whether a form's CSRF field is the session's token, compared in constant time.
     public static func csrfMatches(_ session: Session, _ given: String?) -> Bool {
+        constantTimeEquals(session.csrf, given)
+    }
+
+    /// Whether `given` is `expected`, in time that does not depend on where they differ.
+    public static func constantTimeEquals(_ expected: String, _ given: String?) -> Bool {
         guard let given else { return false }
-        let a = Array(session.csrf.utf8), b = Array(given.utf8)
+        let a = Array(expected.utf8), b = Array(given.utf8)
         guard a.count == b.count, !a.isEmpty else { return false }
         var diff: UInt8 = 0
         for i in 0..<a.count { diff |= a[i] ^ b[i] }

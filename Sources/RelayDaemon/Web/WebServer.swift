@@ -1,0 +1,54 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import RelayCore
+
+/// The status page's listener on `[web] listen`: TCP, or a unix socket (mode 0660, group
+/// `proxy_group`) for a reverse proxy on the relay.
+enum WebServer {
+    static func application(web: WebSettings, config: RelayConfig, manager: RunManager, access: ControlAccess,
+                            logger: Logger, httpLogger: Logger) throws -> some ApplicationProtocol {
+        let gate = try WebGate(settings: web, passwordPath: WebSettings.passwordPath(stateDir: config.relay.stateDir),
+                               roleOf: WebGate.accountRole(access: access))
+        let router = WebRoutes.router(manager: manager, gate: gate, renderer: try WebRenderer(),
+                                      relay: manager.relayName, logger: logger)
+        let address: BindAddress
+        var group: gid_t?
+        switch web.listen {
+        case .tcp(let a):
+            address = .hostname(a.host, port: a.port)
+            if !a.isLoopback {
+                logger.warning("[web] listen = \"\(a)\" is not loopback: the page is plain HTTP; put a TLS proxy in front (docs/status-page.md)")
+            }
+        case .unix(let path):
+            try ControlSocket.prepare(path: path)
+            address = .unixDomainSocket(path: path)
+            if let g = web.proxyGroup {
+                guard let gid = GroupLookup.gid(of: g) else {
+                    throw RunError.setup("[web] proxy_group: no group named '\(g)' on this host; create it or name the proxy's group (www-data, caddy)")
+                }
+                group = gid
+            }
+        }
+        let proxyGID = group
+        if web.trustProxyUserHeader == nil && !gate.hasPassword {
+            logger.warning("[web]: no password is set, so nobody can log in yet: relayctl web passwd")
+        }
+        return Application(
+            router: router,
+            server: .http1(configuration: .init(idleTimeout: .seconds(120))),
+            configuration: .init(address: address, serverName: "relay-agent"),
+            onServerRunning: { _ in
+                if case .unix(let path) = web.listen {
+                    if let gid = proxyGID, chown(path, uid_t.max, gid) != 0 {
+                        logger.error("cannot give \(path) to group \(web.proxyGroup ?? "") ([web] proxy_group): \(String(cString: strerror(errno)))")
+                    }
+                    chmod(path, 0o660)
+                }
+                logger.info("status page on \(web.listen.description.hasPrefix("unix:") ? web.listen.description : "http://\(web.listen)/")")
+            },
+            logger: httpLogger
+        )
+    }
+}

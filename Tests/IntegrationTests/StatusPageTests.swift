@@ -1,0 +1,142 @@
+import Foundation
+import RelayCore
+import Testing
+
+/// The status page of a real daemon with real runs (sshd, borg), loaded by headless
+/// Chromium (Support/browser.py drives it over the DevTools pipe): the login form, the
+/// fleet, client and run pages as the browser built them, screenshots at desktop and phone
+/// width, and a run's live progress through the page's own EventSource.
+@Suite("Status page in a real browser (headless Chromium, real daemon, sshd, borg)", .serialized)
+struct StatusPageTests {
+    static let chromium = "/usr/bin/chromium"
+
+    /// Where the screenshots and DOMs go: $RELAY_TEST_OUTPUT/status-page, or
+    /// .build/test-output/status-page.
+    static var outputDir: String {
+        let base = ProcessInfo.processInfo.environment["RELAY_TEST_OUTPUT"]
+            ?? FileManager.default.currentDirectoryPath + "/.build/test-output"
+        return base + "/status-page"
+    }
+
+    static func count(_ needle: String, in text: String) -> Int { text.components(separatedBy: needle).count - 1 }
+
+    /// The `<tr>` of a client on the fleet page.
+    static func row(_ client: String, in html: String) -> String? {
+        guard let start = html.range(of: "data-client=\"\(client)\"") else { return nil }
+        let rest = html[start.lowerBound...]
+        guard let end = rest.range(of: "</tr>") else { return nil }
+        return String(rest[..<end.upperBound])
+    }
+
+    @Test("one failed, one overdue, one running client: the fleet, client and run pages in Chromium after a login through the form; screenshots at 1280 and 390 px; two or more live progress events with growing bytes")
+    func pagesInChromium() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.chromium), "chromium is missing: scripts/setup installs it")
+        let s = try Sandbox(name: "web", multiRepo: true)
+        defer { s.close() }
+        s.relayExtra = ["socket = \"\(s.dir)/relay/control.sock\""]
+        // web1's borg uploads at 2 MiB/s at most, so that a run lasts long enough to watch.
+        let slowBorg = "\(s.dir)/t/slow-borg"
+        try """
+            #!/bin/sh
+            for a in "$@"; do [ "$a" = create ] && exec borg --upload-ratelimit 2048 "$@"; done
+            exec borg "$@"
+            """.write(toFile: slowBorg, atomically: true, encoding: .utf8)
+        chmod(slowBorg, 0o755)
+        s.tBorg = slowBorg
+        try writeRandomFile("\(s.dataDir)/first.bin", count: 1024 * 1024)
+        let sealed = try s.sealed()
+        try s.addClient("web2", sealed: sealed)
+        try s.addClient("web3", sealed: sealed)
+        s.extraTables[s.extraTables.count - 1] += "\nmax_age = \"3s\""
+        let port = Proc.freePort()
+        s.extraTables.append("[web]\nlisten = \"127.0.0.1:\(port)\"")
+        try s.configure()
+        let password = "pw-" + UUID().uuidString
+        let passwd = try Proc.run(try Proc.binary("relayctl"), ["web", "passwd", "--config", s.configPath], stdin: Data(password.utf8))
+        #expect(passwd.status == 0 && passwd.stdout.contains("web-password"), "\(passwd.output)")
+        let hashFile = try String(contentsOfFile: "\(s.stateDir)/web-password", encoding: .utf8)
+        #expect(hashFile.hasPrefix("$argon2id$") && !hashFile.contains(password))
+        // web2 fails: its repository is gone.
+        try FileManager.default.removeItem(atPath: "\(s.dir)/b/repo-web2")
+
+        let d = try AgentDaemon(s)
+        defer { d.stop() }
+        let good = try d.ctl(["run", "web1", "--follow"])
+        #expect(good.status == 0, "\(good.output)")
+        #expect(try d.ctl(["run", "web2", "--follow"]).status != 0)
+        #expect(try d.ctl(["run", "web3", "--follow"]).status == 0)
+        let failedRun = try #require(try d.runs("web2").first)
+        let firstArchive = try #require(try d.runs("web1").first?.archive)
+        // web3 becomes overdue 3 s after its backup.
+        var overdue = false
+        for _ in 0..<60 where !overdue {
+            overdue = try d.status().clients.first { $0.name == "web3" }?.overdue == true
+            if !overdue { usleep(500_000) }
+        }
+        #expect(overdue, "web3 did not become overdue")
+
+        // A run of web1 with 12 MiB of new data: about 6 s at 2 MiB/s.
+        try writeRandomFile("\(s.dataDir)/second.bin", count: 12 * 1024 * 1024)
+        let live = try #require(try d.start(["web1"]).first)
+        #expect(d.waitForBorgOnT(within: 30), "borg create did not start on T")
+
+        try? FileManager.default.removeItem(atPath: Self.outputDir)
+        try FileManager.default.createDirectory(atPath: Self.outputDir, withIntermediateDirectories: true)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Support/browser.py").path
+        let browser = try Proc.run("/usr/bin/python3", [script, Self.chromium, "http://127.0.0.1:\(port)", Self.outputDir,
+                                                        "--watch", "live", "live=/runs/\(live)", "fleet=/",
+                                                        "client=/clients/web1", "failed=/runs/\(failedRun.id)"],
+                                   stdin: Data(password.utf8), timeout: 300)
+        try #require(browser.status == 0, "browser.py: \(browser.output)")
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(browser.stdout.utf8)) as? [String: Any])
+        let login = result["login"] as? [String: Any]
+        #expect(login?["url"] as? String == "http://127.0.0.1:\(port)/", "after the login form: \(String(describing: login))")
+
+        // Live progress: the page's EventSource got at least two events, with growing bytes.
+        let seen = (result["watch"] as? [Any])?.compactMap { ($0 as? NSNumber)?.int64Value } ?? []
+        print("status page: progress events seen by the browser (bytes to the server): \(seen)")
+        #expect(seen.count >= 2 && seen.last! > seen.first!, "\(seen)")
+
+        // The fleet, as the browser built it.
+        let fleet = try String(contentsOfFile: "\(Self.outputDir)/fleet.html", encoding: .utf8)
+        let web1 = try #require(Self.row("web1", in: fleet), "no row for web1: \(fleet)")
+        let web2 = try #require(Self.row("web2", in: fleet))
+        let web3 = try #require(Self.row("web3", in: fleet))
+        #expect(web2.contains("data-state=\"failed\"") && web2.contains("class=\"day failure\""), "\(web2)")
+        #expect(web3.contains("data-state=\"overdue\"") && web3.contains("class=\"day success\""), "\(web3)")
+        #expect(web1.contains("data-state=\"running\"") || web1.contains("data-state=\"ok\""), "\(web1)")
+        #expect(web1.contains(firstArchive), "the last archive's name: \(web1)")
+        for r in [web1, web2, web3] { #expect(Self.count("<li class=\"day ", in: r) == 30) }
+        // Worst first.
+        let order = ["web2", "web3", "web1"].compactMap { fleet.range(of: "data-client=\"\($0)\"")?.lowerBound }
+        #expect(order.count == 3 && order == order.sorted(), "the failed client first, then the overdue one")
+        // Times are shown in the browser's zone by the page's script (no "UTC" text left).
+        #expect(!fleet.contains(" UTC</time>"), "the script did not run")
+
+        let client = try String(contentsOfFile: "\(Self.outputDir)/client.html", encoding: .utf8)
+        for chart in ["chart-added", "chart-duration", "chart-original"] {
+            #expect(client.contains("<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" id=\"\(chart)\""), "\(chart)")
+        }
+        #expect(Self.count("<rect class=\"bar ok\"", in: client) >= 2, "bars of the good backups")
+        #expect(client.contains(firstArchive) && client.contains("Run a backup now"))
+
+        let failed = try String(contentsOfFile: "\(Self.outputDir)/failed.html", encoding: .utf8)
+        #expect(failed.contains("What went wrong") && failed.contains("id=\"run-state\">failed<"), "\(failed)")
+        #expect(!failed.contains(s.passphrase) && !fleet.contains(s.passphrase) && !client.contains(s.passphrase))
+        #expect(!fleet.contains(password))
+
+        // Screenshots: PNGs of the whole page, desktop and phone; no sideways scrolling on a phone.
+        for name in ["fleet", "client", "failed", "live"] {
+            for width in ["desktop", "phone"] {
+                let png = try Data(contentsOf: URL(fileURLWithPath: "\(Self.outputDir)/\(name)-\(width).png"))
+                #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]) && png.count > 5_000, "\(name)-\(width).png: \(png.count) bytes")
+            }
+            let page = (result["pages"] as? [String: Any])?[name] as? [String: Any]
+            #expect(page?["phone_overflow"] as? Bool == false, "\(name) scrolls sideways at 390 px")
+        }
+        print("status page: screenshots and DOMs in \(Self.outputDir)")
+
+        #expect(try d.waitFinished(live, within: 120)?.state == .succeeded)
+        #expect(d.stop() == 0)
+    }
+}
