@@ -72,6 +72,9 @@ public enum Daemon {
         let reloader = ReloadService(configPath: configPath, manager: manager, logger: logger)
         let drainer = DrainService(manager: manager, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
+        if let listen = config.metrics?.listen, let why = ListenProbe.problem(host: listen.host, port: listen.port) {
+            throw RunError.setup("[metrics] listen = \"\(listen)\": cannot listen there: \(why); choose another port or stop what uses it")
+        }
         if let listen = config.metrics?.listen {
             services.append(.init(service: MetricsServer.application(listen: listen, metrics: manager.metrics, logger: httpLogger)))
             logger.info("metrics on http://\(listen)/metrics")

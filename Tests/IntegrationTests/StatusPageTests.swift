@@ -139,4 +139,88 @@ struct StatusPageTests {
         #expect(try d.waitFinished(live, within: 120)?.state == .succeeded)
         #expect(d.stop() == 0)
     }
+
+    /// A config with [web] (and [metrics]) on the given ports; hosts on a closed loopback port.
+    static func plainConfig(_ dir: String, web: String, extra: String = "") throws -> String {
+        _ = FileManager.default.createFile(atPath: "\(dir)/key", contents: Data("k".utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: "\(dir)/known_hosts", contents: Data())
+        let path = "\(dir)/relay.toml"
+        try """
+            [relay]
+            state_dir = "\(dir)/state"
+            known_hosts = "\(dir)/known_hosts"
+            socket = "\(dir)/control.sock"
+
+            [servers.vault]
+            host = "127.0.0.1"
+            port = 1
+            user = "borg"
+            key = "\(dir)/key"
+
+            [clients.web1]
+            host = "127.0.0.1"
+            port = 1
+            user = "root"
+            key = "\(dir)/key"
+            server = "vault"
+            repository = "/srv/borg/web1"
+            paths = ["/etc"]
+
+            [web]
+            \(web)
+            \(extra)
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// A listening TCP socket on 127.0.0.1 (closed by the caller).
+    static func holdPort() -> (fd: Int32, port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        listen(fd, 1)
+        return (fd, Int(UInt16(bigEndian: addr.sin_port)))
+    }
+
+    @Test("relayctl web passwd: the hash file is 0600 and holds no password; a short password and a missing state_dir are refused naming the fix; a [web] or [metrics] port in use stops the agent naming the key")
+    func passwdAndPortInUse() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("web-cli-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let held = Self.holdPort()
+        defer { close(held.fd) }
+        let config = try Self.plainConfig(dir, web: "listen = \"127.0.0.1:\(held.port)\"")
+        let ctl = try Proc.binary("relayctl")
+        // No state_dir yet.
+        let early = try Proc.run(ctl, ["web", "passwd", "--config", config], stdin: Data("long enough password".utf8))
+        #expect(early.status != 0 && early.stderr.contains("does not exist") && early.stderr.contains("start relay-agent once"), "\(early.output)")
+        try FileManager.default.createDirectory(atPath: "\(dir)/state", withIntermediateDirectories: true)
+        let short = try Proc.run(ctl, ["web", "passwd", "--config", config], stdin: Data("short\n".utf8))
+        #expect(short.status != 0 && short.stderr.contains("shorter than 10 bytes"), "\(short.output)")
+        #expect(!FileManager.default.fileExists(atPath: "\(dir)/state/web-password"))
+        let good = try Proc.run(ctl, ["web", "passwd", "--config", config], stdin: Data("a long enough password\n".utf8))
+        #expect(good.status == 0, "\(good.output)")
+        let attrs = try FileManager.default.attributesOfItem(atPath: "\(dir)/state/web-password")
+        #expect((attrs[.posixPermissions] as? Int) == 0o600)
+        let hash = try String(contentsOfFile: "\(dir)/state/web-password", encoding: .utf8)
+        #expect(hash.hasPrefix("$argon2id$") && !hash.contains("long enough") && !good.output.contains("long enough"))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/state").filter { $0.contains(".tmp-") }
+        #expect(leftovers.isEmpty, "\(leftovers)")
+
+        // The [web] port is taken: the agent stops at once, naming [web] listen.
+        let agent = try Proc.binary("relay-agent")
+        let busy = try Proc.run(agent, ["serve", "--config", config], timeout: 60)
+        #expect(busy.status != 0 && busy.stderr.contains("[web] listen = \"127.0.0.1:\(held.port)\"")
+                && busy.stderr.contains("in use"), "\(busy.output)")
+        // The same for [metrics].
+        let free = Proc.freePort()
+        let metrics = try Self.plainConfig(dir, web: "listen = \"127.0.0.1:\(free)\"", extra: "\n[metrics]\nlisten = \"127.0.0.1:\(held.port)\"")
+        let busyMetrics = try Proc.run(agent, ["serve", "--config", metrics], timeout: 60)
+        #expect(busyMetrics.status != 0 && busyMetrics.stderr.contains("[metrics] listen") && busyMetrics.stderr.contains("in use"),
+                "\(busyMetrics.output)")
+    }
 }

@@ -17,6 +17,9 @@ enum WebServer {
         var group: gid_t?
         switch web.listen {
         case .tcp(let a):
+            if let why = ListenProbe.problem(host: a.host, port: a.port) {
+                throw RunError.setup("[web] listen = \"\(a)\": cannot listen there: \(why); choose another port or stop what uses it")
+            }
             address = .hostname(a.host, port: a.port)
             if !a.isLoopback {
                 logger.warning("[web] listen = \"\(a)\" is not loopback: the page is plain HTTP; put a TLS proxy in front (docs/status-page.md)")
