@@ -28,7 +28,7 @@ struct StatusPageTests {
         return String(rest[..<end.upperBound])
     }
 
-    @Test("one failed, one overdue, one running client: the fleet, client and run pages in Chromium after a login through the form; screenshots at 1280 and 390 px; two or more live progress events with growing bytes")
+    @Test("one failed, one overdue, one running client: the fleet, client and run pages in Chromium after a login through the form; screenshots at 1280 px (light and dark) and 390 px; two or more live progress events with growing bytes")
     func pagesInChromium() throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.chromium), "chromium is missing: scripts/setup installs it")
         let s = try Sandbox(name: "web", multiRepo: true)
@@ -127,12 +127,15 @@ struct StatusPageTests {
 
         // Screenshots: PNGs of the whole page, desktop and phone; no sideways scrolling on a phone.
         for name in ["fleet", "client", "failed", "live"] {
-            for width in ["desktop", "phone"] {
+            for width in ["desktop", "dark", "phone"] {
                 let png = try Data(contentsOf: URL(fileURLWithPath: "\(Self.outputDir)/\(name)-\(width).png"))
                 #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]) && png.count > 5_000, "\(name)-\(width).png: \(png.count) bytes")
             }
             let page = (result["pages"] as? [String: Any])?[name] as? [String: Any]
             #expect(page?["phone_overflow"] as? Bool == false, "\(name) scrolls sideways at 390 px")
+            // Dark mode follows the system's setting.
+            #expect(page?["background"] as? String == "rgb(251, 251, 250)" && page?["dark_background"] as? String == "rgb(21, 23, 26)",
+                    "\(name): \(String(describing: page))")
         }
         print("status page: screenshots and DOMs in \(Self.outputDir)")
 

@@ -205,6 +205,7 @@ svg.chart rect.cancelled, svg.chart rect.skipped { fill: var(--muted); }
 svg.chart .axis, svg.chart .empty { fill: var(--muted); font-size: 11px; } svg.chart .grid { stroke: var(--line); }
 pre.log { background: var(--card); border: 1px solid var(--line); padding: .8em; overflow: auto; max-height: 70vh; font-size: .85em; white-space: pre-wrap; word-break: break-all; }
 .path { font-family: ui-monospace, monospace; word-break: break-all; }
+pre.error { white-space: pre-wrap; word-break: break-word; margin: .5em 0 1em; }
 section.message { border: 1px solid currentColor; border-radius: 6px; padding: .4em 1em; margin: 1em 0; background: var(--card); }
 section.login { max-width: 24em; margin: 3em auto; padding: 1.5em; background: var(--card); border: 1px solid var(--line); border-radius: 8px; }
 section.login label { display: block; margin-bottom: .3em; }

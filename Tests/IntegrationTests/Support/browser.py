@@ -7,7 +7,8 @@ page's browser test.
 
 Logs in through the page's own form, then loads each page at 1280 px and at 390 px wide,
 saves OUTDIR/NAME.html (the DOM after the page's script ran, desktop) and full-page
-screenshots OUTDIR/NAME-desktop.png and OUTDIR/NAME-phone.png. With --watch NAME, it stays
+screenshots OUTDIR/NAME-desktop.png, NAME-dark.png (the system in dark mode) and
+NAME-phone.png. With --watch NAME, it stays
 on that page (a running run) and records the progress events its EventSource receives.
 Prints one JSON object: {"login": {...}, "pages": {NAME: {...}}, "watch": [bytes, ...]}.
 """
@@ -163,7 +164,13 @@ def main():
             with open(os.path.join(out, name + ".html"), "w") as f:
                 f.write(b.evaluate("document.documentElement.outerHTML"))
             entry["title"] = b.evaluate("document.title")
+            entry["background"] = b.evaluate("getComputedStyle(document.body).backgroundColor")
             b.screenshot(os.path.join(out, name + "-desktop.png"))
+            # The same page with the system in dark mode.
+            b.send("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+            entry["dark_background"] = b.evaluate("getComputedStyle(document.body).backgroundColor")
+            b.screenshot(os.path.join(out, name + "-dark.png"))
+            b.send("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "light"}]})
             b.width(390)
             b.load(base + path)
             entry["phone_overflow"] = b.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
