@@ -30,7 +30,7 @@ struct WebTemplateValuesTests {
         let now = Date(timeIntervalSince1970: 1_800_000_000)
         let t = TimeText(now, now: now)
         var row = FleetRowView(name: "web1", health: "ok", healthClass: "ok", server: "vault",
-                               strip: [StripCellView(mark: "success", label: "x")], stripSummary: "s")
+                               strip: [StripCellView(mark: "success", label: "x")], stripHTML: "<li></li>", stripSummary: "s")
         row.lastSuccess = t
         row.lastRun = "r"
         row.lastRunState = "succeeded"
@@ -56,6 +56,6 @@ struct WebTemplateValuesTests {
         Self.check(t)
         Self.check(page.counts[0])
         // And with the optionals empty.
-        Self.check(FleetRowView(name: "web2", health: "failed", healthClass: "failed", server: "vault", strip: [], stripSummary: ""))
+        Self.check(FleetRowView(name: "web2", health: "failed", healthClass: "failed", server: "vault", strip: [], stripHTML: "", stripSummary: ""))
     }
 }

@@ -50,16 +50,23 @@ public struct DayStrip: Sendable {
         self.calendar = calendar
     }
 
-    public func cells(backups: [BackupOutcome], overdueAfter: TimeInterval?, watchedSince: Date?,
-                      now: Date) -> [DayCell] {
+    /// The first instant of each day of the strip ending at `now`, oldest first, and the end
+    /// of the last one (the same for every client of a page: compute it once).
+    public func dayStarts(now: Date) -> (starts: [Date], end: Date) {
         let today = calendar.startOfDay(for: now)
         var starts: [Date] = []
         for back in stride(from: days - 1, through: 0, by: -1) {
             if let d = calendar.date(byAdding: .day, value: -back, to: today) { starts.append(d) }
         }
+        return (starts, calendar.date(byAdding: .day, value: 1, to: today) ?? now)
+    }
+
+    public func cells(backups: [BackupOutcome], overdueAfter: TimeInterval?, watchedSince: Date?,
+                      now: Date, days known: (starts: [Date], end: Date)? = nil) -> [DayCell] {
+        let (starts, lastEnd) = known ?? dayStarts(now: now)
         let successEnds = backups.filter { $0.state.isSuccess }.map(\.ended).sorted()
         return starts.enumerated().map { index, start in
-            let next = index + 1 < starts.count ? starts[index + 1] : (calendar.date(byAdding: .day, value: 1, to: start) ?? now)
+            let next = index + 1 < starts.count ? starts[index + 1] : lastEnd
             let those = backups.filter { $0.started >= start && $0.started < next }
             let mark = Self.worst(those.map(\.state))
             if mark != .none {

@@ -79,20 +79,28 @@ public struct SVGBarChart: Sendable {
         return String(format: "%.2f", r)
     }
 
-    /// Text and attribute values for HTML and SVG: & < > " ' escaped.
+    /// Text and attribute values for HTML and SVG: & < > " ' escaped. Works on the UTF-8
+    /// bytes (every escaped character is ASCII), and returns the string itself when there is
+    /// nothing to escape: the fleet page escapes thousands of labels.
     public static func escape(_ s: String) -> String {
-        var out = ""
-        out.reserveCapacity(s.utf8.count)
-        for ch in s.unicodeScalars {
-            switch ch {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.unicodeScalars.append(ch)
+        var needs = false
+        for b in s.utf8 where b == 0x26 || b == 0x3C || b == 0x3E || b == 0x22 || b == 0x27 {
+            needs = true
+            break
+        }
+        guard needs else { return s }
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count + 16)
+        for b in s.utf8 {
+            switch b {
+            case 0x26: out.append(contentsOf: Array("&amp;".utf8))
+            case 0x3C: out.append(contentsOf: Array("&lt;".utf8))
+            case 0x3E: out.append(contentsOf: Array("&gt;".utf8))
+            case 0x22: out.append(contentsOf: Array("&quot;".utf8))
+            case 0x27: out.append(contentsOf: Array("&#39;".utf8))
+            default: out.append(b)
             }
         }
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -21,7 +21,11 @@ public struct FleetRowView: Sendable, Equatable {
     public var lastRun: String?
     public var lastRunState: String?
     public var lastError: String?
+    /// The strip's cells for the template (the client page's wide strip; empty on the fleet
+    /// page, which writes `stripHTML`).
     public var strip: [StripCellView]
+    /// The strip as HTML (`<li>` cells, escaped).
+    public var stripHTML: String
     /// The strip read out: "30 days: 27 with a success, 1 with a failure, 2 overdue".
     public var stripSummary: String
     public var lastOriginal: String?
@@ -115,34 +119,30 @@ public enum StatusPages {
         calendar.date(byAdding: .day, value: -(stripDays + 7), to: calendar.startOfDay(for: now)) ?? now
     }
 
-    /// "3 Dec 2026" for each day of the strip ending at `now` (the same for every row).
-    public static func dayLabels(now: Date, calendar: Calendar) -> [Date: String] {
-        let dayFormat = Date.FormatStyle(date: .abbreviated, time: .omitted, locale: Locale(identifier: "en_GB"),
-                                         calendar: calendar, timeZone: calendar.timeZone)
-        let days = DayStrip(days: stripDays, calendar: calendar).cells(backups: [], overdueAfter: nil, watchedSince: nil, now: now)
-        return Dictionary(days.map { ($0.day, $0.day.formatted(dayFormat)) }, uniquingKeysWith: { a, _ in a })
+    /// The strip's days and their labels ("3 Dec 2026"), the same for every row of a page.
+    public struct StripDays: Sendable {
+        public var starts: [Date]
+        public var end: Date
+        public var labels: [Date: String]
+
+        public init(now: Date, calendar: Calendar) {
+            let dayFormat = Date.FormatStyle(date: .abbreviated, time: .omitted, locale: Locale(identifier: "en_GB"),
+                                             calendar: calendar, timeZone: calendar.timeZone)
+            (starts, end) = DayStrip(days: StatusPages.stripDays, calendar: calendar).dayStarts(now: now)
+            labels = Dictionary(starts.map { ($0, $0.formatted(dayFormat)) }, uniquingKeysWith: { a, _ in a })
+        }
     }
 
     public static func row(_ c: StatusView.Client, history: ClientHistory, watchedSince: Date, now: Date,
-                           calendar: Calendar, dayLabels labels: [Date: String]? = nil) -> FleetRowView {
+                           calendar: Calendar, days known: StripDays? = nil, cellsInTemplate: Bool = true) -> FleetRowView {
         let h = health(c)
+        let days = known ?? StripDays(now: now, calendar: calendar)
         let cells = DayStrip(days: stripDays, calendar: calendar)
-            .cells(backups: history.backups, overdueAfter: c.maxAge, watchedSince: watchedSince, now: now)
-        let labels = labels ?? dayLabels(now: now, calendar: calendar)
-        let strip = cells.map { cell -> StripCellView in
-            let what: String
-            switch cell.mark {
-            case .success: what = "success"
-            case .warning: what = "warning"
-            case .failure: what = "failure"
-            case .overdue: what = "overdue"
-            case .none: what = "no backup"
-            }
-            let n = cell.runs == 1 ? "1 backup" : "\(cell.runs) backups"
-            return StripCellView(mark: cell.mark.rawValue, label: "\(labels[cell.day] ?? WebFormat.absolute(cell.day)): \(what)\(cell.runs > 0 ? " (\(n))" : "")")
-        }
+            .cells(backups: history.backups, overdueAfter: c.maxAge, watchedSince: watchedSince, now: now,
+                   days: (days.starts, days.end))
+        let strip = cells.map { StripCellView(mark: $0.mark.rawValue, label: label($0, days)) }
         var row = FleetRowView(name: c.name, health: h.rawValue, healthClass: cssClass(h), server: c.server,
-                               strip: strip, stripSummary: stripSummary(cells))
+                               strip: cellsInTemplate ? strip : [], stripHTML: stripHTML(strip), stripSummary: stripSummary(cells))
         row.lastSuccess = c.lastSuccess.map { TimeText($0, now: now) }
         if let last = c.last {
             row.lastRun = last.id
@@ -172,6 +172,32 @@ public enum StatusPages {
         return row
     }
 
+    /// "3 Dec 2026: failure (2 backups)".
+    static func label(_ cell: DayCell, _ days: StripDays) -> String {
+        let what: String
+        switch cell.mark {
+        case .success: what = "success"
+        case .warning: what = "warning"
+        case .failure: what = "failure"
+        case .overdue: what = "overdue"
+        case .none: what = "no backup"
+        }
+        var text = (days.labels[cell.day] ?? WebFormat.absolute(cell.day)) + ": " + what
+        if cell.runs == 1 { text += " (1 backup)" } else if cell.runs > 1 { text += " (\(cell.runs) backups)" }
+        return text
+    }
+
+    /// The strip's cells as HTML, escaped here: 30 cells × every client is the bulk of the
+    /// fleet page, and writing them directly keeps a 200-client page fast.
+    public static func stripHTML(_ cells: [StripCellView]) -> String {
+        var out = ""
+        out.reserveCapacity(cells.count * 64)
+        for c in cells {
+            out += "<li class=\"day \(SVGBarChart.escape(c.mark))\" title=\"\(SVGBarChart.escape(c.label))\"></li>"
+        }
+        return out
+    }
+
     static func stripSummary(_ cells: [DayCell]) -> String {
         var parts: [String] = []
         let n = { (m: DayMark) in cells.filter { $0.mark == m }.count }
@@ -191,10 +217,11 @@ public enum StatusPages {
     /// The fleet page: one row per client, worst first.
     public static func fleet(status: StatusView, histories: [String: ClientHistory], relay: String, now: Date,
                              calendar: Calendar) -> FleetPageView {
-        let labels = dayLabels(now: now, calendar: calendar)
+        let days = StripDays(now: now, calendar: calendar)
         let pairs = status.clients.map { c in
             (health(c), row(c, history: histories[c.name] ?? ClientHistory(backups: []),
-                            watchedSince: status.agent.startedAt, now: now, calendar: calendar, dayLabels: labels))
+                            watchedSince: status.agent.startedAt, now: now, calendar: calendar, days: days,
+                            cellsInTemplate: false))
         }
         let sorted = FleetBoard.sorted(pairs, health: { $0.0 }, name: { $0.1.name })
         let counts = ClientHealth.allCases.compactMap { h -> CountView? in

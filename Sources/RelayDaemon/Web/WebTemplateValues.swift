@@ -54,6 +54,7 @@ extension FleetRowView: MustacheParent {
         case "lastRunState": return lastRunState
         case "lastError": return lastError
         case "strip": return strip
+        case "stripHTML": return stripHTML
         case "stripSummary": return stripSummary
         case "lastOriginal": return lastOriginal
         case "lastDeduplicated": return lastDeduplicated

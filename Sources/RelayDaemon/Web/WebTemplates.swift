@@ -3,7 +3,7 @@
 /// package with nothing else installed.
 enum WebTemplates {
     static let page = #"""
-<!DOCTYPE html>
+{{% CONTENT_TYPE: RELAY_HTML }}<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -50,7 +50,7 @@ enum WebTemplates {
 <th scope="row" data-label="Client"><a href="/clients/{{name}}">{{name}}</a></th>
 <td data-label="State"><span class="state {{healthClass}}">{{health}}</span>{{#current}}<br><a class="current" href="/runs/{{currentRun}}">{{current}}</a>{{/current}}{{#lastError}}<br><a class="error" href="/runs/{{lastRun}}">{{lastError}}</a>{{/lastError}}</td>
 <td data-label="Last success">{{#lastSuccess}}<time datetime="{{iso}}" title="{{absolute}}">{{relative}}</time>{{/lastSuccess}}{{^lastSuccess}}never{{/lastSuccess}}</td>
-<td data-label="Last 30 days"><ol class="strip" aria-label="{{stripSummary}}">{{#strip}}<li class="day {{mark}}" title="{{label}}"></li>{{/strip}}</ol></td>
+<td data-label="Last 30 days"><ol class="strip" aria-label="{{stripSummary}}">{{{stripHTML}}}</ol></td>
 <td data-label="Last archive">{{#lastArchive}}<span class="archive">{{lastArchive}}</span><br>{{lastOriginal}} original, {{lastDeduplicated}} new{{/lastArchive}}{{^lastArchive}}–{{/lastArchive}}</td>
 <td data-label="Next run">{{#nextRun}}<time datetime="{{iso}}" title="{{absolute}}">{{relative}}</time>{{/nextRun}}{{^nextRun}}{{#schedule}}{{schedule}}{{/schedule}}{{^schedule}}not scheduled{{/schedule}}{{/nextRun}}</td>
 <td data-label="Last check">{{#lastCheck}}<span class="state {{lastCheckClass}}">{{lastCheck}}</span>{{/lastCheck}}{{^lastCheck}}–{{/lastCheck}}</td>

@@ -147,9 +147,13 @@ struct StatusPagesTests {
         #expect(page.rows.map(\.healthClass) == ["tamper", "failed", "overdue", "checkfailed", "running", "ok"])
         #expect(page.counts.map(\.count).reduce(0, +) == 6 && page.counts.first?.label == "tamper alarm")
         let alpha = page.rows.last!
-        #expect(alpha.strip.count == 30 && alpha.strip.suffix(3).allSatisfy { $0.mark == "success" })
+        #expect(alpha.strip.isEmpty, "the fleet page writes stripHTML")
+        #expect(alpha.stripHTML.components(separatedBy: "<li class=\"day success\"").count - 1 == 3)
         // Watched for 40 days, successes only in the last 3, max_age 2 days: the 27 days before are overdue.
         #expect(alpha.stripSummary == "30 days: 3 with a success, 27 overdue", "\(alpha.stripSummary)")
+        #expect(alpha.stripHTML.components(separatedBy: "<li class=\"day ").count - 1 == 30)
+        #expect(alpha.stripHTML.hasSuffix("<li class=\"day success\" title=\"15 Jan 2027: success (1 backup)\"></li>"), "\(alpha.stripHTML.suffix(120))")
+        #expect(StatusPages.stripHTML([StripCellView(mark: "x\"", label: "<b>&")]) == "<li class=\"day x&quot;\" title=\"&lt;b&gt;&amp;\"></li>")
         #expect(alpha.lastArchive == "alpha-h0" && alpha.lastOriginal == "1000 B" && alpha.lastDeduplicated == "7 B")
         #expect(alpha.nextRun?.relative == "in 1 h" && alpha.lastSuccess != nil)
         let beta = page.rows[1]
@@ -159,8 +163,8 @@ struct StatusPagesTests {
         let gamma = page.rows[4]
         #expect(gamma.currentRun == "r3" && gamma.current?.hasPrefix("backup running for 1 min 30 s") == true, "\(gamma.current ?? "")")
         // The strip of a client that was never backed up and is past its threshold: overdue days.
-        #expect(page.rows[2].strip.last?.mark == "overdue")
-        #expect(page.rows[2].strip.first?.label.contains("17 Dec 2026") == true, "\(page.rows[2].strip.first?.label ?? "")")
+        #expect(page.rows[2].stripHTML.hasSuffix("<li class=\"day overdue\" title=\"15 Jan 2027: overdue\"></li>"))
+        #expect(page.rows[2].stripHTML.hasPrefix("<li class=\"day overdue\" title=\"17 Dec 2026: overdue\">"), "\(page.rows[2].stripHTML.prefix(100))")
     }
 
     @Test("the client page: three charts over the last 60 finished backups, each with a table of its figures; runs and archives newest first")
