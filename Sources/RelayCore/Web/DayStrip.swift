@@ -65,10 +65,22 @@ public struct DayStrip: Sendable {
                       now: Date, days known: (starts: [Date], end: Date)? = nil) -> [DayCell] {
         let (starts, lastEnd) = known ?? dayStarts(now: now)
         let successEnds = backups.filter { $0.state.isSuccess }.map(\.ended).sorted()
+        // Each backup into its day (one pass; the days are sorted).
+        var states = [[RunState]](repeating: [], count: starts.count)
+        if let first = starts.first {
+            for b in backups where b.started >= first && b.started < lastEnd {
+                var lo = 0, hi = starts.count - 1
+                while lo < hi {
+                    let mid = (lo + hi + 1) / 2
+                    if starts[mid] <= b.started { lo = mid } else { hi = mid - 1 }
+                }
+                states[lo].append(b.state)
+            }
+        }
         return starts.enumerated().map { index, start in
             let next = index + 1 < starts.count ? starts[index + 1] : lastEnd
-            let those = backups.filter { $0.started >= start && $0.started < next }
-            let mark = Self.worst(those.map(\.state))
+            let those = states[index]
+            let mark = Self.worst(those)
             if mark != .none {
                 return DayCell(day: start, mark: mark, runs: those.count)
             }

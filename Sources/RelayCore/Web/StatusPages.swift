@@ -193,7 +193,11 @@ public enum StatusPages {
         var out = ""
         out.reserveCapacity(cells.count * 64)
         for c in cells {
-            out += "<li class=\"day \(SVGBarChart.escape(c.mark))\" title=\"\(SVGBarChart.escape(c.label))\"></li>"
+            out += "<li class=\"day "
+            out += SVGBarChart.escape(c.mark)
+            out += "\" title=\""
+            out += SVGBarChart.escape(c.label)
+            out += "\"></li>"
         }
         return out
     }
