@@ -63,9 +63,9 @@ struct WebRoutesTests {
 
         deinit { try? FileManager.default.removeItem(atPath: dir) }
 
-        func app() throws -> some ApplicationProtocol {
+        func app(maxEventStreams: Int = WebRoutes.maxEventStreams) throws -> some ApplicationProtocol {
             Application(router: WebRoutes.router(manager: manager, gate: gate, renderer: try WebRenderer(), relay: "relay-test",
-                                                 logger: Logger(label: "test")))
+                                                 logger: Logger(label: "test"), maxEventStreams: maxEventStreams))
         }
 
         /// Waits until no run of the fixture is unfinished (a started run is skipped quickly).
@@ -329,6 +329,34 @@ struct WebRoutesTests {
                                      body: Self.form([("csrf", alice)])) { r in #expect(r.status == .seeOther) }
             try await f.settle()
             #expect(try await f.manager.runs(client: "web1", limit: 10).first?.trigger == "web:alice")
+        }
+    }
+
+    @Test("live progress streams are bounded: over the limit the answer is 503 with Retry-After; a stream gives its slot back when it ends")
+    func streamCap() async throws {
+        let f = try Fixture()
+        var rec = RunRecord.starting(runID: "20261203T020000-cccccc", client: "web1", server: "vault", logFile: nil)
+        rec.state = .succeeded
+        rec.endedAt = rec.startedAt
+        try f.history.insert(rec)
+        let id = rec.id
+        try await f.app(maxEventStreams: 0).test(.router) { client in
+            let (token, _) = try await Self.login(client)
+            try await client.execute(uri: "/runs/\(id)/events", method: .get, headers: Self.cookieHeaders(token)) { r in
+                #expect(r.status == .serviceUnavailable && r.headers[.retryAfter] == "30", "\(r.status)")
+            }
+        }
+        let slots = StreamSlots(limit: 1)
+        #expect(slots.take() && !slots.take())
+        slots.release()
+        #expect(slots.take() && slots.inUse == 1)
+        try await f.app(maxEventStreams: 1).test(.router) { client in
+            let (token, _) = try await Self.login(client)
+            for _ in 0..<3 {
+                try await client.execute(uri: "/runs/\(id)/events", method: .get, headers: Self.cookieHeaders(token)) { r in
+                    #expect(r.status == .ok && String(buffer: r.body).contains("event: end"))
+                }
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ import Logging
 import Mustache
 import NIOCore
 import RelayCore
+import Synchronization
 
 /// The request context of the status page: the peer's address (for the login throttle)
 /// and, behind the gate, who is asking.
@@ -85,11 +86,15 @@ enum WebRoutes {
     /// stream lasts (the browser connects again after it).
     static let eventInterval: Duration = .milliseconds(1000)
     static let eventStreamLimit: TimeInterval = 3600
+    /// Live progress streams open at once (each looks at its run every second).
+    static let maxEventStreams = 32
 
     static func router(manager: RunManager, gate: WebGate, renderer: WebRenderer, relay: String, logger: Logger,
-                       calendar: @escaping @Sendable () -> Calendar = { Calendar.current }) -> Router<WebContext> {
+                       calendar: @escaping @Sendable () -> Calendar = { Calendar.current },
+                       maxEventStreams: Int = WebRoutes.maxEventStreams) -> Router<WebContext> {
         let router = Router(context: WebContext.self)
         router.add(middleware: WebHeadersMiddleware())
+        let streams = StreamSlots(limit: maxEventStreams)
 
         router.get("static/app.css") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/css; charset=utf-8", .cacheControl: "max-age=300"],
@@ -260,10 +265,17 @@ enum WebRoutes {
         authed.get("runs/:id/events") { _, context in
             guard let id = runID(context) else { throw HTTPError(.badRequest, message: "not a run id") }
             _ = try await manager.run(id)
+            guard streams.take() else {
+                var r = Response(status: .serviceUnavailable, headers: [.contentType: "text/plain; charset=utf-8"],
+                                 body: .init(byteBuffer: ByteBuffer(string: "\(streams.limit) live progress streams are open; try again later\n")))
+                r.headers[.retryAfter] = "30"
+                return r
+            }
             return Response(status: .ok,
                             headers: [.contentType: "text/event-stream", .cacheControl: "no-store",
                                       HTTPField.Name("X-Accel-Buffering")!: "no"],
                             body: ResponseBody { writer in
+                                defer { streams.release() }
                                 try await streamProgress(id, manager: manager, writer: &writer)
                                 try await writer.finish(nil)
                             })
@@ -393,6 +405,26 @@ enum WebRoutes {
             case currentPath = "current_path"
         }
     }
+}
+
+/// A bounded number of slots (the live progress streams).
+final class StreamSlots: Sendable {
+    let limit: Int
+    private let used = Mutex(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    func take() -> Bool {
+        used.withLock { n in
+            guard n < limit else { return false }
+            n += 1
+            return true
+        }
+    }
+
+    func release() { used.withLock { $0 = max(0, $0 - 1) } }
+
+    var inUse: Int { used.withLock { $0 } }
 }
 
 /// Reading needs an identity: a request without one gets the login form with 401 (HTML
