@@ -253,8 +253,7 @@ enum ControlRoutes {
     }
 
     static func runID(_ context: ControlContext) throws -> String {
-        guard let id = context.parameters.get("id"), id.count <= 64,
-              id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else {
+        guard let id = context.parameters.get("id"), ControlAPI.isRunID(id) else {
             throw ControlError.badRequest("not a run id")
         }
         return id

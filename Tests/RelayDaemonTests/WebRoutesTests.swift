@@ -165,6 +165,18 @@ struct WebRoutesTests {
             }
             let (token, csrf) = try await Self.login(client)
             #expect(!csrf.isEmpty && csrf != token)
+            // next is one of the page's own routes or nothing: a tab (which browsers drop,
+            // making /\t/evil.com into //evil.com), a scheme, a backslash, a dot segment go to /.
+            for evil in ["/\t/evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)",
+                         "https://evil.example/", "/clients/../runs", "/clients/web1/x", "/runs/a b", " /"] {
+                try await client.execute(uri: "/login?next=" + evil.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!,
+                                         method: .get, headers: Self.cookieHeaders(token)) { r in
+                    #expect(r.status == .seeOther && r.headers[.location] == "/", "\(evil.debugDescription) → \(r.headers[.location] ?? "")")
+                }
+            }
+            try await client.execute(uri: "/login?next=%2Fruns%2F20261203T000000-abcdef", method: .get, headers: Self.cookieHeaders(token)) { r in
+                #expect(r.headers[.location] == "/runs/20261203T000000-abcdef")
+            }
             try await client.execute(uri: "/", method: .get, headers: Self.cookieHeaders(token)) { r in
                 let html = String(buffer: r.body)
                 #expect(html.contains("data-client=\"web1\"") && html.contains("operator"), "\(html)")
@@ -246,6 +258,13 @@ struct WebRoutesTests {
                 #expect(String(buffer: r.body).contains("event: end\ndata: {\"state\":\"failed\"}"), "\(String(buffer: r.body))")
             }
             try await client.execute(uri: "/clients/nosuch", method: .get, headers: h) { r in #expect(r.status == .notFound) }
+            // Errors carry the same headers as pages; the events of an unknown run are a 404.
+            try await client.execute(uri: "/runs/20261203T010000-bbbbbb/events", method: .get, headers: h) { r in
+                #expect(r.status == .notFound && r.headers[.contentSecurityPolicy] != nil, "\(r.status)")
+            }
+            try await client.execute(uri: "/no/such/page", method: .get, headers: h) { r in
+                #expect(r.status == .notFound && r.headers[.contentSecurityPolicy] != nil && r.headers[HTTPField.Name("X-Frame-Options")!] == "DENY")
+            }
             try await client.execute(uri: "/runs/20261203T010000-bbbbbb", method: .get, headers: h) { r in #expect(r.status == .notFound) }
             try await client.execute(uri: "/runs/bad%21id", method: .get, headers: h) { r in #expect(r.status == .badRequest) }
         }
@@ -358,5 +377,23 @@ struct WebRoutesTests {
                 }
             }
         }
+    }
+
+    @Test("a form that trickles in is given up after the deadline (a slow client does not hold its connection)")
+    func slowForm() async throws {
+        let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        continuation.yield(ByteBuffer(string: "password=a"))  // and then nothing more, ever
+        let request = Request(head: HTTPRequest(method: .post, scheme: "http", authority: "x", path: "/login"),
+                              body: RequestBody(asyncSequence: stream))
+        let started = ContinuousClock.now
+        await #expect(throws: WebRoutes.FormTimeout.self) {
+            _ = try await WebRoutes.collectForm(request, limit: 16 * 1024, within: .milliseconds(300))
+        }
+        #expect(ContinuousClock.now - started < .seconds(5))
+        continuation.finish()
+        // A body that arrives in time is read whole.
+        let whole = Request(head: HTTPRequest(method: .post, scheme: "http", authority: "x", path: "/login"),
+                            body: RequestBody(buffer: ByteBuffer(string: "csrf=abc")))
+        #expect(String(buffer: try await WebRoutes.collectForm(whole, limit: 1024)) == "csrf=abc")
     }
 }

@@ -70,10 +70,14 @@ extension ConfigLoader {
             guard !h.isEmpty, h.unicodeScalars.allSatisfy(token.contains) else {
                 throw t.error("trust_proxy_user_header", .invalidValue(reason: "'\(h)' is not a header name; use the header your proxy sets, such as \"X-Forwarded-User\" or \"Remote-User\""))
             }
+            // A user header is Remote-User or an X- header of the proxy's own; the X- headers
+            // proxies use for other things (the client's address, host, scheme) are refused,
+            // and so is every header a browser sends itself.
             let lower = h.lowercased()
-            guard !["cookie", "host", "origin", "referer", "user-agent", "content-type", "authorization", "accept"].contains(lower),
-                  !lower.hasPrefix("sec-") else {
-                throw t.error("trust_proxy_user_header", .invalidValue(reason: "'\(h)' is a header browsers send themselves; use the one your proxy sets, such as \"X-Forwarded-User\""))
+            let proxyOwn: Set<String> = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
+                                         "x-forwarded-prefix", "x-real-ip", "x-requested-with", "x-refresh"]
+            guard lower == "remote-user" || (lower.hasPrefix("x-") && !proxyOwn.contains(lower)) else {
+                throw t.error("trust_proxy_user_header", .invalidValue(reason: "'\(h)' is not a user header: use Remote-User or an X- header your proxy sets from its login, such as \"X-Forwarded-User\" (never one a browser sends or one that carries an address)"))
             }
             guard case .unix = w.listen else {
                 throw t.error("trust_proxy_user_header", .invalidValue(reason: "a trusted user header needs listen = \"unix:/run/borg-relay/web.sock\" with proxy_group = the proxy's group, so that only the proxy can send it; on \"\(w.listen)\" anyone who reaches the port (any local user, at least) could name any user"))

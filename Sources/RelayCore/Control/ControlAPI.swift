@@ -28,6 +28,12 @@ public enum ControlAPI {
     public static let nextOffsetHeader = "X-Next-Offset"
     public static let completeHeader = "X-Complete"
 
+    /// Whether `s` can be a run id in a path (letters, digits and '-', at most 64): ids from
+    /// a URL are checked with this before they reach the history.
+    public static func isRunID(_ s: String) -> Bool {
+        !s.isEmpty && s.count <= 64 && s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+    }
+
     /// Dates are ISO 8601 in UTC with milliseconds ("2026-11-22T02:30:00.125Z"): `JSONCoding`.
     public static func encoder() -> JSONEncoder { JSONCoding.encoder() }
 

@@ -1,12 +1,14 @@
 import Foundation
 
-/// How often the login form may be tried. Per source (the peer's address, or the proxy's
-/// user header): the first `free` failures cost nothing, then each attempt must wait a delay
-/// that doubles from `base` up to `cap`; a success clears the source. Across all sources,
-/// `globalFree` failures within `cap` start the same doubling for everyone, so guessing from
-/// many addresses is slowed too. At most `maxSources` sources are remembered (the oldest is
-/// forgotten first), so a flood of addresses cannot grow it without bound. Pure: the caller
-/// gives the time.
+/// How often the login form may be tried. Per source (the peer's address; every loopback
+/// address is one source): the first `free` failures cost nothing, then each attempt must
+/// wait a delay that doubles from `base` up to `cap`; a success clears the source. Across
+/// all sources, once `globalFree` failures came within `cap`, every attempt waits `base`
+/// after the last failure: guessing from many addresses is held to one try per `base`, while
+/// the operator, from a fresh source, still gets in after that second (a doubling wait for
+/// everyone would let anyone lock the operator out). At most `maxSources` sources are
+/// remembered (the oldest is forgotten first), so a flood of addresses cannot grow it without
+/// bound. Pure: the caller gives the time.
 public struct LoginThrottle: Sendable {
     public enum Decision: Equatable, Sendable {
         case allow
@@ -38,8 +40,7 @@ public struct LoginThrottle: Sendable {
 
     /// May `source` try a password now?
     public func decide(source: String, now: Date) -> Decision {
-        let wait = max(remaining(sources[source], free: free, now: now),
-                       remaining(global, free: globalFree, now: now))
+        let wait = max(remaining(sources[source], free: free, now: now), globalRemaining(now: now))
         return wait > 0 ? .wait(wait) : .allow
     }
 
@@ -53,7 +54,7 @@ public struct LoginThrottle: Sendable {
             sources.removeValue(forKey: oldest)
         }
         sources[source] = e
-        var g = live(global, free: globalFree, now: now) ?? Entry(failures: 0, last: now)
+        var g = now.timeIntervalSince(global.last) >= cap ? Entry(failures: 0, last: now) : global
         g.failures += 1
         g.last = now
         global = g
@@ -85,5 +86,19 @@ public struct LoginThrottle: Sendable {
         guard let e, now.timeIntervalSince(e.last) < cap + delay(failures: e.failures, free: free) else { return 0 }
         let until = e.last.addingTimeInterval(delay(failures: e.failures, free: free))
         return max(0, until.timeIntervalSince(now))
+    }
+
+    /// The global wait: `base` after the last failure, once `globalFree` have come.
+    private func globalRemaining(now: Date) -> TimeInterval {
+        guard global.failures >= globalFree, global.failures > 0, now.timeIntervalSince(global.last) < cap else { return 0 }
+        return max(0, global.last.addingTimeInterval(base).timeIntervalSince(now))
+    }
+
+    /// The throttle's source for a peer address: every loopback address (127.0.0.0/8, ::1,
+    /// ::ffff:127.x) is one source, so that a local user cannot dodge the per-source wait by
+    /// changing addresses.
+    public static func source(ofPeer address: String) -> String {
+        if address.hasPrefix("127.") || address == "::1" || address.hasPrefix("::ffff:127.") { return "loopback" }
+        return address
     }
 }

@@ -16,7 +16,7 @@ struct WebContext: RequestContext {
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
-        peer = source.channel.remoteAddress?.ipAddress ?? "local"
+        peer = LoginThrottle.source(ofPeer: source.channel.remoteAddress?.ipAddress ?? "local")
     }
 
     /// Forms are small: the login's password, a CSRF token.
@@ -158,7 +158,9 @@ enum WebRoutes {
         router.post("login") { request, context in
             var buffer: ByteBuffer
             do {
-                buffer = try await request.body.collect(upTo: context.maxUploadSize)
+                buffer = try await collectForm(request, limit: context.maxUploadSize)
+            } catch is FormTimeout {
+                return closing(loginPage(next: "/", error: "The form did not arrive within \(formDeadline).", status: .requestTimeout))
             } catch {
                 return loginPage(next: "/", error: "The form was larger than \(context.maxUploadSize) bytes.", status: .contentTooLarge)
             }
@@ -264,7 +266,9 @@ enum WebRoutes {
         }
         authed.get("runs/:id/events") { _, context in
             guard let id = runID(context) else { throw HTTPError(.badRequest, message: "not a run id") }
-            _ = try await manager.run(id)
+            do { _ = try await manager.run(id) } catch let e as ControlError {
+                throw HTTPError(.init(code: e.status), message: e.body.error)
+            }
             guard streams.take() else {
                 var r = Response(status: .serviceUnavailable, headers: [.contentType: "text/plain; charset=utf-8"],
                                  body: .init(byteBuffer: ByteBuffer(string: "\(streams.limit) live progress streams are open; try again later\n")))
@@ -315,6 +319,33 @@ enum WebRoutes {
 
     // MARK: - Helpers
 
+    /// How long a form's body may take to arrive: a client that sends it a byte at a time
+    /// does not hold its connection for long.
+    static let formDeadline: Duration = .seconds(10)
+
+    struct FormTimeout: Error {}
+
+    /// The request's body, at most `limit` bytes, within `formDeadline`.
+    static func collectForm(_ request: Request, limit: Int, within deadline: Duration = formDeadline) async throws -> ByteBuffer {
+        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await request.body.collect(upTo: limit) }
+            group.addTask {
+                try await Task.sleep(for: deadline)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let buffer = first else { throw FormTimeout() }
+            return buffer
+        }
+    }
+
+    /// The answer, with the connection closed after it.
+    static func closing(_ response: Response) -> Response {
+        var r = response
+        r.headers[.connection] = "close"
+        return r
+    }
+
     static func redirect(_ to: String) -> Response {
         Response(status: .seeOther, headers: [.location: to])
     }
@@ -328,24 +359,30 @@ enum WebRoutes {
         return request.headers[name]
     }
 
-    /// Where a login goes next: a path on this site only (never `//host` or a scheme).
+    /// Where a login goes next: one of the page's own routes (`/`, `/clients/NAME`,
+    /// `/runs/ID`), else `/`. Nothing else passes: no other host, no scheme, no tab or
+    /// backslash a browser would drop or turn around.
     static func safeNext(_ next: String) -> String {
-        guard next.hasPrefix("/"), !next.hasPrefix("//"), !next.hasPrefix("/\\"), next.count <= 512,
-              !next.contains(where: { $0.isNewline || $0 == "\\" }) else { return "/" }
-        return next
+        if next == "/" { return "/" }
+        let parts = next.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].isEmpty else { return "/" }
+        let value = String(parts[2])
+        switch parts[1] {
+        case "clients" where ConfigLoader.nameProblem(value) == nil: return next
+        case "runs" where ControlAPI.isRunID(value): return next
+        default: return "/"
+        }
     }
 
     static func runID(_ context: WebContext) -> String? {
-        guard let id = context.parameters.get("id"), !id.isEmpty, id.count <= 64,
-              id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else { return nil }
+        guard let id = context.parameters.get("id"), ControlAPI.isRunID(id) else { return nil }
         return id
     }
 
     /// The form's `csrf` field is the identity's token.
     static func csrfOK(_ request: Request, _ context: WebContext, _ gate: WebGate) async throws -> Bool {
         guard let identity = context.identity else { return false }
-        var request = request
-        guard let buffer = try? await request.collectBody(upTo: context.maxUploadSize),
+        guard let buffer = try? await collectForm(request, limit: context.maxUploadSize),
               let form = try? FormBody(Array(buffer: buffer)) else { return false }
         return gate.csrfMatches(identity, form.string("csrf"))
     }
@@ -465,7 +502,13 @@ struct WebHeadersMiddleware: RouterMiddleware {
     typealias Context = WebContext
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        var r = try await next(request, context)
+        var r: Response
+        do {
+            r = try await next(request, context)
+        } catch let e as HTTPResponseError {
+            // 404, 405 and the routes' own errors get the same headers as pages.
+            r = try e.response(from: request, context: context)
+        }
         r.headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         r.headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
         r.headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"

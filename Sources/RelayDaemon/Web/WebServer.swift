@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import RelayCore
@@ -7,6 +8,9 @@ import RelayCore
 /// The status page's listener on `[web] listen`: TCP, or a unix socket (mode 0660, group
 /// `proxy_group`) for a reverse proxy on the relay.
 enum WebServer {
+    /// Open connections to the page at once.
+    static let maxConnections = 256
+
     static func application(web: WebSettings, config: RelayConfig, manager: RunManager, access: ControlAccess,
                             logger: Logger, httpLogger: Logger) throws -> some ApplicationProtocol {
         let gate = try WebGate(settings: web, passwordPath: WebSettings.passwordPath(stateDir: config.relay.stateDir),
@@ -40,8 +44,12 @@ enum WebServer {
         }
         return Application(
             router: router,
-            server: .http1(configuration: .init(idleTimeout: .seconds(120))),
-            configuration: .init(address: address, serverName: "relay-agent"),
+            // At most maxConnections at once (beyond, new ones wait in the backlog): a flood of
+            // slow requests cannot take the descriptors the runs and the control socket need.
+            // A connection idle between requests for 30 s is closed.
+            server: .http1(configuration: .init(idleTimeout: .seconds(30))),
+            configuration: .init(address: address, serverName: "relay-agent",
+                                 availableConnectionsDelegate: MaximumAvailableConnections(maxConnections)),
             onServerRunning: { _ in
                 if case .unix(let path) = web.listen {
                     if let gid = proxyGID, chown(path, uid_t.max, gid) != 0 {

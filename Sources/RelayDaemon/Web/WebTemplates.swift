@@ -247,6 +247,7 @@ function refresh() {
     if (document.hidden || (document.activeElement && document.activeElement.form)) return;
     try {
       const r = await fetch(location.href, {credentials: "same-origin", headers: {"X-Refresh": "1"}});
+      if (r.status === 401) { location.reload(); return; }  // the session ended: to the login form
       if (!r.ok || r.redirected) return;
       const doc = new DOMParser().parseFromString(await r.text(), "text/html");
       const next = doc.getElementById("main");

@@ -112,10 +112,22 @@ struct StatusPageValuesTests {
         #expect(u.decide(source: "c", now: t0) == .wait(60), "capped")
         u.succeeded(source: "c")
         #expect(u.decide(source: "c", now: t0) == .allow)
-        // 10 failures from 10 sources: the global count slows a fresh source.
+        // 10 failures from 10 sources: the global count slows a fresh source, by one second
+        // after the last failure, however many more come (no lock-out of the operator).
         var g = LoginThrottle(free: 3, base: 1, cap: 60, globalFree: 10, maxSources: 100)
         for i in 0..<10 { g.failed(source: "s\(i)", now: t0) }
         #expect(g.decide(source: "fresh", now: t0) == .wait(1))
+        for i in 0..<500 { g.failed(source: "t\(i)", now: t0.addingTimeInterval(0.5)) }
+        #expect(g.decide(source: "fresh", now: t0.addingTimeInterval(0.5)) == .wait(1))
+        #expect(g.decide(source: "fresh", now: t0.addingTimeInterval(1.5)) == .allow)
+        #expect(g.decide(source: "t1", now: t0.addingTimeInterval(1.5)) == .allow, "one failure of its own: free")
+        // Quiet for the cap: the global count starts over.
+        g.failed(source: "u", now: t0.addingTimeInterval(100))
+        #expect(g.decide(source: "fresh", now: t0.addingTimeInterval(100)) == .allow)
+        // Loopback addresses are one source.
+        #expect(LoginThrottle.source(ofPeer: "127.0.0.1") == "loopback" && LoginThrottle.source(ofPeer: "127.4.3.2") == "loopback")
+        #expect(LoginThrottle.source(ofPeer: "::1") == "loopback" && LoginThrottle.source(ofPeer: "::ffff:127.0.0.9") == "loopback")
+        #expect(LoginThrottle.source(ofPeer: "192.0.2.7") == "192.0.2.7")
         // The remembered sources are bounded.
         var m = LoginThrottle(maxSources: 50)
         for i in 0..<500 { m.failed(source: "x\(i)", now: t0.addingTimeInterval(Double(i) / 1000)) }
