@@ -9,6 +9,8 @@ import Testing
 @Suite("Status page in a real browser (headless Chromium, real daemon, sshd, borg)", .serialized)
 struct StatusPageTests {
     static let chromium = "/usr/bin/chromium"
+    /// WebServer.maxConnections (this target does not import the daemon's module).
+    static let webConnectionCap = 256
 
     /// Where the screenshots and DOMs go: $RELAY_TEST_OUTPUT/status-page, or
     /// .build/test-output/status-page.
@@ -225,5 +227,62 @@ struct StatusPageTests {
         let busyMetrics = try Proc.run(agent, ["serve", "--config", metrics], timeout: 60)
         #expect(busyMetrics.status != 0 && busyMetrics.stderr.contains("[metrics] listen") && busyMetrics.stderr.contains("in use"),
                 "\(busyMetrics.output)")
+    }
+
+    /// A TCP connection to 127.0.0.1:port that has sent the start of a login form and then
+    /// nothing (non-blocking, so a full backlog cannot hang the test); -1 when refused.
+    static func slowLogin(port: Int) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return -1 }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        usleep(2_000)
+        let head = Array("POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 16000\r\n\r\npassword=".utf8)
+        _ = head.withUnsafeBufferPointer { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        return fd
+    }
+
+    @Test("a flood of slow login forms without a password (600 connections): the agent's descriptors stay bounded, the control socket answers, and the page works again once they are gone")
+    func slowRequestFlood() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("web-flood-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Proc.freePort()
+        let config = try Self.plainConfig(dir, web: "listen = \"127.0.0.1:\(port)\"")
+        let agent = try Spawned(try Proc.binary("relay-agent"), ["serve", "--config", config], stdin: "/dev/null",
+                                stdout: "\(dir)/agent.log", stderr: "\(dir)/agent.log")
+        defer {
+            agent.kill(SIGTERM)
+            if agent.wait(timeout: 30) == nil { agent.kill(SIGKILL); _ = agent.wait(timeout: 10) }
+        }
+        let deadline = Date().addingTimeInterval(20)
+        while UnixSocket.probe("\(dir)/control.sock") != 0 && Date() < deadline { usleep(50_000) }
+        let baseline = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(agent.pid)/fd").count) ?? 0
+        var held: [Int32] = []
+        defer { for fd in held where fd >= 0 { close(fd) } }
+        for _ in 0..<600 { held.append(Self.slowLogin(port: port)) }
+        usleep(1_500_000)
+        let during = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(agent.pid)/fd").count) ?? 0
+        print("status page flood: the agent had \(baseline) descriptors, \(during) with 600 slow connections held")
+        #expect(during - baseline <= Self.webConnectionCap + 8, "descriptors grew by \(during - baseline)")
+        let status = try Proc.run(try Proc.binary("relayctl"), ["status", "--socket", "\(dir)/control.sock"], timeout: 30)
+        #expect(status.status == 0, "the control socket did not answer during the flood: \(status.output)")
+        // The form deadline (10 s) lets the held connections go; the page answers again.
+        for fd in held where fd >= 0 { close(fd) }
+        held = []
+        var answered = false
+        for _ in 0..<60 where !answered {
+            let page = try Proc.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
+                                                      "http://127.0.0.1:\(port)/login"], timeout: 10)
+            answered = page.stdout == "200"
+            if !answered { usleep(500_000) }
+        }
+        #expect(answered, "the login page did not come back after the flood")
+        #expect(agent.isRunning(), "the agent died: \((try? String(contentsOfFile: "\(dir)/agent.log", encoding: .utf8)) ?? "")")
     }
 }
