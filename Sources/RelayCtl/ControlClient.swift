@@ -139,11 +139,17 @@ final class ControlClient: Sendable {
                     head.headers.add(name: "Content-Type", value: "application/json")
                 }
                 head.headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
-                try await outbound.write(.head(head))
-                if let body, !body.isEmpty {
-                    try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
+                // The whole request in one write: with Content-Length 0 the agent may answer
+                // and close as soon as it has the head, and a separate write of the end then
+                // failed with "I/O on closed channel" (seen in CI under load).
+                var parts: [HTTPClientRequestPart] = [.head(head)]
+                if let body, !body.isEmpty { parts.append(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
+                parts.append(.end(nil))
+                do {
+                    try await outbound.write(contentsOf: parts)
+                } catch ChannelError.ioOnClosedChannel {
+                    // Closed after it answered: the answer is read below.
                 }
-                try await outbound.write(.end(nil))
 
                 var response: Response?
                 for try await part in inbound {
