@@ -178,7 +178,7 @@ enum WebRoutes {
             }
             defer { form.wipe() }
             let next = form.string("next") ?? "/"
-            guard let raw = form.bytes("password"), !raw.isEmpty else {
+            guard var raw = form.bytes("password"), !raw.isEmpty else {
                 return loginPage(next: next, error: "Enter the password.", status: .unauthorized)
             }
             let secret: SecretBytes
@@ -186,6 +186,10 @@ enum WebRoutes {
                 return loginPage(next: next, error: "No guarded memory for the password: \(error).", status: .internalServerError)
             }
             defer { secret.wipe() }
+            // `raw` shares its bytes with the form: the form wipes a copy of its own first
+            // (copy-on-write), then `raw`, the only holder left, is wiped in place.
+            form.wipe()
+            for i in raw.indices { raw[i] = 0 }
             switch await gate.login(secret, source: context.peer, now: Date()) {
             case .success(let identity):
                 logger.info("status page: login from \(context.peer)")
