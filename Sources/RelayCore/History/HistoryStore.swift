@@ -385,12 +385,13 @@ public final class HistoryStore: Sendable {
         }
     }
 
-    /// Every run of `kind` started at or after `since`, oldest first (the status page's
-    /// 30-day strips, one query for the whole fleet).
-    public func runs(kind: RunKind, since: Date) throws(HistoryError) -> [RunRecord] {
+    /// Every run of `kind` started at or after `since` (of one client, or all), oldest first
+    /// (the status page's 30-day strips: one query for the whole fleet).
+    public func runs(kind: RunKind, since: Date, client: String? = nil) throws(HistoryError) -> [RunRecord] {
         try read { db in
-            try RunRecord.filter(Column("kind") == kind.rawValue && Column("started_at") >= since)
-                .order(Column("started_at"), Column("id")).fetchAll(db)
+            var q = RunRecord.filter(Column("kind") == kind.rawValue && Column("started_at") >= since)
+            if let client { q = q.filter(Column("client") == client) }
+            return try q.order(Column("started_at"), Column("id")).fetchAll(db)
         }
     }
 

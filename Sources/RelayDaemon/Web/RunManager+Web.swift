@@ -3,10 +3,11 @@ import RelayCore
 
 /// What the status page reads besides the control API's views.
 extension RunManager {
-    /// Every client's backups since `since`, by client (one query for the fleet page).
-    func webHistories(since: Date) throws(ControlError) -> [String: ClientHistory] {
+    /// Backups since `since` by client: every client's (one query for the fleet page), or
+    /// one client's.
+    func webHistories(since: Date, client: String? = nil) throws(ControlError) -> [String: ClientHistory] {
         do {
-            return ClientHistory.byClient(try history.runs(kind: .backup, since: since))
+            return ClientHistory.byClient(try history.runs(kind: .backup, since: since, client: client))
         } catch {
             throw .internalError("\(error)")
         }
@@ -34,7 +35,4 @@ extension RunManager {
         }
         return (text, skipped)
     }
-
-    /// Whether the client exists in the config.
-    func hasClient(_ name: String) -> Bool { config.clients[name] != nil }
 }

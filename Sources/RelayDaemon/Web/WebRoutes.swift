@@ -247,7 +247,7 @@ enum WebRoutes {
                 return message(context.identity, .notFound, "No such client", "There is no client \(name) in this relay's configuration.")
             }
             let since = StatusPages.historySince(now: now, calendar: cal)
-            let histories = try await manager.webHistories(since: since)
+            let histories = try await manager.webHistories(since: since, client: name)
             let runs = try await manager.runs(client: name, limit: StatusPages.chartRuns)
             let archives = try await manager.webArchives(client: name)
             var f = frame(name, context.identity)
