@@ -91,7 +91,9 @@ public struct BackupPlan: Sendable, Equatable {
     /// socket directories of this user (their listener is gone), creates the run's 0700
     /// directory (`$0`), and accepts one connection on a 0600 socket with socat, whose stdio
     /// is the channel: the relay splices that channel into borg serve on B. The directory is
-    /// removed when socat ends (and by the next run if the listener was killed). One line
+    /// removed when socat ends (and by the next run if the listener was killed). The umask
+    /// (177) makes bind() create the socket 0600 at once: socat's `mode=` is a chmod after
+    /// bind, and under a 077 umask the socket was 0700 until then. One line
     /// (csh cannot take a newline in a quoted word); the client guard matches it byte for byte.
     public static let unixListenerScript = [
         "for d in /tmp/borg-relay-sock-*; do",
@@ -100,7 +102,7 @@ public struct BackupPlan: Sendable, Equatable {
         "elif [ -z \"$(find \"$d\" -maxdepth 0 -mmin +1)\" ]; then continue; fi;",
         "rm -rf -- \"$d\";",
         "done;",
-        "umask 077;",
+        "umask 177;",
         "mkdir -m 0700 -- \"$0\" || exit 97;",
         "echo $$ > \"$0/pid\";",
         "trap 'rm -rf -- \"$0\"' EXIT;",
