@@ -10,7 +10,7 @@ enum RunFactory {
     /// `passphrase` belongs to the run once it is built (the run wipes it); when building
     /// fails, the caller still owns it.
     static func make(id: String, client c: ClientConfig, server s: ServerConfig, operation: OperationRequest?,
-                     passphrase: SecretBytes?, config: RelayConfig, history: HistoryStore, connectorPath: String,
+                     passphrase: SecretBytes?, config: RelayConfig, history: any RunStore, connectorPath: String,
                      logger: Logger, logFile path: String) throws -> any RelayRun {
         let options = SessionOptions(config)
         let borgBaseDir = config.relay.stateDir + "/borg"

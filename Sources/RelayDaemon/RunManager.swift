@@ -38,7 +38,7 @@ public struct ControlError: Error, CustomStringConvertible, Sendable {
 /// queued run of a busy client does not hold up the runs of other clients behind it.
 public actor RunManager {
     private(set) var config: RelayConfig
-    let history: HistoryStore
+    let history: any RunStore
     let logger: Logger
     let startedAt = Date()
     /// The `relay-agent` executable: the BORG_RSH connector of borg runs on the relay.
@@ -83,7 +83,7 @@ public actor RunManager {
     public static let maxQueuedPerClient = 10
     static let maxKeys = 64
 
-    public init(config: RelayConfig, history: HistoryStore, logger: Logger, connectorPath: String = "relay-agent") {
+    public init(config: RelayConfig, history: any RunStore, logger: Logger, connectorPath: String = "relay-agent") {
         self.config = config
         self.history = history
         self.logger = logger

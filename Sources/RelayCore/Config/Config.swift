@@ -83,6 +83,13 @@ public struct RelaySettings: Sendable, Equatable {
     /// repository or the client (restore, borg, key-export, init, prune, compact, check).
     /// nil: only root and the agent's user may.
     public var adminGroup: String?
+    /// This relay's name in a fleet (history rows, leases, the `relay` label of metrics).
+    public var name: String = RelayName.hostDefault
+    /// The fleet's shared PostgreSQL database; nil: the embedded SQLite history (one relay).
+    public var database: DatabaseSettings?
+    /// Seconds a claimed run's lease lasts without a heartbeat (fleet only): after that,
+    /// another relay marks the run interrupted.
+    public var lease: Int = 60
 
     public var vaultSecretKeyPath: String { stateDir + "/vault.key" }
     public var vaultPublicKeyPath: String { stateDir + "/vault.pub" }
@@ -131,6 +138,8 @@ public struct Retention: Sendable, Equatable {
 
 public struct ClientConfig: Sendable, Equatable {
     public var name: String
+    /// The relays of a fleet that may run this client (by `[relay] name`); empty: all.
+    public var relays: [String] = []
     public var endpoint: HostEndpoint
     public var server: String
     public var repository: String

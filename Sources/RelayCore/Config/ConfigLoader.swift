@@ -80,6 +80,10 @@ public enum ConfigLoader {
         for (name, c) in clients { try checkVia(c.endpoint.via, table: "clients.\(name)", jumps: jumps, file: file) }
         for (name, j) in jumps { try checkVia(j.endpoint.via, table: "jumps.\(name)", jumps: jumps, file: file) }
 
+        if relay.database == nil, let c = clients.values.sorted(by: { $0.name < $1.name }).first(where: { !$0.relays.isEmpty }) {
+            throw ConfigError(file: file, table: "clients.\(c.name)", key: "relays", kind: .invalidValue(reason:
+                "chooses relays of a fleet, but there is no fleet: [relay] database is not set (remove 'relays', or set [relay] database for a fleet on PostgreSQL)"))
+        }
         var config = RelayConfig(file: file, relay: relay, servers: servers, jumps: jumps, clients: clients)
         config.metrics = try top.optionalTable("metrics").map { m throws(ConfigError) in try parseMetrics(m) }
         config.web = try top.optionalTable("web").map { w throws(ConfigError) in try parseWeb(w) }
@@ -220,7 +224,7 @@ public enum ConfigLoader {
                          "shutdown_grace", "history_keep_runs", "history_keep_days",
                          "auth_timeout", "channel_timeout", "idle_timeout", "run_timeout",
                          "connect_attempts", "retry_delay", "share_jumps",
-                         "socket_group", "admin_group"])
+                         "socket_group", "admin_group", "name", "database", "database_password_file", "lease"])
         let stateDir = try t.absolutePath("state_dir", default: RelaySettings.Defaults.stateDir)
         let socket = try t.absolutePath("socket", default: RelaySettings.defaultSocket)
         let knownHosts = try t.absolutePath("known_hosts", default: RelaySettings.Defaults.knownHosts)
@@ -253,7 +257,34 @@ public enum ConfigLoader {
         r.shareJumps = try t.optionalBool("share_jumps") ?? r.shareJumps
         r.socketGroup = try t.groupName("socket_group")
         r.adminGroup = try t.groupName("admin_group")
+        try parseFleet(t, into: &r)
         return r
+    }
+
+    /// `name`, `database`, `database_password_file`, `lease` (a fleet on PostgreSQL).
+    static func parseFleet(_ t: TableReader, into r: inout RelaySettings) throws(ConfigError) {
+        if let name = try t.optionalString("name") {
+            guard RelayName.isValid(name) else {
+                throw t.error("name", .invalidValue(reason: "'\(printable(name))' is not a relay name (1 to 64 letters, digits, '.', '_', '-'; starting with a letter or digit)"))
+            }
+            r.name = name
+        }
+        r.lease = try t.int("lease", default: r.lease, range: 10...3600)
+        let passwordFile = try t.optionalAbsolutePath("database_password_file")
+        guard let url = try t.optionalString("database") else {
+            if passwordFile != nil {
+                throw t.error("database_password_file", .invalidValue(reason: "is for [relay] database, which is not set"))
+            }
+            return
+        }
+        switch DatabaseSettings.parse(url) {
+        case .success(var d):
+            d.passwordFile = passwordFile
+            r.database = d
+        case .failure(let problem):
+            // The URL itself is not repeated: it may hold the password that was refused.
+            throw t.error("database", .invalidValue(reason: problem.reason))
+        }
     }
 
     static func parseEndpoint(_ t: TableReader, defaultUser: String?) throws(ConfigError) -> HostEndpoint {
@@ -288,7 +319,7 @@ public enum ConfigLoader {
             "server", "repository", "passphrase", "paths", "exclude", "compression", "archive",
             "transport", "borg_path", "schedule", "jitter", "catch_up", "retention", "pre", "post",
             "pre_timeout", "post_timeout", "guard", "lock_wait", "checkpoint_interval", "retry",
-            "relocated_ok", "max_age", "check_schedule", "check", "check_max_duration",
+            "relocated_ok", "max_age", "check_schedule", "check", "check_max_duration", "relays",
         ]))
         let endpoint = try parseEndpoint(t, defaultUser: nil)
         let server = try t.requiredString("server")
@@ -371,6 +402,10 @@ public enum ConfigLoader {
             client.guardCommand = g
         }
         try parseClientMonitoring(t, into: &client)
+        client.relays = try t.stringArray("relays") ?? []
+        for r in client.relays where !RelayName.isValid(r) {
+            throw t.error("relays", .invalidValue(reason: "'\(printable(r))' is not a relay name (the [relay] name of a relay in the fleet)"))
+        }
         return client
     }
 

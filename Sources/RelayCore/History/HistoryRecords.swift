@@ -33,6 +33,8 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
     public var attempts: String?
     /// The alarm a failed run raised (tamper, host_key_changed); nil for most runs.
     public var alarm: RunAlarm?
+    /// The relay of a fleet that ran it (`[relay] name`); nil with one relay on SQLite.
+    public var relay: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case id, client, server, kind, state, archive, stats, error
@@ -45,7 +47,34 @@ public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
         case agentPID = "agent_pid"
         case agentStart = "agent_start"
         case queuedAt = "queued_at"
-        case trigger, attempts, alarm
+        case trigger, attempts, alarm, relay
+    }
+
+    public init(id: String, client: String, server: String, kind: RunKind, state: RunState, startedAt: Date,
+                endedAt: Date?, bytesToServer: Int64, bytesFromServer: Int64, borgExitStatus: Int?, archive: String?,
+                stats: String?, error: String?, logFile: String?, agentPID: Int32, agentStart: Int64?, queuedAt: Date?,
+                trigger: String?, attempts: String?, alarm: RunAlarm?, relay: String? = nil) {
+        self.id = id
+        self.client = client
+        self.server = server
+        self.kind = kind
+        self.state = state
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.bytesToServer = bytesToServer
+        self.bytesFromServer = bytesFromServer
+        self.borgExitStatus = borgExitStatus
+        self.archive = archive
+        self.stats = stats
+        self.error = error
+        self.logFile = logFile
+        self.agentPID = agentPID
+        self.agentStart = agentStart
+        self.queuedAt = queuedAt
+        self.trigger = trigger
+        self.attempts = attempts
+        self.alarm = alarm
+        self.relay = relay
     }
 
     /// A record for a run that is starting now in this process.

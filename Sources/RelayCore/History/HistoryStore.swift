@@ -13,8 +13,9 @@ public enum HistoryError: Error, CustomStringConvertible, Sendable {
 }
 
 /// The run history: one SQLite database in state_dir (`history.sqlite`).
-public final class HistoryStore: Sendable {
+public final class HistoryStore: RunStore {
     public let path: String
+    public var location: String { path }
     private let queue: DatabaseQueue
 
     public convenience init(path: String) throws(HistoryError) {
@@ -133,6 +134,19 @@ public final class HistoryStore: Sendable {
                 t.add(column: "alarm", .text)
             }
         }
+        m.registerMigration("v7") { db in
+            // A fleet of relays (PostgresStore applies the same step): the relay that ran a
+            // run. The claim, lease and schedule columns are used on PostgreSQL only; one
+            // relay on SQLite keeps its queue in memory.
+            try db.alter(table: "run") { t in
+                t.add(column: "relay", .text)
+                t.add(column: "lease_until", .datetime)
+                t.add(column: "operation", .text)
+                t.add(column: "pinned_relay", .text)
+                t.add(column: "scheduled_for", .datetime)
+                t.add(column: "cancel_requested", .boolean).notNull().defaults(to: false)
+            }
+        }
         return m
     }
 
@@ -190,10 +204,7 @@ public final class HistoryStore: Sendable {
     /// When recording throws, the caller fails the backup (`RunReport.recordingFailed`).
     @discardableResult
     public func finish(_ report: RunReport) throws(HistoryError) -> RunReport {
-        let stats: String? = report.archive.flatMap { a in
-            (try? JSONEncoder().encode(a)).map { String(decoding: $0, as: UTF8.self) }
-        }
-        return try write { db in
+        try write { db in
             var final = report
             // borg created an archive (it printed it in `create --json`) and the run proved
             // it: the relay expects it in the repository until its own prune removes it.
@@ -201,12 +212,8 @@ public final class HistoryStore: Sendable {
                 try db.execute(sql: """
                     INSERT INTO archive (client, name, id, run_id, created_at) VALUES (?, ?, ?, ?, ?)
                     """, arguments: [report.client, a.name, a.id.map(ArchiveSummary.normalizedID), report.runID, report.ended])
-                if var proof = report.backupProof {
-                    let back = try ArchiveRecord.fetchOne(db, key: db.lastInsertedRowID)
-                    proof.recording = back?.id.map { .recorded(id: $0) } ?? .failed("the archive row has no id")
-                    final.backupProof = proof
-                    final.warnings.removeAll { $0.hasPrefix("borg create finished with warnings") }
-                    final.apply(proof.verdict)
+                if report.backupProof != nil {
+                    final = report.recorded(archiveID: try ArchiveRecord.fetchOne(db, key: db.lastInsertedRowID)?.id)
                 }
             }
             guard var r = try RunRecord.fetchOne(db, key: report.runID) else { return final }
@@ -216,11 +223,10 @@ public final class HistoryStore: Sendable {
             r.bytesFromServer = Int64(clamping: final.bytesFromServer)
             r.borgExitStatus = final.borgExitStatus.map(Int.init)
             r.archive = final.archive?.name
-            r.stats = stats
-            // A warning run keeps borg's warning where a failed run keeps its error.
-            r.error = final.error ?? (final.state == .warning ? final.warnings.joined(separator: "; ") : nil)
+            r.stats = final.statsJSON
+            r.error = final.recordedError
             r.alarm = final.alarm
-            r.attempts = final.attempts.isEmpty ? nil : (try? JSONCoding.encoder().encode(final.attempts)).map { String(decoding: $0, as: UTF8.self) }
+            r.attempts = final.attemptsJSON
             try r.update(db)
             return final
         }
@@ -229,7 +235,7 @@ public final class HistoryStore: Sendable {
     /// Marks runs still "running" or "queued" whose agent process is gone (killed,
     /// crashed) as interrupted; returns their ids.
     @discardableResult
-    public func markInterrupted(isAlive: @Sendable (RunRecord) -> Bool = HistoryStore.agentAlive) throws(HistoryError) -> [String] {
+    public func markInterrupted(isAlive: @Sendable (RunRecord) -> Bool) throws(HistoryError) -> [String] {
         try write { db in
             let stale = try RunRecord.filter(RunState.unfinished.contains(Column("state"))).fetchAll(db)
                 .filter { !isAlive($0) }
@@ -289,7 +295,7 @@ public final class HistoryStore: Sendable {
     /// rows known only by name (recorded before ids were) by name. Returns how many rows
     /// were marked.
     @discardableResult
-    public func recordPruned(client: String, runID: String, removed: [PresentArchive], at date: Date = Date()) throws(HistoryError) -> Int {
+    public func recordPruned(client: String, runID: String, removed: [PresentArchive], at date: Date) throws(HistoryError) -> Int {
         try write { db in
             var marked = 0
             for a in removed {
@@ -324,7 +330,7 @@ public final class HistoryStore: Sendable {
     /// older than `maxAgeDays` (0: no age limit). Returns the log files of the deleted
     /// runs, for the caller to remove.
     @discardableResult
-    public func prune(keepPerClient: Int, maxAgeDays: Int, now: Date = Date()) throws(HistoryError) -> [String] {
+    public func prune(keepPerClient: Int, maxAgeDays: Int, now: Date) throws(HistoryError) -> [String] {
         try write { db in
             let finished = RunRecord.filter(!RunState.unfinished.contains(Column("state")))
             var doomed: [RunRecord] = []
@@ -377,7 +383,7 @@ public final class HistoryStore: Sendable {
         }
     }
 
-    public func recent(client: String? = nil, limit: Int = 50) throws(HistoryError) -> [RunRecord] {
+    public func recent(client: String?, limit: Int) throws(HistoryError) -> [RunRecord] {
         try read { db in
             var q = RunRecord.order(Column("started_at").desc, Column("id").desc)
             if let c = client { q = q.filter(Column("client") == c) }
@@ -387,7 +393,7 @@ public final class HistoryStore: Sendable {
 
     /// Every run of `kind` started at or after `since` (of one client, or all), oldest first
     /// (the status page's 30-day strips: one query for the whole fleet).
-    public func runs(kind: RunKind, since: Date, client: String? = nil) throws(HistoryError) -> [RunRecord] {
+    public func runs(kind: RunKind, since: Date, client: String?) throws(HistoryError) -> [RunRecord] {
         try read { db in
             var q = RunRecord.filter(Column("kind") == kind.rawValue && Column("started_at") >= since)
             if let client { q = q.filter(Column("client") == client) }

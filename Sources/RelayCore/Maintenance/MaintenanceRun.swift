@@ -23,7 +23,7 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
     let outputPath: String?
     let borgBaseDir: String
     let connectorPath: String
-    let history: HistoryStore
+    let history: any RunStore
     /// A step succeeded with warnings (borg exited 1).
     private var warned = false
     /// Each step gets its own copy; wiped when the run ends.
@@ -31,7 +31,7 @@ public final class MaintenanceRun: RelayRun, @unchecked Sendable {
 
     public init(runID: String, client: ClientConfig, server: ServerConfig, operation: OperationRequest,
                 options: SessionOptions, passphrase: SecretBytes?, logger: Logger, logFile: String?, outputPath: String?,
-                borgBaseDir: String, connectorPath: String, history: HistoryStore) throws(RunError) {
+                borgBaseDir: String, connectorPath: String, history: any RunStore) throws(RunError) {
         self.passphrase = passphrase
         self.runID = runID
         self.client = client
