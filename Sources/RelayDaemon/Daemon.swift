@@ -26,9 +26,15 @@ public enum Daemon {
         if FileManager.default.fileExists(atPath: config.relay.vaultSecretKeyPath) {
             try Vault.readSecretKey(path: config.relay.vaultSecretKeyPath).wipe()
         }
-        let history = try HistoryStore(path: config.relay.historyPath)
-        for id in try history.markInterrupted() {
-            logger.warning("run \(id) was interrupted (its agent ended mid-run); marked in the history")
+        let history: any RunStore
+        if let db = config.relay.database {
+            history = try PostgresStore(db, relayName: config.relay.name, logger: logger)
+            logger.info("fleet: relay \(config.relay.name) on \(db)")
+        } else {
+            history = try HistoryStore(path: config.relay.historyPath)
+            for id in try history.markInterrupted() {
+                logger.warning("run \(id) was interrupted (its agent ended mid-run); marked in the history")
+            }
         }
         // Operation directories of runs a killed agent left behind (its runs are marked
         // interrupted above; runs of a foreground relay-agent run still running are kept).
@@ -38,6 +44,11 @@ public enum Daemon {
         }, logger: logger)
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let manager = RunManager(config: config, history: history, logger: logger, connectorPath: exe)
+        if let store = manager.fleetStore {
+            try store.register(instance: manager.instance, host: ProcessInfo.processInfo.hostName, pid: getpid(),
+                               socket: config.relay.socket, lease: config.relay.lease)
+            await manager.recoverOwnRuns()
+        }
         await manager.prune()
         await manager.startMonitoring()
 
@@ -83,7 +94,9 @@ public enum Daemon {
             services.append(.init(service: try WebServer.application(web: web, config: config, manager: manager, access: access,
                                                                      logger: logger, httpLogger: httpLogger)))
         }
-        services += [.init(service: scheduler), .init(service: reloader), .init(service: drainer)]
+        services += [.init(service: scheduler), .init(service: reloader)]
+        if manager.fleetStore != nil { services.append(.init(service: FleetService(manager: manager))) }
+        services.append(.init(service: drainer))
         let group = ServiceGroup(configuration: .init(
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -110,6 +123,7 @@ struct DrainService: Service {
         logger.info("shutdown requested: no new runs")
         await manager.shutdown(grace: grace)
         await manager.stopMonitoring()
+        await manager.leaveFleet()
     }
 }
 

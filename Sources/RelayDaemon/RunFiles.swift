@@ -33,6 +33,16 @@ enum RunFiles {
                         data: String(decoding: bytes, as: UTF8.self), complete: finished && !full)
     }
 
+    /// A chunk of a log held in memory (a fleet's stored log of another relay's run).
+    static func chunk(of all: [UInt8], runID: String, offset: Int, finished: Bool) -> LogChunk {
+        let start = min(max(0, offset), all.count)
+        var bytes = Array(all[start..<min(all.count, start + ControlAPI.maxLogChunk)])
+        let full = bytes.count == ControlAPI.maxLogChunk
+        if full || !finished { bytes.removeLast(bytes.count - completeUTF8Length(bytes)) }
+        return LogChunk(runID: runID, offset: start, nextOffset: start + bytes.count,
+                        data: String(decoding: bytes, as: UTF8.self), complete: finished && !full)
+    }
+
     /// Raw bytes from `offset`: `complete` once the run has ended and all is read.
     static func raw(_ path: String?, offset: Int, finished: Bool) -> (bytes: [UInt8], next: Int, complete: Bool) {
         let bytes = read(path, offset: offset, max: ControlAPI.maxRawChunk)

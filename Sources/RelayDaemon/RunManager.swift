@@ -4,7 +4,8 @@ import RelayCore
 
 // Longer than 400 lines: the actor is the daemon's one serialisation point, so every
 // request the control API serves is a method here; its parts are values elsewhere
-// (RunQueue, EphemeralKeys, RunFiles, RunFactory).
+// (RunQueue, EphemeralKeys, RunFiles, RunFactory); a fleet's queue, leases and scheduler
+// lock are in RunManager+Fleet.swift.
 
 /// A refused control request: the HTTP status and the body the client gets.
 public struct ControlError: Error, CustomStringConvertible, Sendable {
@@ -45,12 +46,12 @@ public actor RunManager {
     let connectorPath: String
 
     /// A run waiting in the queue: its passphrase (from `--passphrase-stdin`) and operation.
-    private struct Pending {
+    struct Pending {
         var passphrase: SecretBytes?
         var operation: OperationRequest?
     }
 
-    private final class Active: Sendable {
+    final class Active: Sendable {
         let id: String
         let client: String
         let run: any RelayRun
@@ -63,19 +64,35 @@ public actor RunManager {
         }
     }
 
-    private var queue = RunQueue<Pending, Active>(maxWaitingPerClient: RunManager.maxQueuedPerClient)
-    private var accepting = true
+    var queue = RunQueue<Pending, Active>(maxWaitingPerClient: RunManager.maxQueuedPerClient)
+    var accepting = true
     private var keys = EphemeralKeys(lifetime: RunManager.keyLifetime, max: RunManager.maxKeys)
-    private var schedule = ScheduleBook()
+    var schedule = ScheduleBook()
     /// When each client's scheduled repository check is next due.
-    private var checks = ScheduleBook()
+    var checks = ScheduleBook()
     /// What monitoring knows (last results, overdue, tamper alarm); events come from it
     /// (RunManager+Monitor.swift moves it on).
     var fleet: FleetState
     nonisolated let metrics: RelayMetrics
     nonisolated let notify: NotifyCenter
-    /// This relay's name in events (its host name).
+    /// This relay's name in events and in a fleet (`[relay] name`, the host name by default).
     nonisolated let relayName: String
+    /// The fleet's database when `[relay] database` is set (the queue is there, not in
+    /// `queue.waiting`); nil for one relay on SQLite.
+    nonisolated let fleetStore: PostgresStore?
+    /// This agent's leases on the runs it claimed (fleet only).
+    var leases: LeaseKeeper
+    /// This agent, among the incarnations of its relay name.
+    nonisolated let instance = UUID().uuidString
+    /// Passphrases from `--passphrase-stdin` for runs pinned to this relay (fleet only).
+    var pinnedSecrets: [String: SecretBytes] = [:]
+    /// Reports of runs that ended while the database could not record them (fleet only):
+    /// recorded when it answers again; their leases are renewed meanwhile.
+    var unrecorded: [RunReport] = []
+    /// Whether this relay leads the fleet's scheduler.
+    var leading = false
+    /// The agent stopped and freed its relay name (fleet only).
+    var leftFleet = false
     private var lastTextfile: Date?
     static let keyLifetime: TimeInterval = 120
     /// The most runs one client may have waiting in the queue (not yet started): a flood
@@ -91,7 +108,9 @@ public actor RunManager {
         fleet = FleetState(since: startedAt)
         metrics = RelayMetrics(started: startedAt)
         notify = NotifyCenter(notifiers: config.notifiers, metrics: metrics, logger: logger)
-        relayName = ProcessInfo.processInfo.hostName
+        relayName = config.relay.name
+        fleetStore = history as? PostgresStore
+        leases = LeaseKeeper(lease: TimeInterval(config.relay.lease), start: Date())
     }
 
     // MARK: - Requests
@@ -99,6 +118,11 @@ public actor RunManager {
     /// Queues one run per client; each starts as soon as the limits allow. All clients are
     /// checked before any run is queued, so a refused request queues nothing.
     public func submit(_ request: RunRequest, trigger: String) throws(ControlError) -> [RunView] {
+        try submit(request, trigger: trigger, slot: nil)
+    }
+
+    /// `slot`: the schedule's due time of a scheduled run (a fleet enqueues it once).
+    func submit(_ request: RunRequest, trigger: String, slot: Date?) throws(ControlError) -> [RunView] {
         guard accepting else { throw .shuttingDown() }
         var names = request.all == true ? config.clients.keys.sorted() : request.clients
         var seen = Set<String>()
@@ -130,7 +154,7 @@ public actor RunManager {
             }
         }
         for n in names {
-            if let waiting = queue.refusal(client: n) {
+            if let waiting = try queueRefusal(client: n) {
                 throw .tooManyQueued(client: n, queued: waiting, cap: Self.maxQueuedPerClient)
             }
         }
@@ -145,13 +169,31 @@ public actor RunManager {
             let record = RunRecord.starting(runID: id, client: n, server: c.server,
                                             kind: request.operation?.kind ?? .backup, logFile: logPath(n, id),
                                             state: .queued, trigger: trigger)
-            do {
-                try history.insert(record)
-            } catch {
-                secret?.wipe()
-                throw .internalError("\(error)")
+            let pin = n == names[0] ? secret : nil
+            if let store = fleetStore {
+                let inserted: Bool
+                do {
+                    inserted = try store.insert(record, operation: request.operation.flatMap { try? JSONCoding.encoder().encode($0) }
+                                                    .map { String(decoding: $0, as: UTF8.self) },
+                                                pinnedRelay: pin == nil ? nil : relayName, scheduledFor: slot)
+                } catch {
+                    secret?.wipe()
+                    throw .internalError("\(error)")
+                }
+                if !inserted {
+                    logger.debug("client \(n): the run due at \(slot.map { "\($0)" } ?? "?") was queued by another relay")
+                    continue
+                }
+                if let pin { pinnedSecrets[id] = pin }
+            } else {
+                do {
+                    try history.insert(record)
+                } catch {
+                    secret?.wipe()
+                    throw .internalError("\(error)")
+                }
+                queue.enqueue(id: id, client: n, item: Pending(passphrase: pin, operation: request.operation))
             }
-            queue.enqueue(id: id, client: n, item: Pending(passphrase: n == names[0] ? secret : nil, operation: request.operation))
             views.append(RunView(record))
             logger.info("run \(id) of client \(n) queued (\(trigger))")
         }
@@ -169,6 +211,8 @@ public actor RunManager {
             p.item.passphrase?.wipe()
             try? history.markEnded(id, state: .cancelled, error: "cancelled before it started")
             logger.info("run \(id) of client \(p.client) cancelled in the queue")
+        } else if fleetStore != nil, try cancelInFleet(id) {
+            // queued: cancelled in the database; running on another relay: that relay was asked
         } else {
             guard let r = (try? history.get(id)) ?? nil else { throw .notFound("no run \(id)") }
             throw .conflict("run \(id) has already ended (\(r.state))")
@@ -194,6 +238,7 @@ public actor RunManager {
     /// The run log from `offset`; `complete` once the run has ended and all is read.
     public func log(_ id: String, offset: Int) throws(ControlError) -> LogChunk {
         let r = try run(id)
+        if let remote = try remoteLog(of: r, offset: offset) { return remote }
         return try chunk(of: r, path: r.logFile, offset: offset)
     }
 
@@ -223,7 +268,7 @@ public actor RunManager {
         logger.info("run \(r.id): output delivered and removed (\(path))")
     }
 
-    private func chunk(of r: RunView, path: String?, offset: Int) throws(ControlError) -> LogChunk {
+    func chunk(of r: RunView, path: String?, offset: Int) throws(ControlError) -> LogChunk {
         guard offset >= 0 else { throw .badRequest("offset must be 0 or more") }
         return RunFiles.chunk(path, runID: r.id, offset: offset, finished: r.isFinished)
     }
@@ -234,13 +279,16 @@ public actor RunManager {
     }
 
     public func status() -> StatusView {
-        let agent = StatusView.Agent(pid: getpid(), startedAt: startedAt, config: config.file,
+        let unfinished = fleetUnfinished()
+        var agent = StatusView.Agent(pid: getpid(), startedAt: startedAt, config: config.file,
                                      maxParallel: config.relay.maxParallel, running: queue.running.count,
-                                     queued: queue.waiting.count, accepting: accepting)
+                                     queued: unfinished.map { $0.count { $0.state == .queued } } ?? queue.waiting.count,
+                                     accepting: accepting)
+        if fleetStore != nil { agent.relay = relayName }
         var clients: [StatusView.Client] = []
         for name in config.clients.keys.sorted() {
             let c = config.clients[name]!
-            let current = runOf(client: name)
+            let current = unfinished.map { runs in self.current(of: name, in: runs) } ?? runOf(client: name)
             let last = ((try? history.lastFinished(client: name)) ?? nil).map { view(of: $0) }
             var client = StatusView.Client(name: name, server: c.server, state: current?.state.rawValue ?? "idle", current: current,
                                            last: last, schedule: c.schedule?.text, nextRun: schedule.nextDue[name])
@@ -275,40 +323,45 @@ public actor RunManager {
     }
 
     /// Clients due at `now` (their next time moves on) and the earliest next due time.
-    func takeDue(now: Date, timeZone: TimeZone) -> (due: [(client: String, jitter: Int)], checks: [String], next: Date?) {
+    func takeDue(now: Date, timeZone: TimeZone) -> (due: [(client: String, jitter: Int, slot: Date)], checks: [(client: String, slot: Date)], next: Date?) {
         let (due, next) = schedule.takeDue(now: now, timeZone: timeZone) { config.clients[$0]?.schedule }
         let (dueChecks, nextCheck) = checks.takeDue(now: now, timeZone: timeZone) { config.clients[$0]?.checkSchedule }
         let earliest = [next, nextCheck].compactMap { $0 }.min()
-        return (due.map { ($0, config.clients[$0]?.jitter ?? 0) }, dueChecks, earliest)
+        return (due.map { ($0.client, config.clients[$0.client]?.jitter ?? 0, $0.at) }, dueChecks.map { ($0.client, $0.at) }, earliest)
     }
 
     /// A scheduled repository check (`check_schedule`): queued behind the client's run, if any.
-    func submitScheduledCheck(_ client: String) {
+    func submitScheduledCheck(_ client: String, slot: Date? = nil) {
         guard accepting, let c = config.clients[client] else { return }
         // One check at a time per client: a check longer than its interval does not pile up.
-        let waitingCheck = queue.waiting.contains { $0.client == client && $0.item.operation?.kind == .check }
-        let runningCheck = queue.running.keys.contains { ((try? history.get($0)) ?? nil).map { $0.client == client && $0.kind == .check } ?? false }
+        var waitingCheck = queue.waiting.contains { $0.client == client && $0.item.operation?.kind == .check }
+        var runningCheck = queue.running.keys.contains { ((try? history.get($0)) ?? nil).map { $0.client == client && $0.kind == .check } ?? false }
+        if let runs = fleetUnfinished() {
+            waitingCheck = runs.contains { $0.client == client && $0.kind == .check && $0.state == .queued }
+            runningCheck = runs.contains { $0.client == client && $0.kind == .check && $0.state == .running }
+        }
         if waitingCheck || runningCheck {
             logger.warning("scheduled check of client \(client) skipped: its previous check is still \(runningCheck ? "running" : "queued")")
             return
         }
         let op = OperationRequest(kind: .check, scope: c.checkScope, maxDuration: c.checkMaxDuration)
         do {
-            _ = try submit(RunRequest(clients: [client], queue: true, operation: op), trigger: "check-schedule")
+            _ = try submit(RunRequest(clients: [client], queue: true, operation: op), trigger: "check-schedule", slot: slot)
         } catch {
             logger.error("scheduled check of client \(client) could not be queued: \(error)")
         }
     }
 
     /// A scheduled start: skipped (and logged) if the client still has a run.
-    func submitScheduled(_ client: String, trigger: String) {
+    func submitScheduled(_ client: String, trigger: String, slot: Date? = nil) {
         guard accepting else { return }
-        if let busy = runOf(client: client) {
+        let busyRun = fleetUnfinished().map { current(of: client, in: $0) } ?? runOf(client: client)
+        if let busy = busyRun {
             logger.warning("scheduled run of client \(client) skipped: run \(busy.id) is still \(busy.state)")
             return
         }
         do {
-            _ = try submit(RunRequest(clients: [client], queue: true), trigger: trigger)
+            _ = try submit(RunRequest(clients: [client], queue: true), trigger: trigger, slot: slot)
         } catch {
             logger.error("scheduled run of client \(client) could not be queued: \(error)")
         }
@@ -336,6 +389,12 @@ public actor RunManager {
             p.item.passphrase?.wipe()
             try? history.markEnded(p.id, state: .cancelled, error: "the agent stopped before the run started")
         }
+        // A fleet's queued runs stay for the other relays; those pinned to this one cannot.
+        for (id, secret) in pinnedSecrets {
+            secret.wipe()
+            _ = try? fleetStore?.cancelQueued(id)
+        }
+        pinnedSecrets = [:]
         keys.wipeAll()
         if !queue.running.isEmpty {
             logger.info("shutting down: waiting up to \(Int(grace)) s for \(queue.running.count) running run(s) to finish")
@@ -384,11 +443,11 @@ public actor RunManager {
         "\(config.relay.logDir)/\(client)/\(id).log"
     }
 
-    private func runOf(client: String) -> RunView? {
+    func runOf(client: String) -> RunView? {
         queue.current(client: client).flatMap { try? run($0) }
     }
 
-    private func view(of r: RunRecord) -> RunView {
+    func view(of r: RunRecord) -> RunView {
         RunView(r, progress: queue.running[r.id]?.item.run.progress.snapshot)
     }
 
@@ -400,13 +459,17 @@ public actor RunManager {
         }
     }
 
-    private func startEligible() {
+    func startEligible() {
+        if fleetStore != nil {
+            claimFromFleet()
+            return
+        }
         while accepting, let next = queue.next(maxParallel: config.relay.maxParallel) {
             start(next)
         }
     }
 
-    private func start(_ p: RunQueue<Pending, Active>.Entry) {
+    func start(_ p: RunQueue<Pending, Active>.Entry) {
         var passphrase = p.item.passphrase
         do {
             guard let c = config.clients[p.client] else {
@@ -451,11 +514,26 @@ public actor RunManager {
         var report = ran
         do {
             report = try history.finish(report)
+            storeLogInFleet(report)
         } catch {
+            if fleetStore != nil {
+                // The database is away: the run is recorded when it is back (its lease is
+                // renewed until then, so no other relay takes it for lost).
+                logger.error("run \(id): could not record the result, will retry while the agent runs: \(error)")
+                unrecorded.append(ran)
+                startEligible()
+                return
+            }
             logger.error("run \(id): could not record the result: \(error)")
             report.recordingFailed("\(error)")
         }
-        logger.info("run \(id) of client \(a.client) \(report.state.rawValue)\(report.error.map { ": \($0)" } ?? "")")
+        afterRecorded(report)
+    }
+
+    /// What follows a recorded run: monitoring, history pruning, retention, the next runs.
+    func afterRecorded(_ report: RunReport) {
+        let id = report.runID
+        logger.info("run \(id) of client \(report.client) \(report.state.rawValue)\(report.error.map { ": \($0)" } ?? "")")
         observe(FinishedRun(report), logFile: report.logFile)
         prune()
         applyRetention(after: report)

@@ -16,27 +16,39 @@ struct SchedulerService: Service {
 
     func run() async throws {
         let now = Date()
-        for client in await manager.missedSchedules(now: now, timeZone: timeZone) {
-            logger.info("client \(client): a scheduled run was missed while the agent was down; catching up now")
-            await manager.submitScheduled(client, trigger: "catch-up")
+        let fleet = await manager.isFleet
+        let leader = manager.fleetStore.map { FleetLeader(client: $0.client, logger: logger) }
+        defer { leader?.resign() }
+        if !fleet {
+            for client in await manager.missedSchedules(now: now, timeZone: timeZone) {
+                logger.info("client \(client): a scheduled run was missed while the agent was down; catching up now")
+                await manager.submitScheduled(client, trigger: "catch-up")
+            }
         }
         await manager.planSchedules(now: now, timeZone: timeZone)
         await withDiscardingTaskGroup { group in
             while !Task.isCancelled && !Task.isShuttingDownGracefully {
                 let now = Date()
                 await manager.monitorTick(now: now)
-                let (due, checks, next) = await manager.takeDue(now: now, timeZone: timeZone)
-                for client in checks {
-                    logger.info("client \(client): scheduled repository check")
-                    await manager.submitScheduledCheck(client)
+                // In a fleet only the holder of the scheduler's lock enqueues; the others
+                // keep their books moving (for status) and enqueue nothing.
+                var leads = true
+                if let leader {
+                    leads = leader.lead()
+                    await manager.takeLead(leads, now: now, timeZone: timeZone)
                 }
-                for (client, jitter) in due {
+                let (due, checks, next) = await manager.takeDue(now: now, timeZone: timeZone)
+                for (client, slot) in checks where leads {
+                    logger.info("client \(client): scheduled repository check")
+                    await manager.submitScheduledCheck(client, slot: fleet ? slot : nil)
+                }
+                for (client, jitter, slot) in due where leads {
                     let delay = jitter > 0 ? Int.random(in: 0...jitter) : 0
                     if delay > 0 { logger.info("client \(client): scheduled run starts in \(delay) s (jitter)") }
                     group.addTask {
                         if delay > 0 { try? await Task.sleep(for: .seconds(delay)) }
                         if Task.isCancelled || Task.isShuttingDownGracefully { return }
-                        await manager.submitScheduled(client, trigger: "schedule")
+                        await manager.submitScheduled(client, trigger: "schedule", slot: fleet ? slot : nil)
                     }
                 }
                 var wait = Self.tick
@@ -48,6 +60,20 @@ struct SchedulerService: Service {
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
             }
             group.cancelAll()
+        }
+    }
+}
+
+/// A fleet's upkeep (RunManager+Fleet.swift): every second, leases are renewed or given
+/// up, expired ones taken over, cancel requests carried out and runs claimed.
+struct FleetService: Service {
+    let manager: RunManager
+    static let tick: Duration = .seconds(1)
+
+    func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            await manager.fleetTick(now: Date())
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: Self.tick) }
         }
     }
 }

@@ -55,8 +55,25 @@ struct DaemonPartsTests {
         var (due, next) = book.takeDue(now: t0, timeZone: utc) { _ in nightly }
         #expect(due.isEmpty && next == first)
         (due, next) = book.takeDue(now: t0.addingTimeInterval(5400), timeZone: utc) { _ in nightly }
-        #expect(due == ["c"] && next == second)
+        #expect(due.map(\.client) == ["c"] && due.first?.at == first && next == second)
         (due, next) = book.takeDue(now: t0.addingTimeInterval(2 * 86_400), timeZone: utc) { _ in nil }
         #expect(due.isEmpty && next == nil && book.nextDue.isEmpty)
+    }
+
+    @Test("a new scheduler leader plans from the fleet's last due time: one passed during the hand-over is due at once, and only once")
+    func scheduleBookFromLastSlot() throws {
+        let utc = TimeZone(identifier: "UTC")!
+        let everyMinute = try CronSchedule("* * * * *")
+        let now = try Date("2026-11-20T01:00:30Z", strategy: .iso8601)
+        var book = ScheduleBook()
+        // c's 01:00 was not enqueued (its last was 00:59), d's was; e has no history.
+        book.plan([("c", everyMinute), ("d", everyMinute), ("e", everyMinute)], now: now, timeZone: utc,
+                  from: ["c": try Date("2026-11-20T00:59:00Z", strategy: .iso8601), "d": try Date("2026-11-20T01:00:00Z", strategy: .iso8601)])
+        let (due, _) = book.takeDue(now: now, timeZone: utc) { _ in everyMinute }
+        #expect(due.map(\.client) == ["c"])
+        #expect(due.first?.at == (try Date("2026-11-20T01:00:00Z", strategy: .iso8601)))
+        #expect(book.nextDue.values.allSatisfy { $0 == (try? Date("2026-11-20T01:01:00Z", strategy: .iso8601)) })
+        let (again, _) = book.takeDue(now: now.addingTimeInterval(1), timeZone: utc) { _ in everyMinute }
+        #expect(again.isEmpty)
     }
 }

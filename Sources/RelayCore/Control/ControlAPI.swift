@@ -124,6 +124,8 @@ public struct RunView: Codable, Sendable, Equatable {
     public var rate: Double?
     /// Failed attempts before the last one (retries), if any.
     public var attempts: [RunAttempt]?
+    /// The relay of a fleet that runs or ran it.
+    public var relay: String?
 
     public var isFinished: Bool { state.isFinished }
 
@@ -142,6 +144,7 @@ public struct RunView: Codable, Sendable, Equatable {
         borgExitStatus = r.borgExitStatus
         archive = r.archive
         stats = r.stats.flatMap { try? JSONDecoder().decode(ArchiveSummary.self, from: Data($0.utf8)) }
+        relay = r.relay
         error = r.error
         logFile = r.logFile
         attempts = r.attempts.flatMap { try? JSONCoding.decoder().decode([RunAttempt].self, from: Data($0.utf8)) }
@@ -155,7 +158,7 @@ public struct RunView: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, client, server, kind, state, trigger, archive, stats, error, progress, rate, attempts
+        case id, client, server, kind, state, trigger, archive, stats, error, progress, rate, attempts, relay
         case queuedAt = "queued_at"
         case startedAt = "started_at"
         case endedAt = "ended_at"
@@ -182,6 +185,8 @@ public struct StatusView: Codable, Sendable, Equatable {
         public var queued: Int
         /// False once the agent is shutting down.
         public var accepting: Bool
+        /// This relay's name when it is one of a fleet (then `queued` counts the fleet's queue).
+        public var relay: String?
 
         public init(pid: Int32, startedAt: Date, config: String, maxParallel: Int, running: Int, queued: Int,
                     accepting: Bool) {
@@ -195,7 +200,7 @@ public struct StatusView: Codable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case pid, config, running, queued, accepting
+            case pid, config, running, queued, accepting, relay
             case startedAt = "started_at"
             case maxParallel = "max_parallel"
         }

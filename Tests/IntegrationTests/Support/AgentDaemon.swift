@@ -8,19 +8,22 @@ final class AgentDaemon {
     let sandbox: Sandbox
     let process: Spawned
     let logPath: String
-    var socket: String { "\(sandbox.dir)/relay/control.sock" }
+    let socket: String
 
     /// Starts the daemon and waits up to 20 s until it is ready: its socket answers and it
     /// has logged "listening on" (after it gave the socket its mode and group; the socket
     /// accepts connections a moment before that). `wrapper`: a program that execs the daemon
-    /// (same PID) after changing something, e.g. `prlimit --nofile=…`.
-    init(_ sandbox: Sandbox, env: [String: String]? = nil, wrapper: [String] = []) throws {
+    /// (same PID) after changing something, e.g. `prlimit --nofile=…`. `config` and
+    /// `socket`: another config than the sandbox's (one relay of a fleet) and its socket.
+    init(_ sandbox: Sandbox, env: [String: String]? = nil, wrapper: [String] = [], config: String? = nil,
+         socket: String? = nil) throws {
         self.sandbox = sandbox
+        self.socket = socket ?? "\(sandbox.dir)/relay/control.sock"
         logPath = "\(sandbox.dir)/agent-\(UUID().uuidString.prefix(6)).log"
-        let argv = wrapper + [try Proc.binary("relay-agent"), "serve", "--config", sandbox.configPath]
+        let argv = wrapper + [try Proc.binary("relay-agent"), "serve", "--config", config ?? sandbox.configPath]
         process = try Spawned(argv[0], Array(argv.dropFirst()), env: env, stdin: "/dev/null", stdout: logPath, stderr: logPath)
         let deadline = Date().addingTimeInterval(20)
-        while UnixSocket.probe("\(sandbox.dir)/relay/control.sock") != 0 || !log.contains("listening on") {
+        while UnixSocket.probe(self.socket) != 0 || !log.contains("listening on") {
             guard process.isRunning(), Date() < deadline else {
                 process.kill(SIGKILL)
                 _ = process.wait(timeout: 5)

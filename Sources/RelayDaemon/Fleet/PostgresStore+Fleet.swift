@@ -1,0 +1,172 @@
+import Foundation
+import PostgresNIO
+import RelayCore
+
+/// A run a relay claimed from the fleet's queue, with what it needs to start it.
+struct ClaimedRun: Sendable {
+    var record: RunRecord
+    var operation: OperationRequest?
+}
+
+/// A run whose lease expired, taken over by this relay (marked interrupted).
+struct ExpiredRun: Sendable {
+    var id: String
+    var client: String
+    var kind: RunKind
+    var trigger: String?
+    var relay: String?
+}
+
+/// The fleet's queue, leases and heartbeats (see docs/fleet.md).
+extension PostgresStore {
+    /// Registers this agent under its relay name. Refused while another agent with the name
+    /// is alive: its heartbeat is younger than a lease and it is not a process of this host
+    /// that is gone (an agent restarted after a crash takes its name back at once). Two
+    /// agents of one name would take each other's runs for their own.
+    func register(instance: String, host: String, pid: Int32, socket: String, lease: Int,
+                  isAlive: (Int32) -> Bool = HistoryStore.processAlive) throws(HistoryError) {
+        let other = try client.query("""
+            SELECT host, pid, extract(epoch FROM now() - heartbeat_at)::float8 FROM relay_node WHERE name = \(relayName)
+            """)
+        if let row = other.first {
+            let (oldHost, oldPID, age) = try decode { try row.decode((String, Int32, Double).self) }
+            let gone = age > Double(lease) || (oldHost == host && (oldPID == pid || !isAlive(oldPID)))
+            if !gone {
+                throw HistoryError.database(path: location, detail: """
+                    another agent is relay \(relayName) (pid \(oldPID) on \(oldHost), heard of \(Int(age)) s ago): \
+                    give this one its own [relay] name, or stop the other (its name is free \(lease) s after it was last heard of)
+                    """)
+            }
+        }
+        try client.query("""
+            INSERT INTO relay_node (name, instance, host, pid, version, started_at, heartbeat_at, socket)
+            VALUES (\(relayName), \(instance), \(host), \(pid), \(RelayVersion.current), now(), now(), \(socket))
+            ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, host = excluded.host, pid = excluded.pid,
+                version = excluded.version, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
+                socket = excluded.socket
+            """)
+    }
+
+    /// A free relay name when this agent stops (its runs are already ended or interrupted).
+    func unregister(instance: String) {
+        _ = try? client.query("UPDATE relay_node SET heartbeat_at = 'epoch' WHERE name = \(relayName) AND instance = \(instance)")
+    }
+
+    /// Renews this relay's heartbeat and the lease of every run it holds. False when another
+    /// agent took over the relay's name.
+    func renew(instance: String, lease: Int) throws(HistoryError) -> Bool {
+        try client.transaction { c in
+            let mine = try client.run(c, "UPDATE relay_node SET heartbeat_at = now() WHERE name = \(relayName) AND instance = \(instance) RETURNING name")
+            _ = try client.run(c, """
+                UPDATE run SET lease_until = now() + make_interval(secs => \(Double(lease)))
+                WHERE relay = \(relayName) AND state = 'running'
+                """)
+            return !mine.isEmpty
+        }
+    }
+
+    /// Claims the oldest queued run this relay may run (one of `clients`, or pinned to this
+    /// relay) whose client has no run in progress anywhere; nil when there is none. Two
+    /// relays never claim the same row (`FOR UPDATE SKIP LOCKED`), and a second running run
+    /// of a client fails the unique index (`run_one_running`): that claim is nil too.
+    func claim(clients: [String], lease: Int, pid: Int32, agentStart: Int64?) throws(HistoryError) -> ClaimedRun? {
+        let rows: [PostgresRow]
+        do {
+            rows = try client.query("""
+                UPDATE run SET state = 'running', relay = \(relayName), started_at = now(), agent_pid = \(pid),
+                    agent_start = \(agentStart), lease_until = now() + make_interval(secs => \(Double(lease)))
+                WHERE id = (
+                    SELECT q.id FROM run q
+                    WHERE q.state = 'queued' AND (q.pinned_relay = \(relayName) OR (q.pinned_relay IS NULL AND q.client = ANY(\(clients))))
+                        AND NOT EXISTS (SELECT 1 FROM run b WHERE b.client = q.client AND b.state = 'running')
+                    ORDER BY q.queued_at, q.id
+                    FOR UPDATE SKIP LOCKED LIMIT 1)
+                RETURNING \(unescaped: Self.columns), operation
+                """)
+        } catch {
+            if case .database(_, let detail) = error, detail.contains("SQLSTATE 23505") { return nil }
+            throw error
+        }
+        guard let row = rows.first else { return nil }
+        return try decode {
+            let record = try Self.record(row)
+            let op = try row.makeRandomAccess()["operation"].decode(String?.self)
+            return ClaimedRun(record: record, operation: try op.map { try JSONDecoder().decode(OperationRequest.self, from: Data($0.utf8)) })
+        }
+    }
+
+    /// Marks runs whose lease expired interrupted (each is taken over by exactly one relay:
+    /// the UPDATE returns a row once); what was taken over.
+    func expireLeases() throws(HistoryError) -> [ExpiredRun] {
+        let rows = try client.query("""
+            UPDATE run SET state = 'interrupted', ended_at = now(), lease_until = NULL,
+                error = 'relay ' || coalesce(relay, '?') || ' stopped renewing its lease (the agent ended, or lost the database); taken over by relay ' || \(relayName)
+            WHERE state = 'running' AND lease_until < now()
+            RETURNING id, client, kind, trigger, relay
+            """)
+        return try decode {
+            try rows.map { row in
+                let (id, client, kind, trigger, relay) = try row.decode((String, String, String, String?, String?).self)
+                return ExpiredRun(id: id, client: client, kind: RunKind(rawValue: kind) ?? .backup, trigger: trigger, relay: relay)
+            }
+        }
+    }
+
+    /// A queued run is cancelled; false when it is not queued (any more).
+    func cancelQueued(_ id: String) throws(HistoryError) -> Bool {
+        !(try client.query("""
+            UPDATE run SET state = 'cancelled', ended_at = now(), error = 'cancelled before it started'
+            WHERE id = \(id) AND state = 'queued' RETURNING id
+            """)).isEmpty
+    }
+
+    /// Asks the relay running `id` to cancel it; that relay's name, nil when it is not running.
+    func requestCancel(_ id: String) throws(HistoryError) -> String? {
+        let rows = try client.query("UPDATE run SET cancel_requested = true WHERE id = \(id) AND state = 'running' RETURNING relay")
+        return try decode { try rows.first?.decode(String?.self) ?? nil }
+    }
+
+    /// This relay's running runs that someone asked to cancel.
+    func cancelRequests() throws(HistoryError) -> [String] {
+        let rows = try client.query("SELECT id FROM run WHERE relay = \(relayName) AND state = 'running' AND cancel_requested")
+        return try decode { try rows.map { try $0.decode(String.self) } }
+    }
+
+    /// Runs in progress or waiting, fleet-wide, oldest first.
+    func unfinished() throws(HistoryError) -> [RunRecord] {
+        try records("SELECT \(unescaped: Self.columns) FROM run WHERE state IN ('queued', 'running') ORDER BY queued_at, id")
+    }
+
+    /// The newest due time of each client's schedule that was enqueued (kind: backup or check).
+    func lastSlots(kind: RunKind) throws(HistoryError) -> [String: Date] {
+        let rows = try client.query("SELECT client, max(scheduled_for) FROM run WHERE kind = \(kind.rawValue) AND scheduled_for IS NOT NULL GROUP BY client")
+        return try decode {
+            var out: [String: Date] = [:]
+            for row in rows {
+                let (c, d) = try row.decode((String, Date).self)
+                out[c] = d
+            }
+            return out
+        }
+    }
+
+    /// Keeps a finished run's log in the database (relayctl on any relay reads it there).
+    func storeLog(runID: String, bytes: [UInt8]) throws(HistoryError) {
+        try client.query("""
+            INSERT INTO run_log (run_id, relay, body, complete, updated_at) VALUES (\(runID), \(relayName), \(bytes), true, now())
+            ON CONFLICT (run_id) DO UPDATE SET body = excluded.body, complete = true, updated_at = now()
+            """)
+    }
+
+    /// A run's log as stored, if it was.
+    func storedLog(runID: String) throws(HistoryError) -> [UInt8]? {
+        let rows = try client.query("SELECT body FROM run_log WHERE run_id = \(runID)")
+        return try decode { try rows.first?.decode([UInt8].self) }
+    }
+
+    /// The relays of the fleet and when each was last heard of.
+    func relays() throws(HistoryError) -> [(name: String, host: String, heartbeat: Date)] {
+        let rows = try client.query("SELECT name, host, heartbeat_at FROM relay_node ORDER BY name")
+        return try decode { try rows.map { let (n, h, b) = try $0.decode((String, String, Date).self); return (n, h, b) } }
+    }
+}

@@ -1,0 +1,224 @@
+import Foundation
+import RelayCore
+import Testing
+
+/// Several relay agents on one PostgreSQL database (started by the test on 127.0.0.1),
+/// one sandbox's B and T, clients on T with repositories of their own on B. The relays
+/// share the vault key (the sealed passphrases of the config open on each).
+final class FleetFixture {
+    let s: Sandbox
+    let pg: PostgresServer
+    var agents: [String: AgentDaemon] = [:]
+    var configs: [String: String] = [:]
+
+    /// `clients`: web1 plus that many more (web2, …); `schedule` for all of them.
+    init(_ name: String, relays: [String], clients: Int = 1, schedule: String? = nil, lease: Int = 60,
+         relayLines: [String] = [], bigData: Int = 0) throws {
+        s = try Sandbox(name: name, multiRepo: true)
+        pg = try PostgresServer(in: s.dir)
+        try s.configure()
+        let sealed = try s.sealed()
+        if let schedule { s.clientExtra.append("schedule = \"\(schedule)\"") }
+        try "web1 data \(UUID())".write(toFile: "\(s.dataDir)/a.txt", atomically: true, encoding: .utf8)
+        if bigData > 0 { try writeRandomFile("\(s.dataDir)/big.bin", count: bigData) }
+        for i in stride(from: 2, through: clients, by: 1) {
+            let data = try s.addClient("web\(i)", sealed: sealed)
+            try "web\(i) data \(UUID())".write(toFile: "\(data)/a.txt", atomically: true, encoding: .utf8)
+            if let schedule { s.extraTables[s.extraTables.count - 1] += "\nschedule = \"\(schedule)\"" }
+        }
+        s.relayExtra = ["database = \"\(pg.url)\"", "database_password_file = \"\(pg.passwordFile)\"", "lease = \(lease)"] + relayLines
+        try s.writeConfig(sealed: sealed)
+        let text = try String(contentsOfFile: s.configPath, encoding: .utf8)
+        for r in relays {
+            let dir = "\(s.dir)/relay-\(r)"
+            try FileManager.default.createDirectory(atPath: "\(dir)/state", withIntermediateDirectories: true)
+            for f in ["vault.key", "vault.pub"] {
+                try FileManager.default.copyItem(atPath: "\(s.stateDir)/\(f)", toPath: "\(dir)/state/\(f)")
+            }
+            let own = text.replacingOccurrences(of: "state_dir = \"\(s.stateDir)\"", with: """
+                state_dir = "\(dir)/state"
+                socket = "\(dir)/control.sock"
+                name = "\(r)"
+                """)
+            try own.write(toFile: "\(dir)/relay.toml", atomically: true, encoding: .utf8)
+            configs[r] = "\(dir)/relay.toml"
+        }
+    }
+
+    @discardableResult
+    func start(_ relay: String) throws -> AgentDaemon {
+        let a = try AgentDaemon(s, config: configs[relay], socket: "\(s.dir)/relay-\(relay)/control.sock")
+        agents[relay] = a
+        return a
+    }
+
+    /// The runs as PostgreSQL has them: id, client, kind, state, relay, trigger, slot (epoch
+    /// seconds or ""), started, ended (epoch seconds, "" while unfinished).
+    struct Row {
+        var id, client, kind, state, relay, trigger, error: String
+        var slot: Int?
+        var started: Double
+        var ended: Double?
+    }
+
+    func rows() throws -> [Row] {
+        try pg.rows("""
+            SELECT id, client, kind, state, coalesce(relay, ''), coalesce(trigger, ''), coalesce(extract(epoch FROM scheduled_for)::bigint::text, ''),
+                   extract(epoch FROM started_at), coalesce(extract(epoch FROM ended_at)::text, ''), replace(coalesce(error, ''), '|', '/')
+            FROM run ORDER BY started_at, id
+            """).map { f in
+            Row(id: f[0], client: f[1], kind: f[2], state: f[3], relay: f[4], trigger: f[5], error: f[9],
+                slot: Int(f[6]), started: Double(f[7]) ?? 0, ended: Double(f[8]))
+        }
+    }
+
+    /// Waits until `predicate` holds for the database's runs.
+    func waitRows(within seconds: Double, _ predicate: ([Row]) -> Bool) throws -> [Row]? {
+        let deadline = Date().addingTimeInterval(seconds)
+        repeat {
+            if let r = try? rows(), predicate(r) { return r }
+            usleep(250_000)
+        } while Date() < deadline
+        return nil
+    }
+
+    func close() {
+        for a in agents.values { a.stop(timeout: 120) }
+        pg.stop()
+        s.close()
+    }
+}
+
+@Suite("A fleet of relays on PostgreSQL (real PostgreSQL, real agents, real sshd, real borg)", .serialized)
+struct FleetTests {
+    static let minutes = Int(ProcessInfo.processInfo.environment["RELAY_FLEET_MINUTES"] ?? "") ?? 5
+
+    @Test("three agents, 20 clients scheduled every minute: each due time runs exactly once, never two runs of a client at once, the load is spread")
+    func scheduledFleet() throws {
+        let f = try FleetFixture("fleet", relays: ["r1", "r2", "r3"], clients: 20, schedule: "* * * * *",
+                                 relayLines: ["max_parallel = 4"])
+        defer { f.close() }
+        for r in ["r1", "r2", "r3"] { try f.start(r) }
+        let begin = Date().timeIntervalSince1970
+        // The due times wholly inside the window: the first minute after all agents run, to
+        // the last one that has had time to finish.
+        let firstSlot = (Int(begin) / 60 + 1) * 60
+        let lastSlot = firstSlot + (Self.minutes - 1) * 60
+        while Date().timeIntervalSince1970 < Double(lastSlot) + 1 { sleep(5) }
+        let done = try f.waitRows(within: 120) { rows in
+            !rows.contains { ($0.slot ?? 0) <= lastSlot && ($0.state == "queued" || $0.state == "running") }
+        }
+        #expect(done != nil, "runs of the window did not finish")
+        for a in f.agents.values { #expect(a.stop(timeout: 120) == 0) }
+        let rows = try f.rows().filter { $0.kind == "backup" }
+        let clients = (1...20).map { "web\($0)" }
+        var perRelay: [String: Int] = [:]
+        for c in clients {
+            let mine = rows.filter { $0.client == c }
+            let slots = mine.compactMap(\.slot).filter { $0 >= firstSlot && $0 <= lastSlot }
+            // Every due time once (the unique index makes twice impossible; this sees none missing).
+            #expect(slots.sorted() == Array(stride(from: firstSlot, through: lastSlot, by: 60)), "client \(c): due times run \(slots.sorted())")
+            for r in mine where (r.slot ?? 0) >= firstSlot && (r.slot ?? 0) <= lastSlot {
+                #expect(r.state == "succeeded", "client \(c): run \(r.id) \(r.state) \(r.error)")
+                perRelay[r.relay, default: 0] += 1
+            }
+            // Never two runs of one client at once, by the database's times.
+            let spans = mine.filter { $0.state != "queued" && $0.state != "cancelled" }.map { ($0.started, $0.ended ?? .infinity) }.sorted { $0.0 < $1.0 }
+            for (a, b) in zip(spans, spans.dropFirst()) {
+                #expect(a.1 <= b.0, "client \(c): runs overlap (\(a) and \(b))")
+            }
+            // borg's repository holds exactly the archives of the client's succeeded backups.
+            let repo = c == "web1" ? f.s.repo : "\(f.s.dir)/b/repo-\(c)"
+            let archives = try f.s.borg(["list", "--short", repo]).stdout.split(separator: "\n")
+            #expect(archives.count == mine.count { $0.state == "succeeded" }, "client \(c): \(archives.count) archives")
+        }
+        let total = perRelay.values.reduce(0, +)
+        #expect(total == 20 * Self.minutes)
+        for r in ["r1", "r2", "r3"] {
+            #expect(perRelay[r, default: 0] >= total / 10, "relay \(r) ran \(perRelay[r, default: 0]) of \(total): \(perRelay)")
+        }
+        print("fleet: \(total) scheduled backups over \(Self.minutes) min, per relay \(perRelay.sorted { $0.key < $1.key })")
+    }
+
+    @Test("kill -9 the agent running a backup: the run is interrupted after its lease, the backup runs again on another agent, borg's lock is released, the repository checks clean")
+    func killedAgent() throws {
+        let f = try FleetFixture("fleet-kill", relays: ["r1", "r2"], schedule: "* * * * *", lease: 15, bigData: 400 * 1024 * 1024)
+        defer { f.close() }
+        try f.start("r1")
+        try f.start("r2")
+        // The first scheduled backup, on whichever relay claimed it.
+        #expect(f.agents["r1"]!.waitForBorgOnT(within: 75))
+        let running = try #require(try f.waitRows(within: 10) { $0.contains { $0.state == "running" } }?.first { $0.state == "running" })
+        let victim = running.relay
+        let survivor = victim == "r1" ? "r2" : "r1"
+        f.agents[victim]!.process.kill(SIGKILL)
+        _ = f.agents[victim]!.process.wait(timeout: 10)
+        let killedAt = Date()
+        let after = try f.waitRows(within: 60) { rows in
+            rows.contains { $0.id == running.id && $0.state == "interrupted" }
+                && rows.contains { $0.trigger == "failover" && $0.state == "succeeded" }
+        }
+        let seenRows = ((try? f.rows()) ?? []).map { "\($0.id) \($0.state) \($0.relay) \($0.trigger)" }
+        let rows = try #require(after, "no takeover: \(seenRows) \(f.agents[survivor]!.log)")
+        let lost = try #require(rows.first { $0.id == running.id })
+        #expect(lost.error.contains("stopped renewing its lease") && lost.error.contains(survivor), "\(lost.error)")
+        let interruptedAfter = (lost.ended ?? 0) - killedAt.timeIntervalSince1970
+        #expect(interruptedAfter >= 10 && interruptedAfter <= 30, "interrupted \(interruptedAfter) s after the kill")
+        let again = try #require(rows.first { $0.trigger == "failover" })
+        #expect(again.relay == survivor)
+        // No two runs of the client at once, the repository is consistent and unlocked.
+        #expect(again.started >= (lost.ended ?? .infinity))
+        let check = try f.s.borg(["check", f.s.repo])
+        #expect(check.status == 0, "borg check: \(check.output)")
+        #expect(try f.s.archives().count == rows.count { $0.state == "succeeded" })
+        print("fleet: run \(running.id) on \(victim) killed; interrupted after \(Int(interruptedAfter)) s, run again on \(survivor)")
+    }
+
+    /// Waits until no borg of a run is left on T.
+    static func borgGone(_ s: Sandbox, within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        repeat {
+            if !Proc.descendants(of: s.t.process.pid).contains(where: { Proc.commandLine($0).contains("ssh://borg-relay") }) { return true }
+            usleep(100_000)
+        } while Date() < deadline
+        return false
+    }
+
+    @Test("PostgreSQL stopped for 30 s during a run: the run finishes and is recorded when it is back, the agents reconnect, relayctl on either relay sees and steers the fleet")
+    func databaseOutage() throws {
+        let f = try FleetFixture("fleet-pg", relays: ["r1", "r2"], clients: 2, lease: 90, bigData: 100 * 1024 * 1024)
+        defer { f.close() }
+        let a1 = try f.start("r1")
+        let a2 = try f.start("r2")
+        let id = try #require(try a1.start(["web1"]).first)
+        #expect(a1.waitForBorgOnT(within: 30))
+        // relayctl on the other relay sees the run and where it runs.
+        let seen = try a2.status().clients.first { $0.name == "web1" }?.current
+        #expect(seen?.id == id && seen?.relay != nil, "\(String(describing: seen))")
+        f.pg.stop()
+        let down = Date()
+        // The run ends while the database is away (the agent keeps its report).
+        let ended = Self.borgGone(f.s, within: 28)
+        let wait = 30 - Date().timeIntervalSince(down)
+        if wait > 0 { usleep(UInt32(wait * 1_000_000)) }
+        try f.pg.start()
+        let finished = try f.waitRows(within: 120) { $0.contains { $0.id == id && $0.state != "running" } }
+        let run = try #require(finished?.first { $0.id == id }, "not recorded: \(a1.log) \(a2.log)")
+        #expect(run.state == "succeeded", "\(run.state) \(run.error)")
+        if ended {
+            #expect((a1.log + a2.log).contains("recorded now that the database answers again"), "\(a1.log) \(a2.log)")
+        }
+        print("fleet: borg ended during the outage: \(ended); run \(run.state) on \(run.relay)")
+        #expect(try f.s.archives().count == 1)
+        // Both agents work again: a run through r2, its log read through r1, a cancel
+        // through r1 of a queued run.
+        let next = try #require(try a2.start(["web2"]).first)
+        let done = try #require(try a2.waitFinished(next, within: 120))
+        #expect(done.state == .succeeded, "\(done.error ?? "")")
+        let log = try a1.ctl(["log", next])
+        #expect(log.status == 0 && log.stdout.contains("web2"), "\(log.output)")
+        for a in [a1, a2] { #expect(a.process.isRunning()) }
+        let password = try String(contentsOfFile: f.pg.passwordFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!(a1.log + a2.log).contains(password), "the database password is in an agent's log")
+    }
+}
