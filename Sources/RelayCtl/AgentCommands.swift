@@ -158,13 +158,16 @@ struct StatusCommand: AsyncParsableCommand {
 
     private func printTable(_ status: StatusView) {
         let a = status.agent
-        print("relay-agent pid \(a.pid), up \(Format.age(a.startedAt)), \(a.running) running, \(a.queued) queued, max_parallel \(a.maxParallel)\(a.accepting ? "" : ", SHUTTING DOWN")")
+        let fleet = a.relay.map { "relay \($0) of a fleet, " } ?? ""
+        print("relay-agent pid \(a.pid), \(fleet)up \(Format.age(a.startedAt)), \(a.running) running, \(a.queued) queued\(a.relay == nil ? "" : " in the fleet"), max_parallel \(a.maxParallel)\(a.accepting ? "" : ", SHUTTING DOWN")")
         var rows = [["CLIENT", "SERVER", "STATE", "LAST RUN", "NEXT RUN", "NOW"]]
         for c in status.clients {
             let last = c.last.map { "\(Format.age($0.endedAt ?? $0.startedAt)) ago \($0.state)\($0.stats.map { ", \(RunReport.size($0.originalSize))" } ?? "")" } ?? "never"
             let next = c.nextRun.map { Format.time($0) } ?? (c.schedule == nil ? "-" : "?")
             var now = "-"
-            if let cur = c.current, cur.state == .running {
+            if let cur = c.current, cur.state == .running, let r = cur.relay, r != a.relay {
+                now = "\(cur.id) running on relay \(r)"
+            } else if let cur = c.current, cur.state == .running {
                 now = "\(RunReport.size(cur.bytesToServer)) sent\(cur.rate.map { ", \(Format.rate($0))" } ?? "")"
             } else if let cur = c.current {
                 now = "\(cur.id) \(cur.state)"

@@ -95,7 +95,7 @@ public enum Daemon {
                                                                      logger: logger, httpLogger: httpLogger)))
         }
         services += [.init(service: scheduler), .init(service: reloader)]
-        if manager.fleetStore != nil { services.append(.init(service: FleetService(manager: manager))) }
+        if let store = manager.fleetStore { services.append(.init(service: FleetService(manager: manager, store: store, logger: logger))) }
         services.append(.init(service: drainer))
         let group = ServiceGroup(configuration: .init(
             services: services,
@@ -143,6 +143,9 @@ struct ReloadService: Service {
                 if new.relay.socket != old.relay.socket || new.relay.stateDir != old.relay.stateDir
                     || new.relay.socketGroup != old.relay.socketGroup || new.relay.adminGroup != old.relay.adminGroup {
                     logger.warning("SIGHUP: [relay] socket, state_dir, socket_group and admin_group changes take effect at the next restart")
+                }
+                if new.relay.name != old.relay.name || new.relay.database != old.relay.database {
+                    logger.warning("SIGHUP: [relay] name and database changes take effect at the next restart")
                 }
                 if new.web != old.web {
                     logger.warning("SIGHUP: [web] changes take effect at the next restart")

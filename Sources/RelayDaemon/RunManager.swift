@@ -106,7 +106,7 @@ public actor RunManager {
         self.logger = logger
         self.connectorPath = connectorPath
         fleet = FleetState(since: startedAt)
-        metrics = RelayMetrics(started: startedAt)
+        metrics = RelayMetrics(started: startedAt, relay: config.relay.database == nil ? nil : config.relay.name)
         notify = NotifyCenter(notifiers: config.notifiers, metrics: metrics, logger: logger)
         relayName = config.relay.name
         fleetStore = history as? PostgresStore
@@ -185,6 +185,7 @@ public actor RunManager {
                     continue
                 }
                 if let pin { pinnedSecrets[id] = pin }
+                store.notifyFleet("queued \(id)")
             } else {
                 do {
                     try history.insert(record)

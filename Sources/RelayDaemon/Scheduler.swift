@@ -1,7 +1,9 @@
 import Foundation
 import Logging
+import PostgresNIO
 import RelayCore
 import ServiceLifecycle
+import Synchronization
 
 /// Starts runs when clients' `schedule`s come due, after a random delay of up to
 /// `jitter` seconds, and repository checks when their `check_schedule` does; at start-up,
@@ -64,16 +66,62 @@ struct SchedulerService: Service {
     }
 }
 
-/// A fleet's upkeep (RunManager+Fleet.swift): every second, leases are renewed or given
-/// up, expired ones taken over, cancel requests carried out and runs claimed.
+/// A fleet's upkeep (RunManager+Fleet.swift): leases are renewed or given up, expired
+/// ones taken over, cancel requests carried out and runs claimed, every second, and at once
+/// when another relay notifies the fleet (LISTEN on a connection of its own; it reconnects
+/// after the database was away).
 struct FleetService: Service {
     let manager: RunManager
-    static let tick: Duration = .seconds(1)
+    let store: PostgresStore
+    let logger: Logger
+    /// While wake-ups arrive (LISTEN is connected), the upkeep runs every 5 s (or as often
+    /// as the leases need); without them, every second.
+    private let listening = Flag()
+
+    final class Flag: Sendable {
+        private let value = Atomic<Bool>(false)
+        var isSet: Bool { value.load(ordering: .relaxed) }
+        func set(_ v: Bool) { value.store(v, ordering: .relaxed) }
+    }
 
     func run() async throws {
+        let (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let renewEvery = await manager.leases.renewEvery
+        await withDiscardingTaskGroup { group in
+            group.addTask { await listen(wake) }
+            group.addTask {
+                // Each notification (or the tick) runs one upkeep turn.
+                for await _ in wakes {
+                    if Task.isCancelled || Task.isShuttingDownGracefully { break }
+                    await manager.fleetTick(now: Date())
+                }
+            }
+            while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                wake.yield()
+                let tick: Duration = listening.isSet ? .milliseconds(Int64(min(5, renewEvery) * 1000)) : .seconds(1)
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: tick) }
+            }
+            wake.finish()
+            group.cancelAll()
+        }
+    }
+
+    private func listen(_ wake: AsyncStream<Void>.Continuation) async {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            await manager.fleetTick(now: Date())
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: Self.tick) }
+            do {
+                let c = try await store.client.connectAsync()
+                defer { c.close().whenComplete { _ in } }
+                try await c.listen(on: PostgresStore.wakeChannel) { notifications in
+                    listening.set(true)
+                    wake.yield()  // what was queued while not listening
+                    for try await _ in notifications { wake.yield() }
+                }
+                listening.set(false)
+            } catch {
+                listening.set(false)
+                logger.debug("fleet: listening for wake-ups: \(PostgresClient.describe(error)); polling meanwhile")
+            }
+            try? await Task.sleep(for: .seconds(2))
         }
     }
 }

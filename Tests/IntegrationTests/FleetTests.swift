@@ -13,12 +13,13 @@ final class FleetFixture {
 
     /// `clients`: web1 plus that many more (web2, …); `schedule` for all of them.
     init(_ name: String, relays: [String], clients: Int = 1, schedule: String? = nil, lease: Int = 60,
-         relayLines: [String] = [], bigData: Int = 0) throws {
+         relayLines: [String] = [], clientLines: [String] = [], bigData: Int = 0) throws {
         s = try Sandbox(name: name, multiRepo: true)
         pg = try PostgresServer(in: s.dir)
         try s.configure()
         let sealed = try s.sealed()
         if let schedule { s.clientExtra.append("schedule = \"\(schedule)\"") }
+        s.clientExtra += clientLines
         try "web1 data \(UUID())".write(toFile: "\(s.dataDir)/a.txt", atomically: true, encoding: .utf8)
         if bigData > 0 { try writeRandomFile("\(s.dataDir)/big.bin", count: bigData) }
         for i in stride(from: 2, through: clients, by: 1) {
@@ -172,6 +173,28 @@ struct FleetTests {
         #expect(check.status == 0, "borg check: \(check.output)")
         #expect(try f.s.archives().count == rows.count { $0.state == "succeeded" })
         print("fleet: run \(running.id) on \(victim) killed; interrupted after \(Int(interruptedAfter)) s, run again on \(survivor)")
+    }
+
+    @Test("a run queued through one relay for a client only another relay may run starts there at once (NOTIFY wakes it; it polls every 5 s while listening)")
+    func wakeUps() throws {
+        let f = try FleetFixture("fleet-wake", relays: ["r1", "r2"], clientLines: ["relays = [\"r1\"]"])
+        defer { f.close() }
+        let a1 = try f.start("r1")
+        let a2 = try f.start("r2")
+        sleep(3)  // both listen
+        var delays: [Double] = []
+        for _ in 0..<5 {
+            let id = try #require(try a2.start(["web1"]).first)
+            let done = try #require(try a2.waitFinished(id, within: 60))
+            #expect(done.state == .succeeded && done.relay == "r1", "\(done.state) on \(done.relay ?? "?")")
+            let row = try f.pg.rows("SELECT extract(epoch FROM started_at - queued_at) FROM run WHERE id = '\(id)'")
+            delays.append(Double(row.first?.first ?? "") ?? 99)
+            sleep(1)
+        }
+        // Polling alone (every 5 s) would leave most of these over a second.
+        #expect(delays.allSatisfy { $0 < 1.0 }, "claimed after \(delays) s")
+        #expect(a1.process.isRunning() && a2.process.isRunning())
+        print("fleet: queued on r2, claimed by r1 after \(delays.map { String(format: "%.3f", $0) }) s")
     }
 
     /// Waits until no borg of a run is left on T.

@@ -77,3 +77,23 @@ struct DaemonPartsTests {
         #expect(again.isEmpty)
     }
 }
+
+@Suite("Metrics of a relay in a fleet")
+struct FleetMetricsTests {
+    @Test("every series carries the relay's name in a fleet; one relay has no relay label")
+    func relayLabel() {
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        let run = FinishedRun(runID: "r1", client: "web1", server: "vault", kind: .backup, state: .succeeded,
+                              started: t0, ended: t0.addingTimeInterval(10), error: nil, alarm: nil, archive: nil)
+        let fleet = RelayMetrics(started: t0, relay: "relay-a")
+        fleet.record(run)
+        let text = String(decoding: fleet.publish(), as: UTF8.self)
+        let series = text.split(separator: "\n").filter { $0.hasPrefix("borg_relay_") }
+        #expect(!series.isEmpty)
+        for line in series { #expect(line.contains("relay=\"relay-a\""), "\(line)") }
+        #expect(text.contains("borg_relay_runs_total{client=\"web1\",kind=\"backup\",result=\"succeeded\",relay=\"relay-a\"} 1"))
+        let single = RelayMetrics(started: t0)
+        single.record(run)
+        #expect(!String(decoding: single.publish(), as: UTF8.self).contains("relay="))
+    }
+}

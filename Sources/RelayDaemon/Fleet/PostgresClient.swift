@@ -101,6 +101,12 @@ final class PostgresClient: Sendable {
                                        id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, logger: logger).wait()
     }
 
+    /// A separate connection for async use (LISTEN), without blocking a thread.
+    func connectAsync() async throws -> PostgresConnection {
+        try await PostgresConnection.connect(configuration: configuration, id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue,
+                                             logger: logger)
+    }
+
     func close() {
         let c = state.withLock { s in defer { s = nil }; return s }
         try? c?.close().wait()

@@ -42,7 +42,8 @@ enum PostgresSchema {
             "CREATE UNIQUE INDEX run_one_running ON run (client) WHERE state = 'running'",
             // A schedule's due time is enqueued once, whichever relay leads the scheduler.
             "CREATE UNIQUE INDEX run_slot ON run (client, kind, scheduled_for) WHERE scheduled_for IS NOT NULL",
-            "CREATE INDEX run_queued ON run (queued_at) WHERE state = 'queued'",
+            // The claim's order: its LIMIT 1 stops at the first claimable row.
+            "CREATE INDEX run_queued ON run (queued_at, id) WHERE state = 'queued'",
             """
             CREATE TABLE relay_node (name text PRIMARY KEY, instance text NOT NULL, host text NOT NULL,
                 pid integer NOT NULL, version text NOT NULL, started_at timestamptz NOT NULL,

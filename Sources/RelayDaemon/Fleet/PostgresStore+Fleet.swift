@@ -19,6 +19,15 @@ struct ExpiredRun: Sendable {
 
 /// The fleet's queue, leases and heartbeats (see docs/fleet.md).
 extension PostgresStore {
+    /// The channel of the fleet's wake-ups: a run was queued, a cancel was asked for.
+    static let wakeChannel = "borg_relay"
+
+    /// Wakes the fleet's idle relays (LISTEN on `wakeChannel`); polling every few seconds
+    /// stays the fallback, so a lost notification only delays.
+    func notifyFleet(_ what: String) {
+        _ = try? client.query("SELECT pg_notify(\(Self.wakeChannel), \(what))")
+    }
+
     /// Registers this agent under its relay name. Refused while another agent with the name
     /// is alive: its heartbeat is younger than a lease and it is not a process of this host
     /// that is gone (an agent restarted after a crash takes its name back at once). Two
@@ -68,7 +77,9 @@ extension PostgresStore {
     /// Claims the oldest queued run this relay may run (one of `clients`, or pinned to this
     /// relay) whose client has no run in progress anywhere; nil when there is none. Two
     /// relays never claim the same row (`FOR UPDATE SKIP LOCKED`), and a second running run
-    /// of a client fails the unique index (`run_one_running`): that claim is nil too.
+    /// of a client fails the unique index (`run_one_running`): that claim is nil too. The
+    /// client list is a hashed set in the plan (`IN (SELECT unnest …)`: `= ANY` compared
+    /// every queued row with every name, 24 ms a claim at 1000 clients).
     func claim(clients: [String], lease: Int, pid: Int32, agentStart: Int64?) throws(HistoryError) -> ClaimedRun? {
         let rows: [PostgresRow]
         do {
@@ -77,7 +88,7 @@ extension PostgresStore {
                     agent_start = \(agentStart), lease_until = now() + make_interval(secs => \(Double(lease)))
                 WHERE id = (
                     SELECT q.id FROM run q
-                    WHERE q.state = 'queued' AND (q.pinned_relay = \(relayName) OR (q.pinned_relay IS NULL AND q.client = ANY(\(clients))))
+                    WHERE q.state = 'queued' AND (q.pinned_relay = \(relayName) OR (q.pinned_relay IS NULL AND q.client IN (SELECT unnest(\(clients)::text[]))))
                         AND NOT EXISTS (SELECT 1 FROM run b WHERE b.client = q.client AND b.state = 'running')
                     ORDER BY q.queued_at, q.id
                     FOR UPDATE SKIP LOCKED LIMIT 1)

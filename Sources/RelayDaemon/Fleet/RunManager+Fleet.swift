@@ -47,6 +47,7 @@ extension RunManager {
                 return true
             }
             if let relay = try store.requestCancel(id) {
+                store.notifyFleet("cancel \(id)")
                 logger.info("run \(id) runs on relay \(relay): asked it to cancel")
                 return true
             }

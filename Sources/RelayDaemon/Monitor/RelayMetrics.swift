@@ -8,16 +8,21 @@ import Synchronization
 /// exposition. At start-up every finished run of the history is recorded once, so the
 /// values survive a restart (counters then count what the history keeps).
 ///
-/// Labels are only client, kind, result, direction (and version, notifier).
+/// Labels are only client, kind, result, direction (and version, notifier); in a fleet
+/// every series also carries `relay` (this relay's `[relay] name`), so that the series of
+/// several relays scraped into one Prometheus stay apart.
 final class RelayMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
+    /// This relay's name in a fleet; nil for one relay (no `relay` label).
+    let relay: String?
     /// The exposition as of the last `publish()` (the scheduler's tick, each run's end): what
     /// GET /metrics serves, without entering the run manager.
     private let published = Mutex<[UInt8]>([])
     /// Seconds: a few seconds to a day and more.
     static let durationBuckets: [Double] = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400]
 
-    init(version: String = RelayVersion.current, started: Date) {
+    init(version: String = RelayVersion.current, started: Date, relay: String? = nil) {
+        self.relay = relay
         gauge("borg_relay_build_info", [("version", version)]).set(to: 1)
         gauge("borg_relay_agent_start_timestamp_seconds").set(to: started.timeIntervalSince1970)
         counterFamilyStarts()
@@ -148,15 +153,19 @@ final class RelayMetrics: Sendable {
     // MARK: - swift-prometheus
 
     private func gauge(_ name: String, _ labels: [(String, String)] = []) -> Gauge {
-        registry.makeGauge(descriptor: Self.descriptor(name), labels: labels)
+        registry.makeGauge(descriptor: Self.descriptor(name), labels: withRelay(labels))
     }
 
     private func counter(_ name: String, _ labels: [(String, String)]) -> Counter {
-        registry.makeCounter(descriptor: Self.descriptor(name), labels: labels)
+        registry.makeCounter(descriptor: Self.descriptor(name), labels: withRelay(labels))
     }
 
     private func histogram(_ name: String, _ labels: [(String, String)]) -> ValueHistogram {
-        registry.makeValueHistogram(descriptor: Self.descriptor(name), labels: labels, buckets: Self.durationBuckets)
+        registry.makeValueHistogram(descriptor: Self.descriptor(name), labels: withRelay(labels), buckets: Self.durationBuckets)
+    }
+
+    private func withRelay(_ labels: [(String, String)]) -> [(String, String)] {
+        relay.map { labels + [("relay", $0)] } ?? labels
     }
 
     /// One name, one help text: swift-prometheus traps on a name registered with two.
