@@ -93,6 +93,8 @@ public actor RunManager {
     var leading = false
     /// The agent stopped and freed its relay name (fleet only).
     var leftFleet = false
+    /// Runs of other relays already taken into monitoring's state, by id (fleet only).
+    var othersSeen: [String: Date] = [:]
     private var lastTextfile: Date?
     static let keyLifetime: TimeInterval = 120
     /// The most runs one client may have waiting in the queue (not yet started): a flood
@@ -147,8 +149,9 @@ public actor RunManager {
             throw .badRequest("a passphrase from stdin is for exactly one client; \(names.count) were named")
         }
         if request.queue != true {
+            let unfinished = fleetUnfinished()
             for n in names {
-                if let busy = runOf(client: n) {
+                if let busy = unfinished.map({ current(of: n, in: $0) }) ?? runOf(client: n) {
                     throw .busy("client \(n) already has run \(busy.id) \(busy.state); wait for it, cancel it, or ask again with --queue", runID: busy.id)
                 }
             }

@@ -110,6 +110,16 @@ struct FleetTests {
             !rows.contains { ($0.slot ?? 0) <= lastSlot && ($0.state == "queued" || $0.state == "running") }
         }
         #expect(done != nil, "runs of the window did not finish")
+        // Every relay knows every client's last success, whichever relay ran it (monitoring
+        // reads the others' runs from the database), and sees the fleet's runs.
+        sleep(6)
+        for (name, a) in f.agents {
+            let st = try a.status()
+            #expect(st.agent.relay == name)
+            for c in st.clients {
+                #expect(c.lastSuccess != nil && !c.overdue, "relay \(name): client \(c.name) last success \(String(describing: c.lastSuccess))")
+            }
+        }
         for a in f.agents.values { #expect(a.stop(timeout: 120) == 0) }
         let rows = try f.rows().filter { $0.kind == "backup" }
         let clients = (1...20).map { "web\($0)" }

@@ -161,6 +161,15 @@ extension PostgresStore {
         }
     }
 
+    /// Runs other relays finished (recorded) with an end after `since`, oldest first.
+    func finishedByOthers(since: Date) throws(HistoryError) -> [RunRecord] {
+        try records("""
+            SELECT \(unescaped: Self.columns) FROM run
+            WHERE ended_at > \(since) AND relay IS DISTINCT FROM \(relayName) AND \(unescaped: Self.finishedFilter)
+            ORDER BY ended_at, id
+            """)
+    }
+
     /// Keeps a finished run's log in the database (relayctl on any relay reads it there).
     func storeLog(runID: String, bytes: [UInt8]) throws(HistoryError) {
         try client.query("""

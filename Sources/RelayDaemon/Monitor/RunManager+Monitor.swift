@@ -10,10 +10,13 @@ extension RunManager {
     /// then `agent_started`, and overdue events for clients that became overdue meanwhile.
     func startMonitoring() {
         do {
+            let recent = Date().addingTimeInterval(-600)
             for r in try history.finishedRuns() {
                 guard let f = FinishedRun(r) else { continue }
-                metrics.record(f)
+                // A fleet's relay counts what it ran; its state knows every relay's runs.
+                if !isFleet || r.relay == relayName || r.relay == nil { metrics.record(f) }
                 _ = fleet.record(f)
+                if isFleet && r.relay != relayName, let ended = r.endedAt, ended > recent { othersSeen[r.id] = ended }
             }
         } catch {
             logger.error("monitoring: the history could not be read, the metrics start from zero: \(error)")
@@ -38,6 +41,7 @@ extension RunManager {
     /// Called by the scheduler every few seconds: overdue transitions, the gauges, the
     /// textfile when its interval has passed.
     func monitorTick(now: Date) {
+        absorbOthersRuns(now: now)
         let before = fleet.overdue
         let became = fleet.updateOverdue(now: now, maxAges: config.clients.mapValues(\.overdueAfter))
         if fleet.overdue != before {
@@ -51,10 +55,30 @@ extension RunManager {
             let maxAge = config.clients[client]?.overdueAfter ?? 0
             let last = fleet.lastBackup(client)
             logger.warning("client \(client) is OVERDUE: its last successful backup \(last.map { "ended \(RelayEvent.rfc3339($0))" } ?? "never happened") (max_age \(Int(maxAge)) s)")
+            // In a fleet every relay sees the same history; the scheduler's leader tells.
+            if isFleet && !leading { continue }
             send(RelayEvent(event: .overdue, client: client, server: config.clients[client]?.server, kind: .backup, time: now,
                             error: "no successful backup within \(Int(maxAge)) s", relay: relayName))
         }
         refreshMetrics(now: now, writeTextfile: false)
+    }
+
+    /// In a fleet, the runs other relays finished move this relay's view too (last success,
+    /// overdue, tamper alarm, the gauges): without events, which the relay that ran each run
+    /// sent, and without this relay's counters. A run recorded late (its relay had lost the
+    /// database) is still seen: the window looks 10 minutes back, by run id.
+    func absorbOthersRuns(now: Date) {
+        guard let store = fleetStore else { return }
+        let window = now.addingTimeInterval(-600)
+        do {
+            for r in try store.finishedByOthers(since: window) where othersSeen[r.id] == nil {
+                othersSeen[r.id] = r.endedAt ?? now
+                if let f = FinishedRun(r) { _ = fleet.record(f) }
+            }
+        } catch {
+            logger.debug("fleet: other relays' runs not read: \(error)")
+        }
+        othersSeen = othersSeen.filter { $0.value > window }
     }
 
     func send(_ event: RelayEvent, logTail: String? = nil) {
