@@ -110,16 +110,21 @@ struct FleetService: Service {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 let c = try await store.client.connectAsync()
-                defer { c.close().whenComplete { _ in } }
-                try await c.listen(on: PostgresStore.wakeChannel) { notifications in
-                    listening.set(true)
-                    wake.yield()  // what was queued while not listening
-                    for try await _ in notifications { wake.yield() }
+                do {
+                    try await c.listen(on: PostgresStore.wakeChannel) { notifications in
+                        listening.set(true)
+                        wake.yield()  // what was queued while not listening
+                        for try await _ in notifications { wake.yield() }
+                    }
+                } catch {
+                    logger.debug("fleet: listening for wake-ups: \(PostgresClient.describe(error)); polling meanwhile")
                 }
                 listening.set(false)
+                // A connection is closed before it is released (postgres-nio asserts it).
+                try? await c.close()
             } catch {
                 listening.set(false)
-                logger.debug("fleet: listening for wake-ups: \(PostgresClient.describe(error)); polling meanwhile")
+                logger.debug("fleet: cannot connect to listen for wake-ups: \(PostgresClient.describe(error)); polling meanwhile")
             }
             try? await Task.sleep(for: .seconds(2))
         }

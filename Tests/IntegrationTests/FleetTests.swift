@@ -182,6 +182,7 @@ struct FleetTests {
         let check = try f.s.borg(["check", f.s.repo])
         #expect(check.status == 0, "borg check: \(check.output)")
         #expect(try f.s.archives().count == rows.count { $0.state == "succeeded" })
+        #expect(f.agents[survivor]!.stop(timeout: 60) == 0, "\(f.agents[survivor]!.log.suffix(5000))")
         print("fleet: run \(running.id) on \(victim) killed; interrupted after \(Int(interruptedAfter)) s, run again on \(survivor)")
     }
 
@@ -204,6 +205,12 @@ struct FleetTests {
         // Polling alone (every 5 s) would leave most of these over a second.
         #expect(delays.allSatisfy { $0 < 1.0 }, "claimed after \(delays) s")
         #expect(a1.process.isRunning() && a2.process.isRunning())
+        // SIGTERM: both stop cleanly and free their names.
+        for (name, a) in [("r1", a1), ("r2", a2)] {
+            let st = a.stop(timeout: 60)
+            #expect(st == 0, "relay \(name) exited \(String(describing: st)): \(a.log.suffix(20000))")
+        }
+        #expect(try f.pg.psqlCheck("SELECT count(*) FROM relay_node WHERE heartbeat_at > now() - interval '1 hour'") == "0")
         print("fleet: queued on r2, claimed by r1 after \(delays.map { String(format: "%.3f", $0) }) s")
     }
 
@@ -251,6 +258,7 @@ struct FleetTests {
         let log = try a1.ctl(["log", next])
         #expect(log.status == 0 && log.stdout.contains("web2"), "\(log.output)")
         for a in [a1, a2] { #expect(a.process.isRunning()) }
+        for a in [a1, a2] { #expect(a.stop(timeout: 60) == 0, "\(a.log.suffix(5000))") }
         let password = try String(contentsOfFile: f.pg.passwordFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(!(a1.log + a2.log).contains(password), "the database password is in an agent's log")
     }
