@@ -214,6 +214,35 @@ struct FleetTests {
         print("fleet: queued on r2, claimed by r1 after \(delays.map { String(format: "%.3f", $0) }) s")
     }
 
+    @Test("a passphrase from stdin: the run is pinned to the relay it was sealed to and succeeds there; queued when that agent is killed, it is cancelled at its restart; the passphrase is nowhere in the database")
+    func passphraseFromStdin() throws {
+        let f = try FleetFixture("fleet-pp", relays: ["r1", "r2"], lease: 15, bigData: 200 * 1024 * 1024)
+        defer { f.close() }
+        let a1 = try f.start("r1")
+        let a2 = try f.start("r2")
+        let pp = Data((f.s.passphrase + "\n").utf8)
+        let ok = try a2.ctl(["run", "web1", "--follow", "--passphrase-stdin"], stdin: pp)
+        #expect(ok.status == 0, "\(ok.output)")
+        #expect(try a2.runs("web1").first?.relay == "r2")
+        // web1 busy with a long run; a second one with a passphrase from stdin waits, pinned to r1.
+        let long = try #require(try a2.start(["web1"]).first)
+        #expect(a2.waitForBorgOnT(within: 30))
+        let queued = try a1.ctl(["run", "web1", "--queue", "--passphrase-stdin", "--json"], stdin: pp)
+        #expect(queued.status == 0, "\(queued.output)")
+        let pinned = try #require(try ControlAPI.decoder().decode(RunList.self, from: Data(queued.stdout.utf8)).runs.first?.id)
+        #expect(try f.pg.psqlCheck("SELECT pinned_relay || ' ' || state FROM run WHERE id = '\(pinned)'") == "r1 queued")
+        a1.process.kill(SIGKILL)
+        _ = a1.process.wait(timeout: 10)
+        let again = try f.start("r1")
+        let cancelled = try f.waitRows(within: 30) { $0.contains { $0.id == pinned && $0.state == "cancelled" } }
+        #expect(cancelled?.first { $0.id == pinned }?.error.contains("passphrase given for it is gone") == true)
+        #expect(try a2.waitFinished(long, within: 120)?.state == .succeeded)
+        let dump = try f.pg.dump()
+        #expect(dump.contains(pinned), "the dump is not the fleet's database")
+        #expect(!dump.contains(f.s.passphrase), "the passphrase is in PostgreSQL")
+        for a in [again, a2] { #expect(a.stop(timeout: 60) == 0) }
+    }
+
     /// Waits until no borg of a run is left on T.
     static func borgGone(_ s: Sandbox, within seconds: Double) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)

@@ -19,7 +19,18 @@ final class PostgresClient: Sendable {
     let settings: DatabaseSettings
     private let configuration: PostgresConnection.Configuration
     private let logger: Logger
-    private let state = Mutex<PostgresConnection?>(nil)
+    private let state = Mutex<Connection>(Connection())
+
+    private struct Connection {
+        var open: PostgresConnection?
+        /// The last failed attempt to connect: calls fail at once for `retryAfter` after it
+        /// (a database that does not answer would otherwise cost every call a connect
+        /// timeout, and the run manager's callers would wait in line behind it).
+        var failedAt: ContinuousClock.Instant?
+        var failure = ""
+    }
+
+    static let retryAfter: Duration = .seconds(2)
     private let nextID = Atomic<Int>(1)
 
     /// Reads the password (file, else PGPASSWORD) and prepares TLS; nothing is connected yet.
@@ -108,7 +119,7 @@ final class PostgresClient: Sendable {
     }
 
     func close() {
-        let c = state.withLock { s in defer { s = nil }; return s }
+        let c = state.withLock { s in defer { s.open = nil }; return s.open }
         try? c?.close().wait()
     }
 
@@ -118,16 +129,28 @@ final class PostgresClient: Sendable {
         do {
             return try state.withLock { s throws -> T in
                 let c: PostgresConnection
-                if let open = s, !open.isClosed {
+                if let open = s.open, !open.isClosed {
                     c = open
                 } else {
-                    c = try connect()
-                    s = c
+                    if let at = s.failedAt, ContinuousClock.now - at < Self.retryAfter {
+                        throw HistoryError.database(path: settings.description, detail: s.failure)
+                    }
+                    if let broken = s.open { try? broken.close().wait() }
+                    s.open = nil
+                    do {
+                        c = try connect()
+                    } catch {
+                        s.failedAt = ContinuousClock.now
+                        s.failure = Self.describe(error)
+                        throw error
+                    }
+                    s.open = c
+                    s.failedAt = nil
                 }
                 do {
                     return try body(c)
                 } catch {
-                    if c.isClosed { s = nil }
+                    if c.isClosed { s.open = nil }
                     throw error
                 }
             }

@@ -56,6 +56,17 @@ extension PostgresStore {
             """)
     }
 
+    /// Queued runs pinned to this relay whose passphrase (from stdin) was in the memory of
+    /// an earlier agent of it: they cannot run any more; cancelled, their ids.
+    func cancelOrphanedPins() throws(HistoryError) -> [String] {
+        let rows = try client.query("""
+            UPDATE run SET state = 'cancelled', ended_at = now(),
+                error = 'the agent of relay ' || pinned_relay || ' stopped before the run started; the passphrase given for it is gone: ask again'
+            WHERE state = 'queued' AND pinned_relay = \(relayName) RETURNING id
+            """)
+        return try decode { try rows.map { try $0.decode(String.self) } }
+    }
+
     /// A free relay name when this agent stops (its runs are already ended or interrupted).
     func unregister(instance: String) {
         _ = try? client.query("UPDATE relay_node SET heartbeat_at = 'epoch' WHERE name = \(relayName) AND instance = \(instance)")

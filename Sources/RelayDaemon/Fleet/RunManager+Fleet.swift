@@ -117,6 +117,9 @@ extension RunManager {
                 logger.warning("run \(id) was interrupted (an earlier agent of relay \(relayName) ended mid-run); marked in the history")
                 if let r = try store.get(id) { requeue(ExpiredRun(id: id, client: r.client, kind: r.kind, trigger: r.trigger, relay: relayName)) }
             }
+            for id in try store.cancelOrphanedPins() {
+                logger.warning("run \(id) was queued with a passphrase from stdin for an earlier agent of relay \(relayName); cancelled (the passphrase is gone)")
+            }
         } catch {
             logger.error("fleet: cannot recover this relay's runs: \(error)")
         }

@@ -103,6 +103,15 @@ final class PostgresServer {
         return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// The whole database as pg_dump writes it (the role's password in its environment).
+    func dump() throws -> String {
+        var env = ProcessInfo.processInfo.environment
+        env["PGPASSWORD"] = password
+        let r = try Proc.run("\(bin)/pg_dump", ["-h", "127.0.0.1", "-p", "\(port)", "-U", user, "-d", database], env: env)
+        guard r.status == 0 else { throw FixtureError("pg_dump: \(r.stderr)") }
+        return r.stdout
+    }
+
     /// Rows of one query, each a list of its '|'-separated fields.
     func rows(_ sql: String) throws -> [[String]] {
         try psqlCheck(sql).split(separator: "\n").map { $0.split(separator: "|", omittingEmptySubsequences: false).map(String.init) }
