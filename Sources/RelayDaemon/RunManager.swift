@@ -112,7 +112,7 @@ public actor RunManager {
         notify = NotifyCenter(notifiers: config.notifiers, metrics: metrics, logger: logger)
         relayName = config.relay.name
         fleetStore = history as? PostgresStore
-        leases = LeaseKeeper(lease: TimeInterval(config.relay.lease), start: Date())
+        leases = LeaseKeeper(lease: TimeInterval(config.relay.lease), start: Self.monotonicNow())
     }
 
     // MARK: - Requests
@@ -403,12 +403,22 @@ public actor RunManager {
         if !queue.running.isEmpty {
             logger.info("shutting down: waiting up to \(Int(grace)) s for \(queue.running.count) running run(s) to finish")
         }
+        let deadline = Date().addingTimeInterval(grace)
         if await !waitIdle(timeout: grace) {
             logger.warning("shutting down: grace period over; cancelling \(queue.running.count) run(s)")
             for a in queue.running.values { a.item.run.canceller.cancel() }
             if await !waitIdle(timeout: 120) {
                 logger.error("shutting down: \(queue.running.count) run(s) did not end; they will be marked interrupted at the next start")
             }
+        }
+        // A fleet's runs that ended while the database was away: recorded if it comes back
+        // within the grace period (their leases are renewed meanwhile by the fleet's upkeep).
+        while !unrecorded.isEmpty && Date() < deadline.addingTimeInterval(30) {
+            retryUnrecorded()
+            if !unrecorded.isEmpty { try? await Task.sleep(for: .seconds(1)) }
+        }
+        for r in unrecorded {
+            logger.error("shutting down: the result of run \(r.runID) (\(r.state.rawValue)) could not be recorded; the database will show it interrupted")
         }
     }
 

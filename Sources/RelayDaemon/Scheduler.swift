@@ -93,7 +93,7 @@ struct FleetService: Service {
                 // Each notification (or the tick) runs one upkeep turn.
                 for await _ in wakes {
                     if Task.isCancelled || Task.isShuttingDownGracefully { break }
-                    await manager.fleetTick(now: Date())
+                    await manager.fleetTick()
                 }
             }
             while !Task.isCancelled && !Task.isShuttingDownGracefully {

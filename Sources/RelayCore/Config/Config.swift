@@ -88,7 +88,8 @@ public struct RelaySettings: Sendable, Equatable {
     /// The fleet's shared PostgreSQL database; nil: the embedded SQLite history (one relay).
     public var database: DatabaseSettings?
     /// Seconds a claimed run's lease lasts without a heartbeat (fleet only): after that,
-    /// another relay marks the run interrupted.
+    /// another relay marks the run interrupted. At least 30: a relay that cannot renew
+    /// stops its runs at half the lease, and borg gets `exitGrace` (15 s) to end.
     public var lease: Int = 60
 
     public var vaultSecretKeyPath: String { stateDir + "/vault.key" }

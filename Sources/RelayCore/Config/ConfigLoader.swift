@@ -269,7 +269,7 @@ public enum ConfigLoader {
             }
             r.name = name
         }
-        r.lease = try t.int("lease", default: r.lease, range: 10...3600)
+        r.lease = try t.int("lease", default: r.lease, range: 30...3600)
         let passwordFile = try t.optionalAbsolutePath("database_password_file")
         guard let url = try t.optionalString("database") else {
             if passwordFile != nil {

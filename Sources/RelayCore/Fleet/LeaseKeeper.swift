@@ -8,8 +8,9 @@ import Foundation
 /// database's clock (`lease_until < now()`, set to the database's `now() + lease` by each
 /// renewal). A renewal that succeeded was executed after it was sent, so the lease it
 /// set ends at least `lease` after the send time on this relay's clock. This relay stops
-/// its runs `fenceAfter` (three quarters of the lease) after the last successful renewal
-/// was sent: before any other relay can see the lease expire, whatever the clocks say.
+/// its runs `fenceAfter` (half the lease) after the last successful renewal was sent:
+/// before any other relay can see the lease expire, whatever the wall clocks say (the
+/// driver passes a monotonic time), with half a lease left for borg to stop.
 public struct LeaseKeeper: Sendable, Equatable {
     public enum Action: Sendable, Equatable {
         /// Renew the leases (and this relay's heartbeat row).
@@ -33,7 +34,7 @@ public struct LeaseKeeper: Sendable, Equatable {
 
     /// Renewals come this often (at least every 10 s, so a short lease is renewed often enough).
     public var renewEvery: TimeInterval { min(10, lease / 6) }
-    public var fenceAfter: TimeInterval { lease * 3 / 4 }
+    public var fenceAfter: TimeInterval { lease / 2 }
 
     /// What is due at `now` while this relay holds `holding` runs.
     public func due(now: Date, holding: Int) -> [Action] {

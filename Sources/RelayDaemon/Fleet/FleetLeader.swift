@@ -29,17 +29,24 @@ final class FleetLeader: @unchecked Sendable {
             try? c.close().wait()
             connection = nil
         }
+        let c: PostgresConnection
         do {
-            let c = try client.connect()
+            c = try client.connect()
+        } catch {
+            logger.debug("fleet: cannot try the scheduler's lock: \(PostgresClient.describe(error))")
+            return false
+        }
+        do {
             let rows = try client.run(c, "SELECT pg_try_advisory_lock(\(PostgresSchema.schedulerLock))")
             if try rows.first?.decode(Bool.self) == true {
                 connection = c
                 return true
             }
-            try? c.close().wait()
         } catch {
             logger.debug("fleet: cannot try the scheduler's lock: \(PostgresClient.describe(error))")
         }
+        // Closed on every other path (postgres-nio asserts a connection is closed before release).
+        try? c.close().wait()
         return false
     }
 

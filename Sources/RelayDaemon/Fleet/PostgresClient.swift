@@ -31,6 +31,8 @@ final class PostgresClient: Sendable {
     }
 
     static let retryAfter: Duration = .seconds(2)
+    /// The longest one call (or transaction) may take.
+    static let deadline: TimeAmount = .seconds(10)
     private let nextID = Atomic<Int>(1)
 
     /// Reads the password (file, else PGPASSWORD) and prepares TLS; nothing is connected yet.
@@ -147,6 +149,11 @@ final class PostgresClient: Sendable {
                     s.open = c
                     s.failedAt = nil
                 }
+                // A database that stops answering mid-call (packets dropped, no reset) would
+                // hold the call until TCP gives up, minutes later: after `deadline` the
+                // connection is closed, which fails the call.
+                let guardTask = c.eventLoop.scheduleTask(in: Self.deadline) { let _: EventLoopFuture<Void> = c.close() }
+                defer { guardTask.cancel() }
                 do {
                     return try body(c)
                 } catch {

@@ -44,6 +44,8 @@ enum PostgresSchema {
             "CREATE UNIQUE INDEX run_slot ON run (client, kind, scheduled_for) WHERE scheduled_for IS NOT NULL",
             // The claim's order: its LIMIT 1 stops at the first claimable row.
             "CREATE INDEX run_queued ON run (queued_at, id) WHERE state = 'queued'",
+            // Each relay reads the runs the others finished (monitoring), every few seconds.
+            "CREATE INDEX run_ended ON run (ended_at)",
             """
             CREATE TABLE relay_node (name text PRIMARY KEY, instance text NOT NULL, host text NOT NULL,
                 pid integer NOT NULL, version text NOT NULL, started_at timestamptz NOT NULL,

@@ -72,16 +72,19 @@ extension PostgresStore {
         _ = try? client.query("UPDATE relay_node SET heartbeat_at = 'epoch' WHERE name = \(relayName) AND instance = \(instance)")
     }
 
-    /// Renews this relay's heartbeat and the lease of every run it holds. False when another
-    /// agent took over the relay's name.
-    func renew(instance: String, lease: Int) throws(HistoryError) -> Bool {
+    /// Renews this relay's heartbeat and the leases of the runs it holds (`held`: running
+    /// here, or ended and not yet recorded). nil when another agent took over the relay's
+    /// name; else the ids renewed: a held run missing from them was taken over by another
+    /// relay (its lease had expired) and must stop here.
+    func renew(instance: String, lease: Int, held: [String]) throws(HistoryError) -> Set<String>? {
         try client.transaction { c in
             let mine = try client.run(c, "UPDATE relay_node SET heartbeat_at = now() WHERE name = \(relayName) AND instance = \(instance) RETURNING name")
-            _ = try client.run(c, """
+            guard !mine.isEmpty else { return nil }
+            let rows = try client.run(c, """
                 UPDATE run SET lease_until = now() + make_interval(secs => \(Double(lease)))
-                WHERE relay = \(relayName) AND state = 'running'
+                WHERE id = ANY(\(held)) AND relay = \(relayName) AND state = 'running' RETURNING id
                 """)
-            return !mine.isEmpty
+            return Set(try rows.map { try $0.decode(String.self) })
         }
     }
 

@@ -105,11 +105,16 @@ public final class PostgresStore: RunStore {
         return try client.transaction { c in
             var final = report
             if report.kind == .backup, report.isSuccess, let a = report.archive {
-                let rows = try store.client.run(c, """
+                // Once per run: a finish retried after its COMMIT's answer was lost finds its row.
+                var rows = try store.client.run(c, """
                     INSERT INTO archive (client, name, id, run_id, created_at)
-                    VALUES (\(report.client), \(a.name), \(a.id.map(ArchiveSummary.normalizedID)), \(report.runID), \(report.ended))
+                    SELECT \(report.client), \(a.name), \(a.id.map(ArchiveSummary.normalizedID)), \(report.runID), \(report.ended)
+                    WHERE NOT EXISTS (SELECT 1 FROM archive WHERE run_id = \(report.runID))
                     RETURNING id
                     """)
+                if rows.isEmpty {
+                    rows = try store.client.run(c, "SELECT id FROM archive WHERE run_id = \(report.runID) ORDER BY seq LIMIT 1")
+                }
                 if report.backupProof != nil {
                     final = report.recorded(archiveID: try rows.first?.decode(String?.self) ?? nil)
                 }

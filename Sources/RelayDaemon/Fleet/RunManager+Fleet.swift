@@ -128,15 +128,24 @@ extension RunManager {
     /// One turn of the fleet's upkeep (about every second, and when woken): renew leases
     /// or give runs up, take over expired leases, carry out cancel requests, record what
     /// could not be recorded, claim runs.
-    func fleetTick(now: Date) {
+    func fleetTick() {
         guard let store = fleetStore, !leftFleet else { return }
-        for action in leases.due(now: now, holding: queue.running.count + unrecorded.count) {
+        // Leases are judged on a monotonic clock: a wall clock stepped back would fence late.
+        let now = Self.monotonicNow()
+        let held = Array(queue.running.keys) + unrecorded.map(\.runID)
+        for action in leases.due(now: now, holding: held.count) {
             switch action {
             case .renew:
                 leases.attempting(at: now)
                 do {
-                    if try store.renew(instance: instance, lease: config.relay.lease) {
+                    if let renewed = try store.renew(instance: instance, lease: config.relay.lease, held: held) {
                         leases.renewed(sentAt: now)
+                        for id in held where !renewed.contains(id) {
+                            if let a = queue.running[id]?.item {
+                                logger.error("run \(id) of client \(a.client): another relay took it over (its lease had expired); stopping it here")
+                                a.run.canceller.cancel()
+                            }
+                        }
                     } else {
                         logger.error("fleet: another agent registered as relay \(relayName); this one stops its runs")
                         fence(silentFor: 0)
@@ -166,6 +175,13 @@ extension RunManager {
         startEligible()
     }
 
+    /// Seconds of CLOCK_MONOTONIC as a Date (LeaseKeeper takes Dates; only differences count).
+    static func monotonicNow() -> Date {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Date(timeIntervalSince1970: Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9)
+    }
+
     /// The leases could not be renewed in time: every run of this relay is cancelled
     /// before another relay may take them over.
     private func fence(silentFor silent: TimeInterval) {
@@ -176,7 +192,7 @@ extension RunManager {
     }
 
     /// Runs that ended while the database was away are recorded now, if it answers.
-    private func retryUnrecorded() {
+    func retryUnrecorded() {
         guard let store = fleetStore, !unrecorded.isEmpty else { return }
         var left: [RunReport] = []
         for ran in unrecorded {
