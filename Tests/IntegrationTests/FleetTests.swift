@@ -243,6 +243,28 @@ struct FleetTests {
         for a in [again, a2] { #expect(a.stop(timeout: 60) == 0) }
     }
 
+    @Test("an agent stalled (SIGSTOP) longer than its lease: another relay marks its run interrupted; resumed, the agent stops that run instead of going on beside the takeover")
+    func stalledAgent() throws {
+        let f = try FleetFixture("fleet-stall", relays: ["r1", "r2"], lease: 30, clientLines: ["relays = [\"r1\"]"],
+                                 bigData: 200 * 1024 * 1024)
+        defer { f.close() }
+        let a1 = try f.start("r1")
+        let a2 = try f.start("r2")
+        let id = try #require(try a2.start(["web1"]).first)
+        #expect(a1.waitForBorgOnT(within: 30))
+        a1.process.kill(SIGSTOP)
+        let taken = try f.waitRows(within: 60) { $0.contains { $0.id == id && $0.state == "interrupted" } }
+        let row = taken?.first { $0.id == id }
+        #expect(row?.error.contains("taken over by relay r2") == true, "\(String(describing: row))")
+        #expect(!Self.borgGone(f.s, within: 1), "borg on T ended while its relay was stopped")
+        a1.process.kill(SIGCONT)
+        // Resumed: the agent finds its leases lapsed and stops the run at once.
+        #expect(Self.borgGone(f.s, within: 40), "borg still runs on T after the agent resumed: \(a1.log.suffix(3000))")
+        #expect(a1.log.contains("cancelling") || a1.log.contains("took it over"), "\(a1.log.suffix(3000))")
+        #expect(try f.rows().first { $0.id == id }?.state != "succeeded")
+        for a in [a1, a2] { #expect(a.stop(timeout: 60) == 0, "\(a.log.suffix(3000))") }
+    }
+
     /// Waits until no borg of a run is left on T.
     static func borgGone(_ s: Sandbox, within seconds: Double) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
