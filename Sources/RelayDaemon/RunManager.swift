@@ -93,6 +93,9 @@ public actor RunManager {
     var leading = false
     /// The agent stopped and freed its relay name (fleet only).
     var leftFleet = false
+    /// The size of each running run's log as last stored in the database (fleet only).
+    var liveLogSizes: [String: Int] = [:]
+    var lastLiveLogs = Date.distantPast
     /// Runs of other relays already taken into monitoring's state, by id (fleet only).
     var othersSeen: [String: Date] = [:]
     private var lastTextfile: Date?
@@ -453,7 +456,7 @@ public actor RunManager {
 
     // MARK: - Internals
 
-    private func logPath(_ client: String, _ id: String) -> String {
+    func logPath(_ client: String, _ id: String) -> String {
         "\(config.relay.logDir)/\(client)/\(id).log"
     }
 

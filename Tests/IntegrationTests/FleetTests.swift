@@ -265,6 +265,32 @@ struct FleetTests {
         for a in [a1, a2] { #expect(a.stop(timeout: 60) == 0, "\(a.log.suffix(3000))") }
     }
 
+    @Test("through another relay: the log of a run in progress follows it, and cancel stops it on the relay running it")
+    func remoteLogAndCancel() throws {
+        let f = try FleetFixture("fleet-ctl", relays: ["r1", "r2"], clientLines: ["relays = [\"r1\"]"], bigData: 800 * 1024 * 1024)
+        defer { f.close() }
+        let a1 = try f.start("r1")
+        let a2 = try f.start("r2")
+        let id = try #require(try a2.start(["web1"]).first)
+        #expect(a1.waitForBorgOnT(within: 30))
+        // The log as r1 writes it, read through r2 while the run goes on.
+        var text = ""
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && !text.contains("borg") {
+            text = try a2.ctl(["log", id]).stdout
+            usleep(500_000)
+        }
+        #expect(text.contains("borg") && !text.contains("not stored"), "log through r2: \(text)")
+        #expect(try a2.run(id)?.state == .running && (try a2.run(id)?.relay) == "r1")
+        let cancel = try a2.ctl(["cancel", id])
+        #expect(cancel.status == 0, "\(cancel.output)")
+        let ended = try a2.waitFinished(id, within: 60)
+        #expect(ended?.state == .cancelled, "\(String(describing: ended?.state)) \(ended?.error ?? "")")
+        #expect(Self.borgGone(f.s, within: 30))
+        #expect(a1.log.contains("cancel requested through another relay"), "\(a1.log.suffix(3000))")
+        for a in [a1, a2] { #expect(a.stop(timeout: 60) == 0, "\(a.log.suffix(3000))") }
+    }
+
     /// Waits until no borg of a run is left on T.
     static func borgGone(_ s: Sandbox, within seconds: Double) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
@@ -306,8 +332,9 @@ struct FleetTests {
         let next = try #require(try a2.start(["web2"]).first)
         let done = try #require(try a2.waitFinished(next, within: 120))
         #expect(done.state == .succeeded, "\(done.error ?? "")")
+        // The log of r2's run, read through r1, is the log itself (not a note on where it is).
         let log = try a1.ctl(["log", next])
-        #expect(log.status == 0 && log.stdout.contains("web2"), "\(log.output)")
+        #expect(log.status == 0 && log.stdout.contains("borg") && !log.stdout.contains("not stored"), "\(log.output)")
         for a in [a1, a2] { #expect(a.process.isRunning()) }
         for a in [a1, a2] { #expect(a.stop(timeout: 60) == 0, "\(a.log.suffix(5000))") }
         let password = try String(contentsOfFile: f.pg.passwordFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)

@@ -77,7 +77,7 @@ public enum FleetBench {
         FileHandle.standardOutput.write(Data("ready\n".utf8))
         _ = readLine()
         while true {
-            guard let c = try store.claim(clients: names, lease: 60, pid: getpid(), agentStart: nil) else {
+            guard let c = try store.claim(clients: names, lease: 60, pid: getpid(), agentStart: nil, logDir: "/nonexistent") else {
                 let left = try store.client.query("SELECT count(*) FROM run WHERE client LIKE 'bench-%' AND state = 'queued'")
                 if try left.first?.decode(Int64.self) == 0 { return }
                 continue

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import PostgresNIO
 import RelayCore
 
@@ -94,12 +95,15 @@ extension PostgresStore {
     /// of a client fails the unique index (`run_one_running`): that claim is nil too. The
     /// client list is a hashed set in the plan (`IN (SELECT unnest …)`: `= ANY` compared
     /// every queued row with every name, 24 ms a claim at 1000 clients).
-    func claim(clients: [String], lease: Int, pid: Int32, agentStart: Int64?) throws(HistoryError) -> ClaimedRun? {
+    /// `logDir`: this relay's `state_dir/logs`; the run's log file is recorded as this
+    /// relay's (the relay that queued it named its own).
+    func claim(clients: [String], lease: Int, pid: Int32, agentStart: Int64?, logDir: String) throws(HistoryError) -> ClaimedRun? {
         let rows: [PostgresRow]
         do {
             rows = try client.query("""
                 UPDATE run SET state = 'running', relay = \(relayName), started_at = now(), agent_pid = \(pid),
-                    agent_start = \(agentStart), lease_until = now() + make_interval(secs => \(Double(lease)))
+                    agent_start = \(agentStart), lease_until = now() + make_interval(secs => \(Double(lease))),
+                    log_file = \(logDir) || '/' || client || '/' || id || '.log'
                 WHERE id = (
                     SELECT q.id FROM run q
                     WHERE q.state = 'queued' AND (q.pinned_relay = \(relayName) OR (q.pinned_relay IS NULL AND q.client IN (SELECT unnest(\(clients)::text[]))))
@@ -185,17 +189,20 @@ extension PostgresStore {
     }
 
     /// Keeps a finished run's log in the database (relayctl on any relay reads it there).
-    func storeLog(runID: String, bytes: [UInt8]) throws(HistoryError) {
+    /// `complete`: the run has ended (while it runs, its relay stores the log so far).
+    func storeLog(runID: String, bytes: [UInt8], complete: Bool = true) throws(HistoryError) {
+        // A ByteBuffer is bytea to postgres-nio ([UInt8] would be an array of integers).
+        let body = ByteBuffer(bytes: bytes)
         try client.query("""
-            INSERT INTO run_log (run_id, relay, body, complete, updated_at) VALUES (\(runID), \(relayName), \(bytes), true, now())
-            ON CONFLICT (run_id) DO UPDATE SET body = excluded.body, complete = true, updated_at = now()
+            INSERT INTO run_log (run_id, relay, body, complete, updated_at) VALUES (\(runID), \(relayName), \(body), \(complete), now())
+            ON CONFLICT (run_id) DO UPDATE SET body = excluded.body, complete = excluded.complete, updated_at = now()
             """)
     }
 
     /// A run's log as stored, if it was.
     func storedLog(runID: String) throws(HistoryError) -> [UInt8]? {
         let rows = try client.query("SELECT body FROM run_log WHERE run_id = \(runID)")
-        return try decode { try rows.first?.decode([UInt8].self) }
+        return try decode { try rows.first.map { Array(try $0.decode(ByteBuffer.self).readableBytesView) } }
     }
 
     /// The relays of the fleet and when each was last heard of.

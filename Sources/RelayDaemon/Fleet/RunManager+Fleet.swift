@@ -82,7 +82,7 @@ extension RunManager {
             let claimed: ClaimedRun?
             do {
                 claimed = try store.claim(clients: mine, lease: config.relay.lease, pid: getpid(),
-                                          agentStart: ProcessIdentity.startTime(of: getpid()))
+                                          agentStart: ProcessIdentity.startTime(of: getpid()), logDir: config.relay.logDir)
             } catch {
                 logger.warning("fleet: cannot claim runs: \(error)")
                 return
@@ -104,6 +104,27 @@ extension RunManager {
             logger.warning("fleet: run \(report.runID): its log stays on this relay only: \(error)")
         }
     }
+
+    /// The logs of this relay's running runs go to the database as they grow (at most every
+    /// `liveLogEvery`), so that `relayctl log` through another relay follows them.
+    func storeLiveLogs(now: Date) {
+        guard let store = fleetStore, now.timeIntervalSince(lastLiveLogs) >= Self.liveLogEvery else { return }
+        lastLiveLogs = now
+        for (id, r) in queue.running {
+            let path = logPath(r.client, id)
+            guard let data = FileManager.default.contents(atPath: path), data.count != liveLogSizes[id] else { continue }
+            do {
+                try store.storeLog(runID: id, bytes: [UInt8](data.prefix(Self.maxStoredLog)), complete: false)
+                liveLogSizes[id] = data.count
+            } catch {
+                logger.debug("fleet: run \(id): its live log was not stored: \(error)")
+                return
+            }
+        }
+        liveLogSizes = liveLogSizes.filter { queue.running[$0.key] != nil }
+    }
+
+    static let liveLogEvery: TimeInterval = 2
 
     /// The most of a run's log kept in the database (its end, where the outcome is).
     static let maxStoredLog = 4 << 20
@@ -173,6 +194,7 @@ extension RunManager {
         }
         retryUnrecorded()
         startEligible()
+        storeLiveLogs(now: Date())
     }
 
     /// Seconds of CLOCK_MONOTONIC as a Date (LeaseKeeper takes Dates; only differences count).
