@@ -151,7 +151,7 @@ struct FleetTests {
         print("fleet: \(total) scheduled backups over \(Self.minutes) min, per relay \(perRelay.sorted { $0.key < $1.key })")
     }
 
-    @Test("kill -9 the agent running a backup: the run is interrupted after its lease, the backup runs again on another agent, borg's lock is released, the repository checks clean")
+    @Test("kill -9 the agent running a backup: the run is interrupted after its lease, the backup runs again on another agent and so does the next due time, borg's lock is released, the repository checks clean")
     func killedAgent() throws {
         let f = try FleetFixture("fleet-kill", relays: ["r1", "r2"], schedule: "* * * * *", lease: 30, bigData: 400 * 1024 * 1024)
         defer { f.close() }
@@ -179,10 +179,17 @@ struct FleetTests {
         #expect(again.relay == survivor)
         // No two runs of the client at once, the repository is consistent and unlocked.
         #expect(again.started >= (lost.ended ?? .infinity))
+        // The next due time runs on the survivor (which leads the schedule now, if the victim did).
+        let next = try f.waitRows(within: 150) { rows in
+            rows.contains { $0.trigger == "schedule" && ($0.slot ?? 0) > (running.slot ?? .max) && $0.state == "succeeded" }
+        }
+        let nextRun = try #require(next?.first { $0.trigger == "schedule" && ($0.slot ?? 0) > (running.slot ?? .max) && $0.state == "succeeded" },
+                                   "no later due time ran: \(((try? f.rows()) ?? []).map { "\($0.id) \($0.state) \($0.relay) \($0.trigger)" })")
+        #expect(nextRun.relay == survivor)
+        #expect(f.agents[survivor]!.stop(timeout: 60) == 0, "\(f.agents[survivor]!.log.suffix(5000))")
         let check = try f.s.borg(["check", f.s.repo])
         #expect(check.status == 0, "borg check: \(check.output)")
-        #expect(try f.s.archives().count == rows.count { $0.state == "succeeded" })
-        #expect(f.agents[survivor]!.stop(timeout: 60) == 0, "\(f.agents[survivor]!.log.suffix(5000))")
+        #expect(try f.s.archives().count == f.rows().count { $0.state == "succeeded" })
         print("fleet: run \(running.id) on \(victim) killed; interrupted after \(Int(interruptedAfter)) s, run again on \(survivor)")
     }
 
