@@ -104,29 +104,30 @@ struct BenchSpliceCommand: ParsableCommand {
     }
 }
 
-/// Samples the process's thread and descriptor counts in the background.
+/// Samples the process's thread and descriptor counts in the background, every second
+/// until stopped. `stop` returns at once (it does not wait out the sampling interval, which
+/// would add up to a second to the wall time the bench measures).
 final class ResourceSampler: Sendable {
     struct Peak: Sendable { var threads = 0; var fds = 0 }
     private let peak = Mutex(Peak())
-    private let running = Atomic<Bool>(true)
-    private let finished = Atomic<Bool>(false)
+    private let stopRequested = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
 
     func start() {
         let t = Thread { [self] in
-            while running.load(ordering: .relaxed) {
+            repeat {
                 let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0
                 let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
                 peak.withLock { $0.threads = max($0.threads, threads); $0.fds = max($0.fds, fds) }
-                usleep(1_000_000)
-            }
-            finished.store(true, ordering: .relaxed)
+            } while stopRequested.wait(timeout: .now() + 1) == .timedOut
+            finished.signal()
         }
         t.start()
     }
 
     func stop() -> Peak {
-        running.store(false, ordering: .relaxed)
-        while !finished.load(ordering: .relaxed) { usleep(5_000) }
+        stopRequested.signal()
+        finished.wait()
         return peak.withLock { $0 }
     }
 }
