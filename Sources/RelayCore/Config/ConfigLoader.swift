@@ -263,13 +263,13 @@ public enum ConfigLoader {
         r.socketGroup = try t.groupName("socket_group")
         r.adminGroup = try t.groupName("admin_group")
         try parseFleet(t, into: &r)
-        try parseStateBackup(t, into: &r)
+        try parseOwnStateKeys(t, into: &r)
         return r
     }
 
     /// `state_server`, `state_repository`, `state_schedule`: where the daemon stores its own
     /// sealed state (docs/recovery.md). The server's existence is checked with the servers.
-    static func parseStateBackup(_ t: TableReader, into r: inout RelaySettings) throws(ConfigError) {
+    static func parseOwnStateKeys(_ t: TableReader, into r: inout RelaySettings) throws(ConfigError) {
         r.stateServer = try t.optionalString("state_server")
         r.stateRepository = try t.optionalAbsolutePath("state_repository")
         if let p = r.stateRepository, p.contains("\n") || p.contains("\r") || p.contains("::") {
