@@ -141,10 +141,12 @@ struct StateBackupCommand: AsyncParsableCommand {
         }
         if json {
             print(String(decoding: (try? ControlAPI.encoder().encode(result)) ?? Data(), as: UTF8.self))
+            if result.error != nil { throw ExitCode(CLI.Exit.runFailed) }
+        } else if result.error != nil {
+            throw fail(result.summary, exit: CLI.Exit.runFailed)
         } else {
             print(result.summary)
         }
-        if result.error != nil { throw ExitCode(CLI.Exit.runFailed) }
     }
 }
 

@@ -321,4 +321,44 @@ struct RecoveryTests {
         #expect(twice.status == 1 && twice.stderr.contains("already has a vault"), "\(twice.output)")
         #expect(Self.listing("\(s.dir)/relay") == listing)
     }
+
+    @Test("the daemon backs its state up on state_schedule and after a reload; without a recovery key it says how to make one")
+    func scheduleAndReload() throws {
+        let s = try Self.sandbox("sched")
+        defer { s.close() }
+        s.relayExtra.append("state_schedule = \"* * * * *\"")
+        try s.configure()
+        let d = try AgentDaemon(s)
+        let none = try d.ctl(["state", "backup"])
+        #expect(none.status == 1 && none.stderr.contains("relayctl recovery init"), "\(none.output)")
+        _ = try Self.recoveryInit(config: s.configPath)
+        let stateRepo = "\(s.dir)/b/relay-state"
+        var env = ProcessInfo.processInfo.environment
+        env["BORG_BASE_DIR"] = "\(s.dir)/check-borg-base"
+        env["BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK"] = "yes"
+        func archives() -> [String] {
+            guard let r = try? Proc.run(Borgs.system, ["list", "--short", stateRepo], env: env), r.status == 0 else { return [] }
+            return r.stdout.split(separator: "\n").map(String.init)
+        }
+        func waitLog(_ text: String, seconds: Double) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while !d.log.contains(text) && Date() < deadline { usleep(200_000) }
+            return d.log.contains(text)
+        }
+        #expect(waitLog("state backup (schedule): state backed up", seconds: 80), "\(d.log)")
+        let scheduled = archives()
+        #expect(scheduled.count == 1 && scheduled[0].hasPrefix("relay-state-relay-a-"), "\(scheduled) \(d.log)")
+        // A reload (the schedule now yearly, so only the reload can make the next one).
+        s.relayExtra.removeLast()
+        s.relayExtra.append("state_schedule = \"0 0 1 1 *\"")
+        try s.configure()
+        sleep(1)
+        d.process.kill(SIGHUP)
+        #expect(waitLog("state backup (reload): state backed up", seconds: 30), "\(d.log)")
+        let reloaded = archives()
+        #expect(reloaded.count == 2, "\(reloaded) \(d.log)")
+        sleep(2)
+        #expect(archives().count == 2)
+        #expect(d.stop() == 0)
+    }
 }

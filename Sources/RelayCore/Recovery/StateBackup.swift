@@ -59,7 +59,7 @@ public enum StateBackup {
             if let data = try? JSONCoding.encoder().encode(result) {
                 try? FileCheck.writeAtomically(Array(data), to: recordPath(r), mode: 0o600)
             }
-            logger.info("\(result.summary)")
+            logger.info("state backup (\(trigger)): \(result.summary)")
         } catch {
             result.error = "\(error)"
             result.ended = Date()
