@@ -115,7 +115,7 @@ public actor RunManager {
         fleet = FleetState(since: startedAt)
         metrics = RelayMetrics(started: startedAt, relay: config.relay.database == nil ? nil : config.relay.name)
         notify = NotifyCenter(notifiers: config.notifiers, metrics: metrics, logger: logger)
-        stateBackups = StateBackups(config: config, connectorPath: connectorPath, logger: logger, metrics: metrics)
+        stateBackups = StateBackups(config: config, connectorPath: connectorPath, logger: logger, metrics: metrics, notify: notify)
         relayName = config.relay.name
         fleetStore = history as? PostgresStore
         leases = LeaseKeeper(lease: TimeInterval(config.relay.lease), start: Self.monotonicNow())

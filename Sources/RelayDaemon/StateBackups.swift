@@ -11,11 +11,15 @@ actor StateBackups {
     private let connectorPath: String
     private let logger: Logger
     private let metrics: RelayMetrics
+    private let notify: NotifyCenter
+    private let relayName: String
     private var running: Task<StateBackupResult, Never>?
     private(set) var last: StateBackupResult?
 
-    init(config: RelayConfig, connectorPath: String, logger: Logger, metrics: RelayMetrics) {
+    init(config: RelayConfig, connectorPath: String, logger: Logger, metrics: RelayMetrics, notify: NotifyCenter) {
         self.config = config
+        self.notify = notify
+        self.relayName = config.relay.name
         self.connectorPath = connectorPath
         self.logger = logger
         self.metrics = metrics
@@ -48,6 +52,7 @@ actor StateBackups {
             metrics.stateBackupSucceeded(at: result.ended)
         } else {
             metrics.stateBackupFailed()
+            notify.send(RelayEvent(event: .stateBackupFailed, time: result.ended, error: result.error, relay: relayName))
         }
         return result
     }

@@ -327,10 +327,19 @@ struct RecoveryTests {
         let s = try Self.sandbox("sched")
         defer { s.close() }
         s.relayExtra.append("state_schedule = \"* * * * *\"")
+        let events = "\(s.dir)/events.json"
+        s.extraTables.append("[notify.cmd]\nkind = \"command\"\nargv = [\"/bin/sh\", \"-c\", \"cat >> \(events); echo >> \(events)\"]\non = [\"state_backup_failed\"]")
         try s.configure()
         let d = try AgentDaemon(s)
         let none = try d.ctl(["state", "backup"])
         #expect(none.status == 1 && none.stderr.contains("relayctl recovery init"), "\(none.output)")
+        // The failure is an event (state_backup_failed) for the notifiers.
+        var delivered = ""
+        for _ in 0..<50 where !delivered.contains("state_backup_failed") {
+            usleep(100_000)
+            delivered = (try? String(contentsOfFile: events, encoding: .utf8)) ?? ""
+        }
+        #expect(delivered.contains("\"event\":\"state_backup_failed\"") && delivered.contains("relayctl recovery init"), "\(delivered)")
         _ = try Self.recoveryInit(config: s.configPath)
         let stateRepo = "\(s.dir)/b/relay-state"
         var env = ProcessInfo.processInfo.environment
