@@ -64,7 +64,7 @@ struct RecoverCommand: ParsableCommand {
         // The secret first: nothing else needs it, and on a terminal the prompt comes before any wait.
         let secret: SecretBytes
         do {
-            secret = try Self.readSecret()
+            secret = try Self.readSecretOrExplain()
         } catch {
             throw fail("\(error) (nothing was written)", exit: CLI.Exit.usage)
         }
@@ -118,6 +118,15 @@ struct RecoverCommand: ParsableCommand {
         }
         defer { text.wipe() }
         return try RecoveryKey.parseSecret(text)
+    }
+
+    /// The recovery secret; an empty input says that no secret was given.
+    static func readSecretOrExplain() throws -> SecretBytes {
+        do {
+            return try readSecret()
+        } catch VaultError.emptyPassphrase {
+            throw VaultError.malformedRecoverySecret
+        }
     }
 
     static func split(_ server: String) throws -> (String, Int) {

@@ -4,8 +4,10 @@ import RelayCore
 import ServiceLifecycle
 
 /// The daemon's state backups (docs/recovery.md): one at a time, each on a thread of its
-/// own (borg on R blocks); a request while one runs gets that one's result. Started by
-/// `relayctl state backup`, after each reload, and on `[relay] state_schedule`.
+/// own (borg on R blocks). A request while one runs waits for it and then runs its own
+/// (the running one may have collected the state before what the request wants kept),
+/// unless another one started after the request meanwhile. Started by `relayctl state
+/// backup`, after each reload, on `[relay] state_schedule`, and at start when stale.
 actor StateBackups {
     private var config: RelayConfig
     private let connectorPath: String
@@ -13,8 +15,10 @@ actor StateBackups {
     private let metrics: RelayMetrics
     private let notify: NotifyCenter
     private let relayName: String
-    private var running: Task<StateBackupResult, Never>?
+    private var running: (task: Task<StateBackupResult, Never>, started: Date)?
     private(set) var last: StateBackupResult?
+    /// When the last state backup succeeded (this agent's, or recorded in state_dir).
+    private var lastSuccess: Date?
 
     init(config: RelayConfig, connectorPath: String, logger: Logger, metrics: RelayMetrics, notify: NotifyCenter) {
         self.config = config
@@ -25,36 +29,56 @@ actor StateBackups {
         self.metrics = metrics
         if let done = StateBackup.lastSuccess(config.relay) {
             metrics.stateBackupSucceeded(at: done.ended)
+            lastSuccess = done.ended
         }
     }
 
     var isConfigured: Bool { config.relay.stateServer != nil && config.relay.stateRepository != nil }
     var schedule: CronSchedule { config.relay.stateSchedule }
 
-    /// Runs a state backup now (or waits for the one running) and returns its result.
+    /// Runs a state backup that starts after this call and returns its result.
     func backup(trigger: String) async -> StateBackupResult {
-        if let running { return await running.value }
+        let asked = Date()
+        while let r = running {
+            let result = await r.task.value
+            if r.started >= asked { return result }
+        }
         let config = self.config, connectorPath = self.connectorPath, logger = self.logger
         let task = Task<StateBackupResult, Never> {
-            await withCheckedContinuation { (c: CheckedContinuation<StateBackupResult, Never>) in
+            let result = await withCheckedContinuation { (c: CheckedContinuation<StateBackupResult, Never>) in
                 let thread = Thread {
                     c.resume(returning: StateBackup.run(config: config, connectorPath: connectorPath, logger: logger, trigger: trigger))
                 }
                 thread.name = "state-backup"
                 thread.start()
             }
+            self.finished(result)
+            return result
         }
-        running = task
-        let result = await task.value
+        running = (task, Date())
+        return await task.value
+    }
+
+    /// Book-keeping of an ended backup, before anyone waiting on it resumes.
+    private func finished(_ result: StateBackupResult) {
         running = nil
         last = result
         if result.error == nil {
+            lastSuccess = result.ended
             metrics.stateBackupSucceeded(at: result.ended)
         } else {
             metrics.stateBackupFailed()
             notify.send(RelayEvent(event: .stateBackupFailed, time: result.ended, error: result.error, relay: relayName))
         }
-        return result
+    }
+
+    /// At start: a backup now when none succeeded within the schedule's period (a new
+    /// state_server, or an agent that was down), so the state is not a day late.
+    func backupIfStale(now: Date) async {
+        guard isConfigured else { return }
+        if let lastSuccess, now.timeIntervalSince(lastSuccess) < config.relay.stateSchedule.period { return }
+        logger.info("no state backup within the last \(Int(config.relay.stateSchedule.period)) s: backing the state up now")
+        _ = await backup(trigger: "start")
     }
 
     /// A reloaded config: the next backups use it, and one runs now (the config changed).
@@ -72,6 +96,7 @@ struct StateBackupService: Service {
     let timeZone: TimeZone
 
     func run() async throws {
+        await backups.backupIfStale(now: Date())
         var due: Date?
         var plannedFor: CronSchedule?
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
