@@ -42,7 +42,7 @@ public enum RecoveryError: Error, CustomStringConvertible, Equatable, Sendable {
         case .malformedContents(let source, let detail):
             return "\(source) opened, but its contents are not a relay's state (\(detail)); nothing was written"
         case .collect(let path, let detail):
-            return "cannot read \(path) for the state bundle: \(detail) (run as the agent's user, which owns the keys and state_dir)"
+            return "cannot read \(path) for the state bundle: \(detail); nothing was sealed or stored"
         case .noRecoveryKey(let path):
             return "\(path) does not exist: this relay has no recovery key yet; create one with `relayctl recovery init` and keep the secret it prints off this host"
         case .wouldOverwrite(let paths):

@@ -29,7 +29,10 @@ public enum StateCollector {
                 var st = stat()
                 guard stat(item.path, &st) == 0 else {
                     if item.required {
-                        throw RecoveryError.collect(path: item.path, detail: "\(String(cString: strerror(errno))) (the config names it as the \(item.role))")
+                        let why = String(cString: strerror(errno))
+                        let fix = item.role == .vaultSecretKey || item.role == .vaultPublicKey
+                            ? "create the vault with `relayctl vault init`" : "the config names it as the \(item.role); create it or fix the config"
+                        throw RecoveryError.collect(path: item.path, detail: "\(why) (\(fix))")
                     }
                     continue
                 }
@@ -41,7 +44,7 @@ public enum StateCollector {
                     do {
                         data = .secret(try SecretBytes.readFile(item.path))
                     } catch {
-                        throw RecoveryError.collect(path: item.path, detail: "\(error)")
+                        throw RecoveryError.collect(path: item.path, detail: "\(error) (run it as the agent's user, which owns the keys and state_dir)")
                     }
                 } else {
                     guard let d = FileManager.default.contents(atPath: item.path) else {
