@@ -306,6 +306,7 @@ struct RecoveryTests {
         // check passes; the tamper alarm's records are back, every archive id made before the loss.
         let check = try Proc.run(try Proc.binary("relayctl"), ["check", "web1", "web2", "--config", s.configPath])
         #expect(check.status == 0, "\(check.output)")
+        #expect(check.stdout.contains("backed up to \(stateRepo) on server vault"), "\(check.stdout)")
         let history = try HistoryStore(path: "\(s.stateDir)/history.sqlite")
         #expect(Dictionary(uniqueKeysWithValues: try history.expectedArchives(client: "web1").map { ($0.name, $0.id ?? "") }) == before1)
         #expect(Dictionary(uniqueKeysWithValues: try history.expectedArchives(client: "web2").map { ($0.name, $0.id ?? "") }) == before2)

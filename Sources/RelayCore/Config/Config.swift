@@ -102,6 +102,8 @@ public struct RelaySettings: Sendable, Equatable {
 
     public var vaultSecretKeyPath: String { stateDir + "/vault.key" }
     public var vaultPublicKeyPath: String { stateDir + "/vault.pub" }
+    /// The recovery key's public half (`relayctl recovery init`, docs/recovery.md).
+    public var recoveryPublicKeyPath: String { stateDir + "/recovery.pub" }
     public var logDir: String { stateDir + "/logs" }
     public var historyPath: String { stateDir + "/history.sqlite" }
 }

@@ -48,5 +48,5 @@ public struct StateManifest: Equatable, Sendable {
         self.items = items
     }
 
-    public static func recoveryPublicKeyPath(_ relay: RelaySettings) -> String { relay.stateDir + "/recovery.pub" }
+    public static func recoveryPublicKeyPath(_ relay: RelaySettings) -> String { relay.recoveryPublicKeyPath }
 }
