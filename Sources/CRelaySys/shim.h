@@ -27,6 +27,10 @@ static inline int relay_accept_cloexec(int fd) {
     extern int accept4(int sockfd, void *addr, void *addrlen, int flags);
     return accept4(fd, (void *)0, (void *)0, O_CLOEXEC); /* SOCK_CLOEXEC == O_CLOEXEC on Linux */
 }
+static inline int relay_memfd_cloexec(const char *name) {
+    extern int memfd_create(const char *name, unsigned int flags);
+    return memfd_create(name, 1U); /* MFD_CLOEXEC */
+}
 static inline int relay_spawn_closefrom(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }

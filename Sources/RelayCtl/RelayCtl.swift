@@ -14,7 +14,8 @@ struct RelayCtl: AsyncParsableCommand {
                       PruneCommand.self, CompactCommand.self, CheckCommand.self, RestoreCommand.self, BorgCommand.self,
                       HostKeyCommand.self, AuthorizedKeysCommand.self,
                       VaultCommand.self, SealCommand.self, NotifyCommand.self, WebCommand.self,
-                      ConfigCommand.self, AddClientCommand.self]
+                      ConfigCommand.self, AddClientCommand.self,
+                      RecoveryCommand.self, StateCommand.self, RecoverCommand.self]
     )
 
     static func main() async {

@@ -14,6 +14,9 @@ enum ControlAction: Equatable, Sendable {
     case newKey
     /// `POST /v1/runs`: a backup (`operation` nil) or an operation of that kind.
     case submit(operation: RunKind?)
+    /// `POST /v1/state/backup`: back the relay's own state up now (admins only: it reads
+    /// every key, if only to seal them).
+    case stateBackup
     /// `POST /v1/runs` whose body is not a run request: the route refuses it (400).
     case unreadableSubmit
     /// Anything else (the router answers 404 or 405 to those it does not know).
@@ -35,6 +38,7 @@ enum ControlAction: Equatable, Sendable {
         case ("POST", 1) where p[0] == "keys": return .newKey
         case ("POST", 1) where p[0] == "runs": return .submit(operation: nil)
         case ("POST", 3) where p[0] == "runs" && p[2] == "cancel": return .cancel
+        case ("POST", 2) where p[0] == "state" && p[1] == "backup": return .stateBackup
         default: return .other
         }
     }
@@ -101,6 +105,8 @@ struct ControlAccess: Sendable, Equatable {
             case .output(let id):
                 if runOwner == uid { return .allow }
                 return .refuse("the output of run \(id) is not yours: only the user who started it, \(adminWho) may read it")
+            case .stateBackup:
+                return .refuse(adminOnly("state backup"))
             case .other:
                 return .refuse(adminOnly("this request"))
             }

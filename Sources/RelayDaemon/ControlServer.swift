@@ -236,6 +236,10 @@ enum ControlRoutes {
         v1.post("runs/:id/cancel") { _, context in
             jsonResponse(try await manager.cancel(try runID(context)))
         }
+        v1.post("state/backup") { _, _ in
+            let result = await manager.stateBackups.backup(trigger: "cli")
+            return jsonResponse(result)
+        }
         v1.post("notify/:name/test") { _, context in
             let name = context.parameters.get("name") ?? ""
             guard ConfigLoader.nameProblem(name) == nil else { throw ControlError.badRequest("'\(name)' is not a notifier name") }

@@ -94,7 +94,8 @@ public enum Daemon {
             services.append(.init(service: try WebServer.application(web: web, config: config, manager: manager, access: access,
                                                                      logger: logger, httpLogger: httpLogger)))
         }
-        services += [.init(service: scheduler), .init(service: reloader)]
+        services += [.init(service: scheduler), .init(service: reloader),
+                     .init(service: StateBackupService(backups: manager.stateBackups, logger: logger, timeZone: .current))]
         if let store = manager.fleetStore { services.append(.init(service: FleetService(manager: manager, store: store, logger: logger))) }
         services.append(.init(service: drainer))
         let group = ServiceGroup(configuration: .init(
@@ -154,6 +155,7 @@ struct ReloadService: Service {
                     logger.warning("SIGHUP: a change of [metrics] listen takes effect at the next restart (textfile and [notify] changes apply now)")
                 }
                 await manager.reload(new, timeZone: .current)
+                await manager.stateBackups.reloaded(new)
             } catch {
                 logger.error("SIGHUP: the new configuration was refused, the old one stays in force: \(error)")
             }

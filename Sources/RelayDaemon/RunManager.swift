@@ -75,6 +75,8 @@ public actor RunManager {
     var fleet: FleetState
     nonisolated let metrics: RelayMetrics
     nonisolated let notify: NotifyCenter
+    /// The relay's own state backups (docs/recovery.md).
+    nonisolated let stateBackups: StateBackups
     /// This relay's name in events and in a fleet (`[relay] name`, the host name by default).
     nonisolated let relayName: String
     /// The fleet's database when `[relay] database` is set (the queue is there, not in
@@ -113,6 +115,7 @@ public actor RunManager {
         fleet = FleetState(since: startedAt)
         metrics = RelayMetrics(started: startedAt, relay: config.relay.database == nil ? nil : config.relay.name)
         notify = NotifyCenter(notifiers: config.notifiers, metrics: metrics, logger: logger)
+        stateBackups = StateBackups(config: config, connectorPath: connectorPath, logger: logger, metrics: metrics, notify: notify)
         relayName = config.relay.name
         fleetStore = history as? PostgresStore
         leases = LeaseKeeper(lease: TimeInterval(config.relay.lease), start: Self.monotonicNow())

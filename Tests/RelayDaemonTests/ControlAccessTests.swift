@@ -21,6 +21,8 @@ struct ControlAccessTests {
         #expect(ControlAction.classify(method: "POST", path: "/v1/runs") == .submit(operation: nil))
         #expect(ControlAction.classify(method: "POST", path: "/v1/runs/R1/cancel") == .cancel)
         #expect(ControlAction.classify(method: "POST", path: "/v1/keys") == .newKey)
+        #expect(ControlAction.classify(method: "POST", path: "/v1/state/backup") == .stateBackup)
+        #expect(ControlAction.classify(method: "GET", path: "/v1/state/backup") == .other)
         // Anything else is "other" (admins only), including the right path with another method.
         #expect(ControlAction.classify(method: "DELETE", path: "/v1/runs/R1") == .other)
         #expect(ControlAction.classify(method: "POST", path: "/v1/status") == .other)
@@ -55,6 +57,10 @@ struct ControlAccessTests {
             #expect(decide(a) == .allow, "\(a)")
         }
         #expect(decide(.output(runID: "R1"), owner: member.uid) == .allow)
+        // The relay's own state backup is the admins' (root, the agent's user, admin_group).
+        guard case .refuse(let why) = decide(.stateBackup) else { Issue.record("a member may back up the relay's state"); return }
+        #expect(why.contains("state backup") && why.contains("borg-relay-admin"), "\(why)")
+        #expect(access.decide(uid: admin.uid, groups: admin.groups, action: .stateBackup, runOwner: nil) == .allow)
         // An operation that does not exist is not a request at all (the route answers 400).
         #expect(ControlAction.submit(body: Data(#"{"clients":["web1"],"operation":{"kind":"nonsense"}}"#.utf8)) == .unreadableSubmit)
         for kind: RunKind in [.restore, .borg, .keyExport, .initialize, .prune, .compact, .check] {

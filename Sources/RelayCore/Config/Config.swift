@@ -91,9 +91,19 @@ public struct RelaySettings: Sendable, Equatable {
     /// another relay marks the run interrupted. At least 30: a relay that cannot renew
     /// stops its runs at half the lease, and borg gets `exitGrace` (15 s) to end.
     public var lease: Int = 60
+    /// `state_server`: the `[servers.NAME]` whose repository `state_repository` holds this
+    /// relay's sealed state bundles; nil: no state backup to a server.
+    public var stateServer: String?
+    /// `state_repository`: the absolute path of that repository on the server.
+    public var stateRepository: String?
+    /// `state_schedule`: when the daemon backs its state up (besides after each reload).
+    public var stateSchedule: CronSchedule = RelaySettings.defaultStateSchedule
+    public static let defaultStateSchedule = try! CronSchedule("@daily")
 
     public var vaultSecretKeyPath: String { stateDir + "/vault.key" }
     public var vaultPublicKeyPath: String { stateDir + "/vault.pub" }
+    /// The recovery key's public half (`relayctl recovery init`, docs/recovery.md).
+    public var recoveryPublicKeyPath: String { stateDir + "/recovery.pub" }
     public var logDir: String { stateDir + "/logs" }
     public var historyPath: String { stateDir + "/history.sqlite" }
 }

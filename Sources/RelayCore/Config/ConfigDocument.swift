@@ -48,6 +48,9 @@ public enum ConfigDocument {
         ]
         if let g = r.socketGroup { relay.append(("socket_group", .string(g))) }
         if let g = r.adminGroup { relay.append(("admin_group", .string(g))) }
+        if let s = r.stateServer, let p = r.stateRepository {
+            relay += [("state_server", .string(s)), ("state_repository", .string(p)), ("state_schedule", .string(r.stateSchedule.description))]
+        }
         out.append(Table(name: "relay", keys: relay))
         if let m = c.metrics {
             var keys: [(String, Value)] = []

@@ -80,6 +80,10 @@ public enum ConfigLoader {
         for (name, c) in clients { try checkVia(c.endpoint.via, table: "clients.\(name)", jumps: jumps, file: file) }
         for (name, j) in jumps { try checkVia(j.endpoint.via, table: "jumps.\(name)", jumps: jumps, file: file) }
 
+        if let s = relay.stateServer, servers[s] == nil {
+            throw ConfigError(file: file, table: "relay", key: "state_server",
+                              kind: .unknownReference(kind: "server", name: s, known: servers.keys.sorted()))
+        }
         if relay.database == nil, let c = clients.values.sorted(by: { $0.name < $1.name }).first(where: { !$0.relays.isEmpty }) {
             throw ConfigError(file: file, table: "clients.\(c.name)", key: "relays", kind: .invalidValue(reason:
                 "chooses relays of a fleet, but there is no fleet: [relay] database is not set (remove 'relays', or set [relay] database for a fleet on PostgreSQL)"))
@@ -224,7 +228,8 @@ public enum ConfigLoader {
                          "shutdown_grace", "history_keep_runs", "history_keep_days",
                          "auth_timeout", "channel_timeout", "idle_timeout", "run_timeout",
                          "connect_attempts", "retry_delay", "share_jumps",
-                         "socket_group", "admin_group", "name", "database", "database_password_file", "lease"])
+                         "socket_group", "admin_group", "name", "database", "database_password_file", "lease",
+                         "state_server", "state_repository", "state_schedule"])
         let stateDir = try t.absolutePath("state_dir", default: RelaySettings.Defaults.stateDir)
         let socket = try t.absolutePath("socket", default: RelaySettings.defaultSocket)
         let knownHosts = try t.absolutePath("known_hosts", default: RelaySettings.Defaults.knownHosts)
@@ -258,7 +263,37 @@ public enum ConfigLoader {
         r.socketGroup = try t.groupName("socket_group")
         r.adminGroup = try t.groupName("admin_group")
         try parseFleet(t, into: &r)
+        try parseOwnStateKeys(t, into: &r)
         return r
+    }
+
+    /// `state_server`, `state_repository`, `state_schedule`: where the daemon stores its own
+    /// sealed state (docs/recovery.md). The server's existence is checked with the servers.
+    static func parseOwnStateKeys(_ t: TableReader, into r: inout RelaySettings) throws(ConfigError) {
+        r.stateServer = try t.optionalString("state_server")
+        r.stateRepository = try t.optionalAbsolutePath("state_repository")
+        if let p = r.stateRepository, p.contains("\n") || p.contains("\r") || p.contains("::") {
+            throw t.error("state_repository", .invalidValue(reason: "contains a newline or '::'"))
+        }
+        if let text = try t.optionalString("state_schedule") {
+            do {
+                r.stateSchedule = try CronSchedule(text)
+            } catch {
+                throw t.error("state_schedule", .invalidValue(reason: "\(error.reason) (e.g. \"@daily\" or \"15 3 * * *\")"))
+            }
+        }
+        switch (r.stateServer, r.stateRepository) {
+        case (nil, nil):
+            if t.value("state_schedule") != nil {
+                throw t.error("state_schedule", .invalidValue(reason: "is for the state backup, but there is none: set state_server and state_repository (docs/recovery.md)"))
+            }
+        case (_?, nil):
+            throw t.error("state_repository", .invalidValue(reason: "is required with state_server: the path of the state repository on that server"))
+        case (nil, _?):
+            throw t.error("state_server", .invalidValue(reason: "is required with state_repository: the [servers.NAME] that holds it"))
+        case (_?, _?):
+            break
+        }
     }
 
     /// `name`, `database`, `database_password_file`, `lease` (a fleet on PostgreSQL).

@@ -51,6 +51,8 @@ public enum RelayEventKind: String, Sendable, CaseIterable, Codable, Comparable 
     case checkFailed = "check_failed"
     case agentStarted = "agent_started"
     case agentStopped = "agent_stopped"
+    /// The relay's own state backup to `[relay] state_repository` failed (docs/recovery.md).
+    case stateBackupFailed = "state_backup_failed"
     /// `relayctl notify test NAME`; always delivered to the named notifier.
     case test
 

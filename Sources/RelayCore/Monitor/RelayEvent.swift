@@ -63,6 +63,7 @@ public struct RelayEvent: Codable, Sendable, Equatable {
         case .checkFailed: return "\(who): repository check FAILED\(run)"
         case .agentStarted: return "relay-agent on \(relay) started"
         case .agentStopped: return "relay-agent on \(relay) stopped"
+        case .stateBackupFailed: return "relay \(relay): the backup of its own state FAILED (without it, losing this relay loses its keys and vault)"
         case .test: return "a test event from relay-agent on \(relay)"
         }
     }
@@ -102,7 +103,7 @@ public struct RelayEvent: Codable, Sendable, Equatable {
     public var ntfyPriority: Int {
         switch event {
         case .tamperAlarm, .hostKeyChanged: return 5
-        case .failed, .checkFailed, .overdue: return 4
+        case .failed, .checkFailed, .overdue, .stateBackupFailed: return 4
         case .recovered, .agentStopped, .test: return 3
         case .skipped, .agentStarted: return 2
         case .started, .succeeded: return 1

@@ -13,6 +13,8 @@ public struct LocalBorgPlan: Sendable, Equatable {
     public var arguments: [String]
     /// Open B's channel with the server's maintenance key (not append-only).
     public var maintenance: Bool
+    /// More environment for borg on R (the state repository's BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK).
+    public var environment: [String: String] = [:]
 
     public static let repository = "ssh://borg-relay"
 

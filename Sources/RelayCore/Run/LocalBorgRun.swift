@@ -26,6 +26,8 @@ public final class LocalBorgRun: PollingRunDriver, @unchecked Sendable {
     let borgPath: String
     /// The `relay-agent` executable (the connector).
     let connectorPath: String
+    /// borg's stdin (e.g. the sealed state bundle in a memory file), or -1 for /dev/null.
+    let stdinFD: Int32
     private var passphrase: SecretBytes?
     /// init only: a copy for the `borg info` that proves the new repository.
     private var initPassphrase: SecretBytes?
@@ -44,7 +46,9 @@ public final class LocalBorgRun: PollingRunDriver, @unchecked Sendable {
     public init(runID: String, client: ClientConfig, server: ServerConfig, plan: LocalBorgPlan,
                 options: SessionOptions, passphrase: SecretBytes?, logger: Logger, logFile: String?,
                 outputPath: String?, borgBaseDir: String, borgPath: String = "borg",
-                connectorPath: String, canceller: RunCanceller? = nil, progress: ProgressBoard? = nil) throws(RunError) {
+                connectorPath: String, canceller: RunCanceller? = nil, progress: ProgressBoard? = nil,
+                stdinFD: Int32 = -1) throws(RunError) {
+        self.stdinFD = stdinFD
         self.runID = runID
         self.client = client
         self.server = server
@@ -307,6 +311,7 @@ public final class LocalBorgRun: PollingRunDriver, @unchecked Sendable {
             "BORG_RSH": rsh,
             "BORG_HOST_ID": "borg-relay@" + (ProcessInfo.processInfo.hostName),
         ]
+        env.merge(plan.environment) { _, new in new }
         var passFD: Int32 = -1
         if let p = passphrase {
             let (readEnd, writeEnd) = try LocalProcess.pipe()
@@ -333,7 +338,7 @@ public final class LocalBorgRun: PollingRunDriver, @unchecked Sendable {
         defer { Glibc.close(errWrite) }
         let argv = [borgPath, "--log-json"] + plan.arguments.map { Self.expand($0, client) }
         logger.info("relay runs: \(Shell.join(argv)) (BORG_RSH=\(rsh))")
-        process = try LocalProcess(argv, env: env, stdoutPath: outputPath, stderrFD: errWrite, extraFD: passFD)
+        process = try LocalProcess(argv, env: env, stdinFD: stdinFD, stdoutPath: outputPath, stderrFD: errWrite, extraFD: passFD)
     }
 
     static func expand(_ arg: String, _ client: ClientConfig) -> String {

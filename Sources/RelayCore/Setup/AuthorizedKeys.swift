@@ -80,7 +80,13 @@ extension AuthorizedKeys {
         let serverKey = try HostKeyProbe.publicKey(ofPrivateKey: s.endpoint.key)
         out.append("# On server \(s.name) (\(s.endpoint.display)), in ~\(s.endpoint.user)/.ssh/authorized_keys:")
         out.append("# append-only: the relay (and so the client) can add archives, never delete or rewrite them")
-        out.append("\(AuthorizedKeys.commandOption(AuthorizedKeys.serveCommand(appendOnly: true, repositories: repos))),restrict \(serverKey) borg-relay:\(s.name)")
+        // The relay's own state repository (recovery.md) goes through the append-only key too.
+        var appendOnly = repos
+        if cfg.relay.stateServer == s.name, let state = cfg.relay.stateRepository, !appendOnly.contains(state) {
+            appendOnly.append(state)
+            out.append("# (with [relay] state_repository \(state): the relay's sealed state backups)")
+        }
+        out.append("\(AuthorizedKeys.commandOption(AuthorizedKeys.serveCommand(appendOnly: true, repositories: appendOnly))),restrict \(serverKey) borg-relay:\(s.name)")
         if let m = s.maintenanceKey {
             let maintKey = try HostKeyProbe.publicKey(ofPrivateKey: m)
             out.append("# maintenance (init, prune, compact; used only by borg running on the relay itself):")

@@ -41,6 +41,16 @@ public enum Preflight {
                 add(nil, "vault", .fail, "\(error)", "chmod 600 \(vk); chown it to the agent's user")
             }
         }
+        // Losing this host: the recovery key and where the sealed state goes (docs/recovery.md).
+        if !FileManager.default.fileExists(atPath: c.relay.recoveryPublicKeyPath) {
+            add(nil, "recovery", .warn, "no recovery key (\(c.relay.recoveryPublicKeyPath)): if this host is lost, its vault and keys are lost with it",
+                "relayctl recovery init --config \(c.file) (keep the secret off this host), then set [relay] state_server (docs/recovery.md)")
+        } else if let server = c.relay.stateServer, let repository = c.relay.stateRepository {
+            add(nil, "recovery", .ok, "the state is sealed to the recovery key and backed up to \(repository) on server \(server) (\(c.relay.stateSchedule))")
+        } else {
+            add(nil, "recovery", .warn, "a recovery key, but no [relay] state_server: the sealed state is not backed up to a server",
+                "set [relay] state_server and state_repository, or keep `relayctl state export FILE` copies elsewhere (docs/recovery.md)")
+        }
         // borg on R (operations run it there).
         if let v = localVersion(localBorg) {
             add(nil, "borg on the relay", versionStatus(v), v, versionFix(v))

@@ -16,6 +16,8 @@ public enum VaultError: Error, CustomStringConvertible, Equatable, Sendable {
     case readFailed(reason: String)
     case passwordTooShort(minimum: Int)
     case passwordHashFailed
+    case recoveryKeyExists(path: String)
+    case malformedRecoverySecret
 
     public var description: String {
         switch self {
@@ -51,6 +53,10 @@ public enum VaultError: Error, CustomStringConvertible, Equatable, Sendable {
             return "the password is shorter than \(minimum) bytes; choose a longer one (a passphrase of several words is easiest)"
         case .passwordHashFailed:
             return "hashing the password failed (crypto_pwhash_argon2id_str needs 64 MiB of memory: check the memory limits of this process)"
+        case .recoveryKeyExists(let path):
+            return "\(path) already exists: this relay has a recovery key; refusing to make another (state bundles are sealed to it). To rotate it, see docs/recovery.md"
+        case .malformedRecoverySecret:
+            return "that is not a recovery secret: it is 'BRS1-' followed by 44 base64 characters, as `relayctl recovery init` printed it"
         }
     }
 }

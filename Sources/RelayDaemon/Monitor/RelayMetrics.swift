@@ -114,6 +114,16 @@ final class RelayMetrics: Sendable {
         counter("borg_relay_notify_dropped_total", [("notifier", notifier)]).increment()
     }
 
+    /// A state backup succeeded (docs/recovery.md): its age is what alerts watch.
+    func stateBackupSucceeded(at date: Date) {
+        gauge("borg_relay_state_backup_last_success_timestamp_seconds").set(to: date.timeIntervalSince1970)
+        gauge("borg_relay_state_backup_last_success").set(to: 1)
+    }
+
+    func stateBackupFailed() {
+        gauge("borg_relay_state_backup_last_success").set(to: 0)
+    }
+
     /// The text exposition format, as the registry holds it now.
     func exposition() -> [UInt8] {
         var buffer: [UInt8] = []
@@ -195,6 +205,8 @@ final class RelayMetrics: Sendable {
         "borg_relay_runs_running": "Runs in progress now.",
         "borg_relay_runs_total": "Runs that ended, by result.",
         "borg_relay_spliced_bytes_total": "Bytes the relay carried between client and server.",
+        "borg_relay_state_backup_last_success": "1 if the last backup of the relay's own state to the state repository succeeded.",
+        "borg_relay_state_backup_last_success_timestamp_seconds": "When the relay's own state was last backed up to the state repository.",
         "borg_relay_tamper_alarm": "1 if archives the relay created are gone from the repository.",
     ]
 }

@@ -117,5 +117,13 @@ struct AuthorizedKeysDocumentTests {
         #expect(keyLines[3] == #"restrict,port-forwarding,permitopen="web1.internal:22" \#(publics["j"]!) borg-relay-jump:j1"#, "\(keyLines[3])")
         #expect(lines.contains("#   path /etc") && lines.contains("#   hook sh -c 'echo pre'"))
         #expect(lines.contains { $0.hasPrefix("# On server vault (borg@10.0.0.5:2222)") || $0.hasPrefix("# On server vault (") })
+
+        // With the relay's state repository on this server, the append-only line allows it too.
+        var withState = cfg
+        withState.relay.stateServer = "vault"
+        withState.relay.stateRepository = "/srv/borg/relay-state"
+        let stateLines = try AuthorizedKeys.document(config: withState, client: try cfg.client("web1")).filter { !$0.hasPrefix("#") && !$0.isEmpty }
+        #expect(stateLines[0] == #"command="borg serve --append-only --restrict-to-repository /srv/borg/web1 --restrict-to-repository /srv/borg/web2 --restrict-to-repository /srv/borg/relay-state",restrict \#(publics["b"]!) borg-relay:vault"#,
+                "\(stateLines[0])")
     }
 }

@@ -1,0 +1,96 @@
+import Foundation
+import GRDB
+
+/// Reads what `StateManifest` names and seals it (the I/O side of a state backup). Key
+/// files and the vault key are read into guarded memory and wiped once sealed; the
+/// history database is copied online with SQLite's backup API (consistent while the agent
+/// writes to it) into a private temporary file in state_dir, read, and removed at once.
+public enum StateCollector {
+    /// The sealed bundle of this relay's state, sealed to `state_dir/recovery.pub`.
+    public static func sealedBundle(config: RelayConfig, now: Date = Date()) throws(RecoveryError) -> [UInt8] {
+        let pubPath = StateManifest.recoveryPublicKeyPath(config.relay)
+        guard FileManager.default.fileExists(atPath: pubPath) else { throw .noRecoveryKey(path: pubPath) }
+        let pk: [UInt8]
+        do {
+            pk = try RecoveryKey.readPublicKey(path: pubPath)
+        } catch {
+            throw .collect(path: pubPath, detail: "\(error)")
+        }
+        let entries = try collect(config: config)
+        defer { entries.forEach { $0.wipe() } }
+        return try StateBundle.seal(entries, relay: config.relay.name, recoveryPublicKey: pk, created: now)
+    }
+
+    /// Every file of the manifest that exists (a missing required one is an error).
+    public static func collect(config: RelayConfig) throws(RecoveryError) -> [StateEntry] {
+        var entries: [StateEntry] = []
+        do {
+            for item in StateManifest(config: config).items {
+                var st = stat()
+                guard stat(item.path, &st) == 0 else {
+                    if item.required {
+                        let why = String(cString: strerror(errno))
+                        let fix = item.role == .vaultSecretKey || item.role == .vaultPublicKey
+                            ? "create the vault with `relayctl vault init`" : "the config names it as the \(item.role); create it or fix the config"
+                        throw RecoveryError.collect(path: item.path, detail: "\(why) (\(fix))")
+                    }
+                    continue
+                }
+                let mode = UInt32(st.st_mode & 0o7777)
+                let data: StateEntry.Data
+                if item.role == .history {
+                    data = .plain(try historySnapshot(path: item.path, stateDir: config.relay.stateDir))
+                } else if item.role.isSecret {
+                    do {
+                        data = .secret(try SecretBytes.readFile(item.path))
+                    } catch {
+                        throw RecoveryError.collect(path: item.path, detail: "\(error) (run it as the agent's user, which owns the keys and state_dir)")
+                    }
+                } else {
+                    guard let d = FileManager.default.contents(atPath: item.path) else {
+                        throw RecoveryError.collect(path: item.path, detail: FileCheck.unreadableReason(item.path) ?? "cannot read it")
+                    }
+                    data = .plain(Array(d))
+                }
+                entries.append(StateEntry(role: item.role, path: item.path, mode: mode, data: data))
+            }
+        } catch let e as RecoveryError {
+            entries.forEach { $0.wipe() }
+            throw e
+        } catch {
+            entries.forEach { $0.wipe() }
+            throw .collect(path: "state", detail: "\(error)")
+        }
+        return entries
+    }
+
+    /// A consistent copy of the SQLite history, taken with SQLite's online backup API.
+    static func historySnapshot(path: String, stateDir: String) throws(RecoveryError) -> [UInt8] {
+        var template = Array((stateDir + "/.state-backup-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw .collect(path: stateDir, detail: "cannot make a private directory for the history's copy: \(String(cString: strerror(errno)))")
+        }
+        let dir = String(cString: made)
+        let copy = dir + "/history.sqlite"
+        defer {
+            for suffix in ["", "-journal", "-wal", "-shm"] { unlink(copy + suffix) }
+            rmdir(dir)
+        }
+        do {
+            var readOnly = Configuration()
+            readOnly.readonly = true
+            readOnly.busyMode = .timeout(10)
+            let source = try DatabaseQueue(path: path, configuration: readOnly)
+            let destination = try DatabaseQueue(path: copy)
+            try source.backup(to: destination)
+            try destination.close()
+            try source.close()
+        } catch {
+            throw .collect(path: path, detail: "copying the history with SQLite's backup API failed: \(error)")
+        }
+        guard let bytes = FileManager.default.contents(atPath: copy) else {
+            throw .collect(path: copy, detail: "the history's copy cannot be read")
+        }
+        return Array(bytes)
+    }
+}
