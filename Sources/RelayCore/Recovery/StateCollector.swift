@@ -21,9 +21,20 @@ public enum StateCollector {
         return try StateBundle.seal(entries, relay: config.relay.name, recoveryPublicKey: pk, created: now)
     }
 
+    /// `path` against the current folder when it is relative (`relay.toml`, `./relay.toml`).
+    static func absolute(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        return URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath,
+                                                          isDirectory: true)).standardizedFileURL.path
+    }
+
     /// Every file of the manifest that exists (a missing required one is an error).
     public static func collect(config: RelayConfig) throws(RecoveryError) -> [StateEntry] {
         var entries: [StateEntry] = []
+        // The config's own path is what --config said, maybe relative to the caller's
+        // folder; the bundle records where it goes back, so it must be absolute.
+        var config = config
+        config.file = absolute(config.file)
         do {
             for item in StateManifest(config: config).items {
                 var st = stat()

@@ -4,6 +4,15 @@ import Testing
 
 @Suite("Recovery: what is backed up, where it goes back, what is refused")
 struct RestorePlanTests {
+    @Test("a config named relative to the caller's folder (--config relay.toml) is recorded by its absolute path, so the bundle can be restored")
+    func relativeConfigPathIsMadeAbsolute() {
+        let cwd = FileManager.default.currentDirectoryPath
+        #expect(StateCollector.absolute("/etc/borg-relay/relay.toml") == "/etc/borg-relay/relay.toml")
+        #expect(StateCollector.absolute("relay.toml") == URL(fileURLWithPath: cwd).appendingPathComponent("relay.toml").standardizedFileURL.path)
+        #expect(StateCollector.absolute("./sub/../relay.toml").hasPrefix("/"))
+        #expect(!StateCollector.absolute("./sub/../relay.toml").contains(".."))
+    }
+
     static let config = """
         [relay]
         state_dir = "/var/lib/br"
