@@ -77,8 +77,10 @@ struct StatusPageTests {
         }
         #expect(overdue, "web3 did not become overdue")
 
-        // A run of web1 with 12 MiB of new data: about 6 s at 2 MiB/s.
-        try writeRandomFile("\(s.dataDir)/second.bin", count: 12 * 1024 * 1024)
+        // A run of web1 with 40 MiB of new data: about 20 s at 2 MiB/s, so it is still running
+        // when Chromium, slow to start on a loaded machine, opens its page (with 12 MiB the run
+        // once ended before the browser saw two progress events).
+        try writeRandomFile("\(s.dataDir)/second.bin", count: 40 * 1024 * 1024)
         let live = try #require(try d.start(["web1"]).first)
         #expect(d.waitForBorgOnT(within: 30), "borg create did not start on T")
 
