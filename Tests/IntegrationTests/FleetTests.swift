@@ -12,10 +12,12 @@ final class FleetFixture {
     var configs: [String: String] = [:]
 
     /// `clients`: web1 plus that many more (web2, …); `schedule` for all of them.
+    /// `database`: PostgreSQL in that network namespace, each relay reaching it at its host.
     init(_ name: String, relays: [String], clients: Int = 1, schedule: String? = nil, lease: Int = 60,
-         relayLines: [String] = [], clientLines: [String] = [], bigData: Int = 0) throws {
+         relayLines: [String] = [], clientLines: [String] = [], bigData: Int = 0,
+         database: (netns: String, hosts: [String: String])? = nil) throws {
         s = try Sandbox(name: name, multiRepo: true)
-        pg = try PostgresServer(in: s.dir)
+        pg = try PostgresServer(in: s.dir, netns: database?.netns, listen: database.map { Array(Set($0.hosts.values)).sorted() } ?? [])
         try s.configure()
         let sealed = try s.sealed()
         if let schedule { s.clientExtra.append("schedule = \"\(schedule)\"") }
@@ -36,7 +38,9 @@ final class FleetFixture {
             for f in ["vault.key", "vault.pub"] {
                 try FileManager.default.copyItem(atPath: "\(s.stateDir)/\(f)", toPath: "\(dir)/state/\(f)")
             }
-            let own = text.replacingOccurrences(of: "state_dir = \"\(s.stateDir)\"", with: """
+            var own = text
+            if let host = database?.hosts[r] { own = own.replacingOccurrences(of: pg.url, with: pg.url(host: host)) }
+            own = own.replacingOccurrences(of: "state_dir = \"\(s.stateDir)\"", with: """
                 state_dir = "\(dir)/state"
                 socket = "\(dir)/control.sock"
                 name = "\(r)"
@@ -47,8 +51,9 @@ final class FleetFixture {
     }
 
     @discardableResult
-    func start(_ relay: String) throws -> AgentDaemon {
-        let a = try AgentDaemon(s, config: configs[relay], socket: "\(s.dir)/relay-\(relay)/control.sock")
+    func start(_ relay: String, netns: String? = nil) throws -> AgentDaemon {
+        let a = try AgentDaemon(s, wrapper: netns.map { ["/usr/sbin/ip", "netns", "exec", $0] } ?? [], config: configs[relay],
+                                socket: "\(s.dir)/relay-\(relay)/control.sock")
         agents[relay] = a
         return a
     }
@@ -165,7 +170,8 @@ struct FleetTests {
         f.agents[victim]!.process.kill(SIGKILL)
         _ = f.agents[victim]!.process.wait(timeout: 10)
         let killedAt = Date()
-        let after = try f.waitRows(within: 90) { rows in
+        // The lease (30 s), then the backup of 400 MiB again: its time is the machine's.
+        let after = try f.waitRows(within: 180) { rows in
             rows.contains { $0.id == running.id && $0.state == "interrupted" }
                 && rows.contains { $0.trigger == "failover" && $0.state == "succeeded" }
         }
@@ -180,7 +186,7 @@ struct FleetTests {
         // No two runs of the client at once, the repository is consistent and unlocked.
         #expect(again.started >= (lost.ended ?? .infinity))
         // The next due time runs on the survivor (which leads the schedule now, if the victim did).
-        let next = try f.waitRows(within: 150) { rows in
+        let next = try f.waitRows(within: 180) { rows in
             rows.contains { $0.trigger == "schedule" && ($0.slot ?? 0) > (running.slot ?? .max) && $0.state == "succeeded" }
         }
         let nextRun = try #require(next?.first { $0.trigger == "schedule" && ($0.slot ?? 0) > (running.slot ?? .max) && $0.state == "succeeded" },
@@ -209,8 +215,9 @@ struct FleetTests {
             delays.append(Double(row.first?.first ?? "") ?? 99)
             sleep(1)
         }
-        // Polling alone (every 5 s) would leave most of these over a second.
-        #expect(delays.allSatisfy { $0 < 1.0 }, "claimed after \(delays) s")
+        // Polling alone (every 5 s) would leave most of these over a second (four of five
+        // under a second by chance: under 1 %); one slow claim on a loaded machine is allowed.
+        #expect(delays.count { $0 < 1.0 } >= 4 && delays.allSatisfy { $0 < 5.0 }, "claimed after \(delays) s")
         #expect(a1.process.isRunning() && a2.process.isRunning())
         // SIGTERM: both stop cleanly and free their names.
         for (name, a) in [("r1", a1), ("r2", a2)] {
@@ -231,9 +238,13 @@ struct FleetTests {
         let ok = try a2.ctl(["run", "web1", "--follow", "--passphrase-stdin"], stdin: pp)
         #expect(ok.status == 0, "\(ok.output)")
         #expect(try a2.runs("web1").first?.relay == "r2")
-        // web1 busy with a long run; a second one with a passphrase from stdin waits, pinned to r1.
-        let long = try #require(try a2.start(["web1"]).first)
+        // web1 busy with a long run, pinned to r2 too (unpinned, r1 could claim it, and the
+        // kill below would end it); a second one with a passphrase from stdin waits, pinned to r1.
+        let started = try a2.ctl(["run", "web1", "--passphrase-stdin", "--json"], stdin: pp)
+        #expect(started.status == 0, "\(started.output)")
+        let long = try #require(try ControlAPI.decoder().decode(RunList.self, from: Data(started.stdout.utf8)).runs.first?.id)
         #expect(a2.waitForBorgOnT(within: 30))
+        #expect(try a2.run(long)?.relay == "r2")
         let queued = try a1.ctl(["run", "web1", "--queue", "--passphrase-stdin", "--json"], stdin: pp)
         #expect(queued.status == 0, "\(queued.output)")
         let pinned = try #require(try ControlAPI.decoder().decode(RunList.self, from: Data(queued.stdout.utf8)).runs.first?.id)
@@ -243,7 +254,8 @@ struct FleetTests {
         let again = try f.start("r1")
         let cancelled = try f.waitRows(within: 30) { $0.contains { $0.id == pinned && $0.state == "cancelled" } }
         #expect(cancelled?.first { $0.id == pinned }?.error.contains("passphrase given for it is gone") == true)
-        #expect(try a2.waitFinished(long, within: 120)?.state == .succeeded)
+        let longEnd = try a2.waitFinished(long, within: 120)
+        #expect(longEnd?.state == .succeeded, "\(String(describing: longEnd?.state)) on \(longEnd?.relay ?? "?"): \(longEnd?.error ?? "")")
         let dump = try f.pg.dump()
         #expect(dump.contains(pinned), "the dump is not the fleet's database")
         #expect(!dump.contains(f.s.passphrase), "the passphrase is in PostgreSQL")
@@ -298,6 +310,51 @@ struct FleetTests {
         for a in [a1, a2] { #expect(a.stop(timeout: 60) == 0, "\(a.log.suffix(3000))") }
     }
 
+    @Test("the scheduler's relay silently cut off from PostgreSQL: it gives the lead up instead of waiting on TCP, the server ends its session within the keepalive, another relay takes the scheduler and the next due times are enqueued",
+          .enabled(if: NetnsTests.unavailableReason == nil, "skipped: \(NetnsTests.unavailableReason ?? "")"))
+    func partitionedLeader() throws {
+        let net = try FleetNet()
+        defer { net.remove() }
+        let f = try FleetFixture("fleet-cut", relays: ["r1", "r2"], schedule: "* * * * *",
+                                 database: (netns: net.db, hosts: ["r1": FleetNet.dbToL1, "r2": FleetNet.dbToL2]))
+        defer { f.close() }
+        let a1 = try f.start("r1", netns: net.l1)
+        #expect(Self.within(20) { a1.log.contains("relay r1 now runs the fleet's scheduler") }, "\(a1.log.suffix(3000))")
+        let a2 = try f.start("r2", netns: net.l2)
+        sleep(2)
+        // A silent cut: r1's end goes down; PostgreSQL's side keeps its link, and r1's
+        // session (with the lock) stays open on the server until its keepalive gives up.
+        try net.setLink(net.l1, net.l1Link, up: false)
+        let cut = Date()
+        let gaveUp = Self.within(40) { a1.log.contains("lost the scheduler's lock") }
+        let gaveUpAfter = Date().timeIntervalSince(cut)
+        #expect(gaveUp, "r1 still believes it leads: \(a1.log.suffix(3000))")
+        let tookOver = Self.within(90) { a2.log.contains("relay r2 now runs the fleet's scheduler") }
+        let tookOverAfter = Date().timeIntervalSince(cut)
+        #expect(tookOver, "r2 never took the scheduler: \(a2.log.suffix(3000)) \(f.pg.log.suffix(2000))")
+        // A due time after the takeover is enqueued (by r2: r1 cannot reach the database).
+        let takeover = Date().timeIntervalSince1970
+        let later = try f.waitRows(within: 80) { $0.contains { $0.trigger == "schedule" && Double($0.slot ?? 0) > takeover } }
+        #expect(later != nil, "no due time after the takeover was enqueued: \(((try? f.rows()) ?? []).map { "\($0.id) \($0.slot ?? 0) \($0.state)" })")
+        // Back on the network, r1 does not take the lead again while r2 holds it.
+        try net.setLink(net.l1, net.l1Link, up: true)
+        sleep(15)
+        #expect(a1.log.components(separatedBy: "relay r1 now runs the fleet's scheduler").count == 2, "\(a1.log.suffix(3000))")
+        for (name, a) in [("r1", a1), ("r2", a2)] {
+            #expect(a.stop(timeout: 60) == 0, "relay \(name): \(a.log.suffix(3000))")
+        }
+        print("fleet: leader cut off; it gave the lead up after \(Int(gaveUpAfter)) s, r2 led after \(Int(tookOverAfter)) s")
+    }
+
+    static func within(_ seconds: Double, _ predicate: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        repeat {
+            if predicate() { return true }
+            usleep(200_000)
+        } while Date() < deadline
+        return false
+    }
+
     /// Waits until no borg of a run is left on T.
     static func borgGone(_ s: Sandbox, within seconds: Double) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
@@ -346,5 +403,34 @@ struct FleetTests {
         for a in [a1, a2] { #expect(a.stop(timeout: 60) == 0, "\(a.log.suffix(5000))") }
         let password = try String(contentsOfFile: f.pg.passwordFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(!(a1.log + a2.log).contains(password), "the database password is in an agent's log")
+    }
+}
+
+/// PostgreSQL's namespace and two relays' namespaces, each relay joined to the database by
+/// a link of its own (10.215.1.0/24 and 10.215.2.0/24); nothing else is reachable from them.
+final class FleetNet: NamespaceSet {
+    var created: [String] = []
+    static let dbToL1 = "10.215.1.1", l1Addr = "10.215.1.2"
+    static let dbToL2 = "10.215.2.1", l2Addr = "10.215.2.2"
+    let db: String, l1: String, l2: String
+    /// The relays' ends of their links.
+    let l1Link: String, l2Link: String
+
+    init() throws {
+        let tag = String(format: "%05d", Int(getpid()) % 100_000)
+        db = "brf\(tag)db"; l1 = "brf\(tag)l1"; l2 = "brf\(tag)l2"
+        l1Link = "vf\(tag)1r"; l2Link = "vf\(tag)2r"
+        do {
+            for ns in [db, l1, l2] { try addNamespace(ns) }
+            try link(db, "vf\(tag)1d", Self.dbToL1, l1, l1Link, Self.l1Addr)
+            try link(db, "vf\(tag)2d", Self.dbToL2, l2, l2Link, Self.l2Addr)
+        } catch {
+            remove()
+            throw error
+        }
+    }
+
+    func setLink(_ ns: String, _ dev: String, up: Bool) throws {
+        try ip(["-n", ns, "link", "set", dev, up ? "up" : "down"])
     }
 }

@@ -37,6 +37,13 @@ final class FleetLeader: @unchecked Sendable {
             return false
         }
         do {
+            // The lock is released when PostgreSQL ends this session. A relay that dies
+            // closes its socket and the session ends at once; one cut off from the database
+            // (a partition: no FIN, no RST) would leave the session, and the fleet without
+            // a scheduler, until the server's TCP keepalive gave up (two hours by default).
+            // Keepalives on this session's socket make the server notice within about
+            // `silentAfter` seconds.
+            _ = try client.run(c, Self.keepalive)
             let rows = try client.run(c, "SELECT pg_try_advisory_lock(\(PostgresSchema.schedulerLock))")
             if try rows.first?.decode(Bool.self) == true {
                 connection = c
@@ -49,6 +56,21 @@ final class FleetLeader: @unchecked Sendable {
         try? c.close().wait()
         return false
     }
+
+    /// Idle seconds before the server probes the leader's connection, the seconds between
+    /// probes, and how many go unanswered before it ends the session; and how long sent data
+    /// may stay unacknowledged (milliseconds). A lost leader's lock is free again after
+    /// about idle + interval × count seconds; the new leader enqueues what came due
+    /// meanwhile (it looks back `RunManager.handover`). Settings of the session: a unix-socket
+    /// connection ignores them.
+    static let keepaliveIdle = 10, keepaliveInterval = 5, keepaliveCount = 3
+    static var silentAfter: Int { keepaliveIdle + keepaliveInterval * keepaliveCount }
+    static var keepalive: PostgresQuery { """
+        SELECT set_config('tcp_keepalives_idle', \(String(keepaliveIdle)), false),
+               set_config('tcp_keepalives_interval', \(String(keepaliveInterval)), false),
+               set_config('tcp_keepalives_count', \(String(keepaliveCount)), false),
+               set_config('tcp_user_timeout', \(String(silentAfter * 1000)), false)
+        """ }
 
     func resign() {
         if let c = connection {

@@ -104,8 +104,14 @@ final class PostgresClient: Sendable {
         }
     }
 
+    /// Runs one statement on a connection of the caller's (the scheduler's lock, a
+    /// migration's transaction). As with the client's own connection, one that does not
+    /// answer within `deadline` is closed, which fails the call (the scheduler's lock goes
+    /// with it, and another relay takes it) instead of holding the caller until TCP gives up.
     func run(_ c: PostgresConnection, _ q: PostgresQuery) throws -> [PostgresRow] {
-        try c.query(q, logger: logger).wait().rows
+        let guardTask = c.eventLoop.scheduleTask(in: Self.deadline) { let _: EventLoopFuture<Void> = c.close() }
+        defer { guardTask.cancel() }
+        return try c.query(q, logger: logger).wait().rows
     }
 
     /// Opens a separate connection (the scheduler's advisory lock lives on one).

@@ -4,7 +4,8 @@ import Testing
 /// A PostgreSQL server of Debian's `postgresql` package, started by a test in a temporary
 /// directory on 127.0.0.1 with password (SCRAM) authentication, and stopped by its PID. As
 /// root it runs as the `postgres` user (PostgreSQL refuses root), through setpriv, which
-/// execs it: the PID is the postmaster's.
+/// execs it: the PID is the postmaster's. With `netns` it runs inside that network namespace
+/// (through `ip netns exec`, which execs too), listening on its loopback and `listen`.
 final class PostgresServer {
     let dir: String
     let port: Int
@@ -16,11 +17,17 @@ final class PostgresServer {
     private var process: Spawned?
     private let bin: String
     private let runAs: [String]
+    /// `ip netns exec NS` when the server runs in a namespace (psql and pg_dump run there too).
+    private let inNamespace: [String]
+    private let listen: [String]
 
-    var url: String { "postgresql://\(user)@127.0.0.1:\(port)/\(database)?sslmode=disable" }
+    var url: String { url(host: "127.0.0.1") }
+    func url(host: String) -> String { "postgresql://\(user)@\(host):\(port)/\(database)?sslmode=disable" }
     var logPath: String { "\(dir)/postgres.log" }
 
-    init(in parent: String) throws {
+    init(in parent: String, netns: String? = nil, listen: [String] = []) throws {
+        inNamespace = netns.map { ["/usr/sbin/ip", "netns", "exec", $0] } ?? []
+        self.listen = listen
         guard let bin = Self.binDir() else {
             throw FixtureError("PostgreSQL's programs are not in /usr/lib/postgresql/*/bin: run scripts/setup (Debian's postgresql)")
         }
@@ -47,6 +54,13 @@ final class PostgresServer {
                               "--pwfile=\(pwInit)", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]
         try Proc.check(initdb[0], Array(initdb.dropFirst()))
         unlink(pwInit)
+        // initdb admits loopback only; the namespace's addresses are the test's own links.
+        for address in listen {
+            let hba = try FileHandle(forWritingTo: URL(fileURLWithPath: "\(dir)/data/pg_hba.conf"))
+            try hba.seekToEnd()
+            try hba.write(contentsOf: Data("host all all \(address)/24 scram-sha-256\n".utf8))
+            try hba.close()
+        }
         try start()
         try psqlCheck("CREATE DATABASE \(database)", database: "postgres")
     }
@@ -63,13 +77,15 @@ final class PostgresServer {
 
     /// Starts (or starts again) the server on the same port and data; waits until it answers.
     func start() throws {
-        let argv = runAs + ["\(bin)/postgres", "-D", "\(dir)/data", "-p", "\(port)", "-h", "127.0.0.1", "-k", "",
+        let argv = inNamespace + runAs + ["\(bin)/postgres", "-D", "\(dir)/data", "-p", "\(port)",
+                                          "-h", (["127.0.0.1"] + listen).joined(separator: ","), "-k", "",
                             "-c", "fsync=off", "-c", "max_connections=200"]
         process = try Spawned(argv[0], Array(argv.dropFirst()), stdin: "/dev/null", stdout: logPath, stderr: logPath)
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             if let p = process, !p.isRunning() { throw FixtureError("postgres ended at start: \(log)") }
-            if Proc.canConnect(port: port), (try? psql("SELECT 1", database: "postgres").status) == 0 { return }
+            if inNamespace.isEmpty ? Proc.canConnect(port: port) : true,
+               (try? psql("SELECT 1", database: "postgres").status) == 0 { return }
             usleep(100_000)
         }
         throw FixtureError("postgres did not answer within 30 s: \(log)")
@@ -92,8 +108,9 @@ final class PostgresServer {
     func psql(_ sql: String, database: String? = nil) throws -> ProcessResult {
         var env = ProcessInfo.processInfo.environment
         env["PGPASSWORD"] = password
-        return try Proc.run("\(bin)/psql", ["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", "\(port)",
-                                             "-U", user, "-d", database ?? self.database, "-c", sql], env: env)
+        let argv = inNamespace + ["\(bin)/psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", "\(port)",
+                                  "-U", user, "-d", database ?? self.database, "-c", sql]
+        return try Proc.run(argv[0], Array(argv.dropFirst()), env: env)
     }
 
     @discardableResult
@@ -107,7 +124,8 @@ final class PostgresServer {
     func dump() throws -> String {
         var env = ProcessInfo.processInfo.environment
         env["PGPASSWORD"] = password
-        let r = try Proc.run("\(bin)/pg_dump", ["-h", "127.0.0.1", "-p", "\(port)", "-U", user, "-d", database], env: env)
+        let argv = inNamespace + ["\(bin)/pg_dump", "-h", "127.0.0.1", "-p", "\(port)", "-U", user, "-d", database]
+        let r = try Proc.run(argv[0], Array(argv.dropFirst()), env: env)
         guard r.status == 0 else { throw FixtureError("pg_dump: \(r.stderr)") }
         return r.stdout
     }
