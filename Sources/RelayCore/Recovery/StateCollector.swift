@@ -1,10 +1,12 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// Reads what `StateManifest` names and seals it (the I/O side of a state backup). Key
 /// files and the vault key are read into guarded memory and wiped once sealed; the
 /// history database is copied online with SQLite's backup API (consistent while the agent
-/// writes to it) into a private temporary file in state_dir, read, and removed at once.
+/// writes to it) into an in-memory database, whose bytes are taken with `sqlite3_serialize`:
+/// no copy of it is ever on disk (an agent killed mid-backup leaves nothing behind).
 public enum StateCollector {
     /// The sealed bundle of this relay's state, sealed to `state_dir/recovery.pub`.
     public static func sealedBundle(config: RelayConfig, now: Date = Date()) throws(RecoveryError) -> [UInt8] {
@@ -50,7 +52,7 @@ public enum StateCollector {
                 let mode = UInt32(st.st_mode & 0o7777)
                 let data: StateEntry.Data
                 if item.role == .history {
-                    data = .plain(try historySnapshot(path: item.path, stateDir: config.relay.stateDir))
+                    data = .plain(try historySnapshot(path: item.path))
                 } else if item.role.isSecret {
                     do {
                         data = .secret(try SecretBytes.readFile(item.path))
@@ -75,33 +77,32 @@ public enum StateCollector {
         return entries
     }
 
-    /// A consistent copy of the SQLite history, taken with SQLite's online backup API.
-    static func historySnapshot(path: String, stateDir: String) throws(RecoveryError) -> [UInt8] {
-        var template = Array((stateDir + "/.state-backup-XXXXXX").utf8CString)
-        guard let made = mkdtemp(&template) else {
-            throw .collect(path: stateDir, detail: "cannot make a private directory for the history's copy: \(String(cString: strerror(errno)))")
-        }
-        let dir = String(cString: made)
-        let copy = dir + "/history.sqlite"
-        defer {
-            for suffix in ["", "-journal", "-wal", "-shm"] { unlink(copy + suffix) }
-            rmdir(dir)
-        }
+    /// A consistent copy of the SQLite history, taken with SQLite's online backup API into
+    /// memory, as the bytes of a database file.
+    static func historySnapshot(path: String) throws(RecoveryError) -> [UInt8] {
         do {
             var readOnly = Configuration()
             readOnly.readonly = true
             readOnly.busyMode = .timeout(10)
             let source = try DatabaseQueue(path: path, configuration: readOnly)
-            let destination = try DatabaseQueue(path: copy)
+            let destination = try DatabaseQueue()
             try source.backup(to: destination)
-            try destination.close()
             try source.close()
+            let bytes = destination.inDatabase { db -> [UInt8]? in
+                var size: sqlite3_int64 = 0
+                guard let p = sqlite3_serialize(db.sqliteConnection, "main", &size, 0) else { return nil }
+                defer { sqlite3_free(p) }
+                return Array(UnsafeBufferPointer(start: p, count: Int(size)))
+            }
+            try destination.close()
+            guard let bytes else {
+                throw RecoveryError.collect(path: path, detail: "SQLite could not serialize the history's copy (out of memory?)")
+            }
+            return bytes
+        } catch let e as RecoveryError {
+            throw e
         } catch {
             throw .collect(path: path, detail: "copying the history with SQLite's backup API failed: \(error)")
         }
-        guard let bytes = FileManager.default.contents(atPath: copy) else {
-            throw .collect(path: copy, detail: "the history's copy cannot be read")
-        }
-        return Array(bytes)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 @testable import RelayCore
 
@@ -11,6 +12,36 @@ struct RestorePlanTests {
         #expect(StateCollector.absolute("relay.toml") == URL(fileURLWithPath: cwd).appendingPathComponent("relay.toml").standardizedFileURL.path)
         #expect(StateCollector.absolute("./sub/../relay.toml").hasPrefix("/"))
         #expect(!StateCollector.absolute("./sub/../relay.toml").contains(".."))
+    }
+
+    @Test("the history is copied through memory: the copy opens with every row written before it (WAL included), nothing is left beside the history")
+    func historySnapshotInMemory() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("br-snap-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/history.sqlite"
+        let live = try DatabasePool(path: path)  // WAL: the rows below are in history.sqlite-wal
+        try live.write { db in
+            try db.execute(sql: "CREATE TABLE archive (id TEXT PRIMARY KEY, n INTEGER)")
+            for i in 0..<500 { try db.execute(sql: "INSERT INTO archive VALUES (?, ?)", arguments: ["a\(i)", i]) }
+        }
+        let before = Set(try FileManager.default.contentsOfDirectory(atPath: dir))
+        let bytes = try StateCollector.historySnapshot(path: path)
+        try live.write { db in try db.execute(sql: "INSERT INTO archive VALUES ('after', 0)") }
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: dir)) == before)
+        let copy = dir + "/restored.sqlite"
+        try Data(bytes).write(to: URL(fileURLWithPath: copy))
+        let restored = try DatabaseQueue(path: copy)
+        let (count, sum, after) = try restored.read { db in
+            (try Int.fetchOne(db, sql: "SELECT count(*) FROM archive") ?? -1,
+             try Int.fetchOne(db, sql: "SELECT sum(n) FROM archive") ?? -1,
+             try Int.fetchOne(db, sql: "SELECT count(*) FROM archive WHERE id = 'after'") ?? -1)
+        }
+        #expect(count == 500 && sum == 499 * 500 / 2 && after == 0)
+        #expect(try restored.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") } == "ok")
+        try restored.close()
+        try live.close()
+        #expect(throws: RecoveryError.self) { try StateCollector.historySnapshot(path: dir + "/missing.sqlite") }
     }
 
     static let config = """
