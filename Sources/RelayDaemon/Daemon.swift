@@ -42,6 +42,7 @@ public enum Daemon {
             guard let r = try? history.get(id) else { return false }
             return r.state.isFinished
         }, logger: logger)
+        StateRepository.removeStaleWork(in: config.relay.stateDir, logger: logger)
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let manager = RunManager(config: config, history: history, logger: logger, connectorPath: exe)
         if let store = manager.fleetStore {

@@ -133,4 +133,24 @@ public struct StateRepository {
     public static func removeWork(_ dir: String) {
         try? FileManager.default.removeItem(atPath: dir)
     }
+
+    /// Work directories a killed agent left in `stateDir` (`.relay-state-*`, and the
+    /// `.state-backup-*` history copies of earlier versions): removed when the agent starts,
+    /// before any state backup of its own can run. A symbolic link of such a name is removed
+    /// itself, never followed. The names removed.
+    @discardableResult
+    public static func removeStaleWork(in stateDir: String, logger: Logger? = nil) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: stateDir)) ?? []
+        var removed: [String] = []
+        for name in names.sorted() where name.hasPrefix(".relay-state-") || name.hasPrefix(".state-backup-") {
+            let path = stateDir + "/" + name
+            var st = stat()
+            guard lstat(path, &st) == 0 else { continue }
+            if (st.st_mode & S_IFMT) == S_IFLNK ? unlink(path) == 0 : (try? FileManager.default.removeItem(atPath: path)) != nil {
+                removed.append(name)
+                logger?.info("removed \(path), left by a state backup that did not end (the agent was killed)")
+            }
+        }
+        return removed
+    }
 }

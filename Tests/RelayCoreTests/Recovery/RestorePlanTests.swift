@@ -44,6 +44,28 @@ struct RestorePlanTests {
         #expect(throws: RecoveryError.self) { try StateCollector.historySnapshot(path: dir + "/missing.sqlite") }
     }
 
+    @Test("work directories of a state backup that did not end are removed at start; other names stay, a link of such a name is removed, not followed")
+    func staleStateWork() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("br-work-\(UUID().uuidString)").path
+        let outside = dir + "-outside"
+        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: outside) }
+        let fm = FileManager.default
+        for d in [dir + "/.relay-state-a1B2c3", dir + "/.state-backup-x9Y8z7", dir + "/logs", outside] {
+            try fm.createDirectory(atPath: d, withIntermediateDirectories: true)
+        }
+        try Data("sealed".utf8).write(to: URL(fileURLWithPath: dir + "/.relay-state-a1B2c3/bundle"))
+        try Data("canary".utf8).write(to: URL(fileURLWithPath: outside + "/canary"))
+        try fm.createSymbolicLink(atPath: dir + "/.relay-state-link", withDestinationPath: outside)
+        for f in ["history.sqlite", ".relay-statefile", "relay-state-x"] {
+            try Data().write(to: URL(fileURLWithPath: dir + "/" + f))
+        }
+        let removed = StateRepository.removeStaleWork(in: dir)
+        #expect(removed == [".relay-state-a1B2c3", ".relay-state-link", ".state-backup-x9Y8z7"])
+        #expect(try fm.contentsOfDirectory(atPath: dir).sorted() == [".relay-statefile", "history.sqlite", "logs", "relay-state-x"])
+        #expect(fm.fileExists(atPath: outside + "/canary"))
+        #expect(StateRepository.removeStaleWork(in: dir + "/missing").isEmpty)
+    }
+
     static let config = """
         [relay]
         state_dir = "/var/lib/br"
