@@ -241,6 +241,10 @@ struct RecoveryTests {
         #expect(metrics.contains("borg_relay_state_backup_last_success_timestamp_seconds ")
                 && metrics.contains("borg_relay_state_backup_last_success 1"), "\(metrics)")
         #expect(d.stop() == 0)
+        // check names the last state backup: the archive just made, its age.
+        let checked = try Proc.run(try Proc.binary("relayctl"), ["check", "--config", s.configPath])
+        let line = checked.stdout.split(separator: "\n").first { $0.contains("backed up to") }.map(String.init) ?? checked.output
+        #expect(line.contains("last succeeded just now (archive \(result.archive ?? "?"))"), "\(line)")
 
         let repo2 = "\(s.dir)/b/repo-web2"
         func ids(_ repo: String) throws -> [String: String] {

@@ -20,6 +20,36 @@ public struct PreflightResult: Codable, Sendable, Equatable {
 
 /// `relayctl preflight`: checks a setup end to end without running a backup.
 public enum Preflight {
+    /// What `state_dir/state-backup.json` says of the last state backup.
+    public enum StateBackupRecord: Equatable, Sendable {
+        case never
+        case unreadable(String)
+        case succeeded(StateBackupResult)
+    }
+
+    /// The recovery line's last-backup part: ok within twice the schedule's period, else a
+    /// warning with the fix (a value: no I/O).
+    public static func stateBackupAge(_ record: StateBackupRecord, schedule: CronSchedule, now: Date)
+        -> (PreflightResult.Status, String, String?) {
+        switch record {
+        case .never:
+            return (.warn, "no state backup has succeeded yet",
+                    "relayctl state backup (the agent also backs up at start and on state_schedule); if it fails, the error names the fix")
+        case .unreadable(let path):
+            return (.warn, "the last state backup is unknown: \(path) cannot be read by this user",
+                    "run check as the agent's user (runuser -u borg-relay -- relayctl check)")
+        case .succeeded(let r):
+            let age = now.timeIntervalSince(r.ended)
+            let text = "last succeeded \(WebFormat.relative(r.ended, now: now)) (archive \(r.archive ?? "?"))"
+            let period = schedule.period
+            if period > 0 && age > 2 * period {
+                return (.warn, text + ", more than twice the schedule's period",
+                        "relayctl state backup, and see the agent's log for state backups that failed (event state_backup_failed)")
+            }
+            return (.ok, text, nil)
+        }
+    }
+
     public static func run(config c: RelayConfig, clients names: [String], localBorg: String = "borg") -> [PreflightResult] {
         var results: [PreflightResult] = []
         func add(_ client: String?, _ check: String, _ status: PreflightResult.Status, _ detail: String, _ fix: String? = nil) {
@@ -46,7 +76,11 @@ public enum Preflight {
             add(nil, "recovery", .warn, "no recovery key (\(c.relay.recoveryPublicKeyPath)): if this host is lost, its vault and keys are lost with it",
                 "relayctl recovery init --config \(c.file) (keep the secret off this host), then set [relay] state_server (docs/recovery.md)")
         } else if let server = c.relay.stateServer, let repository = c.relay.stateRepository {
-            add(nil, "recovery", .ok, "the state is sealed to the recovery key and backed up to \(repository) on server \(server) (\(c.relay.stateSchedule))")
+            let record = StateBackup.recordPath(c.relay)
+            let unreadable = FileManager.default.fileExists(atPath: record) && !FileManager.default.isReadableFile(atPath: record)
+            let (status, last, fix) = stateBackupAge(unreadable ? .unreadable(record) : StateBackup.lastSuccess(c.relay).map { .succeeded($0) } ?? .never,
+                                                     schedule: c.relay.stateSchedule, now: Date())
+            add(nil, "recovery", status, "the state is sealed to the recovery key and backed up to \(repository) on server \(server) (\(c.relay.stateSchedule)); \(last)", fix)
         } else {
             add(nil, "recovery", .warn, "a recovery key, but no [relay] state_server: the sealed state is not backed up to a server",
                 "set [relay] state_server and state_repository, or keep `relayctl state export FILE` copies elsewhere (docs/recovery.md)")
