@@ -105,6 +105,11 @@ struct FleetStoreTests {
         let again = try PostgresStore(settings, relayName: "r2", logger: Logger(label: "test"))
         #expect(try pg.psqlCheck("SELECT string_agg(name, ',' ORDER BY name) FROM schema_migrations") == "v1,v2,v3,v4,v5,v6,v7")
         #expect(try again.get("b0")?.relay == "r1")
+        // Pruning removes the stored logs of the runs it removes, and only theirs.
+        try pg.psqlCheck("INSERT INTO run_log (run_id, relay, body, complete, updated_at) VALUES ('r2', 'r1', 'x', true, now()), ('r3', 'r1', 'y', true, now())")
+        let second = try store.prune(keepPerClient: 2, maxAgeDays: 0, now: Date(timeIntervalSince1970: 1_780_003_600))
+        #expect(second == ["/logs/r2.log"], "\(second)")
+        #expect(try pg.psqlCheck("SELECT string_agg(run_id, ',' ORDER BY run_id) FROM run_log") == "r3")
         store.close()
         again.close()
     }

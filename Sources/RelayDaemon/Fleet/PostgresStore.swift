@@ -210,13 +210,15 @@ public final class PostgresStore: RunStore {
             RETURNING id, log_file, relay
             """)
         var logs: [String] = []
+        var ids: [String] = []
         for row in rows {
             let (id, log, relay) = try decode { try row.decode((String, String?, String?).self) }
-            _ = id
+            ids.append(id)
             if let log, relay == nil || relay == relayName { logs.append(log) }
         }
-        if !rows.isEmpty {
-            try client.query("DELETE FROM run_log WHERE run_id NOT IN (SELECT id FROM run)")
+        if !ids.isEmpty {
+            // The stored logs of exactly these runs (by primary key, not a scan of run_log).
+            try client.query("DELETE FROM run_log WHERE run_id = ANY(\(ids))")
         }
         return logs
     }
