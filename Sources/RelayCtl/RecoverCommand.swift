@@ -12,9 +12,12 @@ struct RecoverCommand: ParsableCommand {
             --server HOST[:PORT] --user U --key NEWKEY --repository PATH, NEWKEY being a key authorized on the \
             server for the state repository, and --host-key-fingerprint SHA256:… (or confirm the key shown). \
             Writes the config (at --config) and state_dir, known_hosts and every key file where the recovered \
-            config names them: files 0600, new directories 0700, owned by --owner (default: the owner of an \
-            existing state_dir, else you). Refuses to replace a vault or any file with other contents; when \
-            anything fails, nothing is written.
+            config names them, which must be under the recovered state_dir or the directory of --config (or a \
+            directory given with --allow-path): files 0600, new directories 0700, owned by --owner (default: the \
+            owner of an existing state_dir; as root with no state_dir yet, --owner is needed). From a server, \
+            the newest bundle whose authenticated header matches its archive name is taken; a damaged or \
+            renamed one is reported and the next older one tried. Refuses to replace a vault or any file with \
+            other contents; when anything fails, nothing is written.
             """
     )
 
@@ -48,6 +51,9 @@ struct RecoverCommand: ParsableCommand {
     @Option(name: .long, help: "The user the files are given to (the agent's user).")
     var owner: String?
 
+    @Option(name: .long, help: ArgumentHelp("A directory besides state_dir and the config's where the recovered config may put files (its keys, known_hosts); repeatable.", valueName: "DIR"))
+    var allowPath: [String] = []
+
     func validate() throws {
         if (file == nil) == (server == nil) { throw ValidationError("give either --file FILE or --server HOST[:PORT] (with --user, --key, --repository)") }
         if server != nil && (user == nil || key == nil || repository == nil) {
@@ -58,6 +64,9 @@ struct RecoverCommand: ParsableCommand {
         }
         if !config.hasPrefix("/") { throw ValidationError("--config must be an absolute path") }
         if let r = relay, !RelayName.isValid(r) { throw ValidationError("--relay \(r) is not a relay name") }
+        if let bad = allowPath.first(where: { !$0.hasPrefix("/") || $0.split(separator: "/").contains { $0 == ".." || $0 == "." } }) {
+            throw ValidationError("--allow-path \(bad) must be an absolute path without . or ..")
+        }
     }
 
     func run() throws {
@@ -69,36 +78,40 @@ struct RecoverCommand: ParsableCommand {
             throw fail("\(error) (nothing was written)", exit: CLI.Exit.usage)
         }
         defer { secret.wipe() }
-        let sealed: [UInt8]
-        let source: String
+        let outcome: Recovery.Outcome
+        let allowing = allowPath.map { $0.count > 1 && $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         if let file {
             guard let d = FileManager.default.contents(atPath: file) else {
                 throw fail("cannot read \(file): \(FileCheck.unreadableReason(file) ?? "no such file") (nothing was written)", exit: CLI.Exit.runFailed)
             }
-            sealed = Array(d)
-            source = file
+            do {
+                outcome = try Recovery.recover(sealed: Array(d), secret: secret, source: file, relay: relay, configPath: config, owner: owner,
+                                               allowing: allowing)
+            } catch {
+                throw fail("\(error)", exit: CLI.Exit.runFailed)
+            }
         } else {
             let (host, port) = try Self.split(server!)
+            let fetch = StateFetch(host: host, port: port, user: user!, key: key!, repository: repository!, relay: relay,
+                                   connectorPath: Self.connectorPath())
+            let keys: [HostKeyInfo]
             do {
-                let fetch = StateFetch(host: host, port: port, user: user!, key: key!, repository: repository!, relay: relay,
-                                       connectorPath: Self.connectorPath())
-                let keys = try fetch.hostKeys()
-                try confirm(keys, name: HostKeyProbe.pinName(host: host, port: port))
-                let found = try fetch.newestBundle(pinned: keys)
-                FileHandle.standardError.write(Data("fetched \(found.archive) from \(repository!) on \(server!)\n".utf8))
-                sealed = found.bytes
-                source = "archive \(found.archive)"
-            } catch let e as ExitCode {
-                throw e
+                keys = try fetch.hostKeys()
             } catch {
                 throw fail("\(error) (nothing was written)", exit: CLI.Exit.runFailed)
             }
-        }
-        let outcome: Recovery.Outcome
-        do {
-            outcome = try Recovery.recover(sealed: sealed, secret: secret, source: source, relay: relay, configPath: config, owner: owner)
-        } catch {
-            throw fail("\(error)", exit: CLI.Exit.runFailed)
+            let pins = try confirm(keys, name: HostKeyProbe.pinName(host: host, port: port))
+            do {
+                outcome = try fetch.firstGoodBundle(pinned: pins, skipped: { name, error in
+                    FileHandle.standardError.write(Data("archive \(name) not used: \(error)\n".utf8))
+                }) { name, bytes throws(RecoveryError) in
+                    FileHandle.standardError.write(Data("fetched \(name) from \(repository!) on \(server!)\n".utf8))
+                    return try Recovery.recover(sealed: bytes, secret: secret, source: "archive \(name)", relay: relay, configPath: config,
+                                                owner: owner, archive: name, allowing: allowing)
+                }
+            } catch {
+                throw fail("\(error)", exit: CLI.Exit.runFailed)
+            }
         }
         let user = getpwuid(outcome.owner.uid).map { String(cString: $0.pointee.pw_name) } ?? "uid \(outcome.owner.uid)"
         print("recovered relay \(outcome.relay) from its state of \(outcome.created.formatted(.iso8601)):")
@@ -146,22 +159,29 @@ struct RecoverCommand: ParsableCommand {
         return FileManager.default.isExecutableFile(atPath: beside) ? beside : "relay-agent"
     }
 
-    /// The server's host key: matching --host-key-fingerprint, or confirmed on the terminal.
-    private func confirm(_ keys: [HostKeyInfo], name: String) throws {
-        for k in keys { FileHandle.standardError.write(Data("\(name) host key: \(k.fingerprint) (\(k.type))\n".utf8)) }
+    /// The server's host key to pin for the fetch (only that one): the one matching
+    /// --host-key-fingerprint, or the one shown and confirmed on the terminal (or --yes).
+    private func confirm(_ keys: [HostKeyInfo], name: String) throws -> [HostKeyInfo] {
         if let expected = hostKeyFingerprint {
             let want = expected.hasPrefix("SHA256:") ? expected : "SHA256:" + expected
-            guard keys.contains(where: { $0.fingerprint == want }) else {
+            let pins = StateFetch.pins(keys, fingerprint: want)
+            guard !pins.isEmpty else {
                 throw fail("\(name) offers no host key with fingerprint \(want) (it offers \(keys.map(\.fingerprint).joined(separator: ", "))): not the server you meant, or a wrong fingerprint; nothing was written", exit: CLI.Exit.runFailed)
             }
-            return
+            return pins
         }
-        if yes { return }
+        let pins = StateFetch.pins(keys, fingerprint: nil)
+        guard let shown = pins.first else {
+            throw fail("\(name) offered no host key; nothing was written", exit: CLI.Exit.runFailed)
+        }
+        FileHandle.standardError.write(Data("\(name) host key: \(shown.fingerprint) (\(shown.type))\n".utf8))
+        if yes { return pins }
         guard isatty(0) != 0 else {
             throw fail("the server's host key is unconfirmed: give --host-key-fingerprint SHA256:… (check it on the server: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub); nothing was written", exit: CLI.Exit.usage)
         }
         FileHandle.standardError.write(Data("Is this the backup server's key (compare on the server: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)? [y/N] ".utf8))
         let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
         guard answer == "y" || answer == "yes" else { throw fail("host key not confirmed; nothing was written", exit: CLI.Exit.runFailed) }
+        return pins
     }
 }

@@ -140,6 +140,40 @@ struct RecoveryTests {
         #expect(d.stop() == 0)
     }
 
+    @Test("a bundle whose config puts a key file outside state_dir and the config's directory is refused and writes nothing (the canary key is not created); --allow-path for that directory lets it through")
+    func outsidePaths() throws {
+        let s = try Self.sandbox("outside")
+        defer { s.close() }
+        try s.configure()
+        // The config names T's key in a directory of its own: what a forged bundle would do
+        // with /etc/cron.d or ~root/.ssh, here inside the sandbox.
+        let outside = "\(s.dir)/outside"
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        let canary = "\(outside)/canary-key"
+        try FileManager.default.copyItem(atPath: "\(s.dir)/relay/keys/t", toPath: canary)
+        let keyBytes = try Data(contentsOf: URL(fileURLWithPath: canary))
+        let text = try String(contentsOfFile: s.configPath, encoding: .utf8)
+        #expect(text.contains("\"\(s.dir)/relay/keys/t\""))
+        try text.replacingOccurrences(of: "\"\(s.dir)/relay/keys/t\"", with: "\"\(canary)\"").write(toFile: s.configPath, atomically: true, encoding: .utf8)
+        let (secret, _) = try Self.recoveryInit(config: s.configPath)
+        let bundle = "\(s.dir)/outside.bundle"
+        try Proc.check(try Proc.binary("relayctl"), ["state", "export", bundle, "--config", s.configPath])
+        // R is lost.
+        for p in [s.stateDir, s.configPath, "\(s.dir)/relay/keys", s.knownHosts, outside] { try FileManager.default.removeItem(atPath: p) }
+        let before = Self.listing(s.dir)
+        let owner = geteuid() == 0 ? ["--owner", "root"] : []
+        let refused = try Self.piped(["recover", "--file", bundle, "--config", s.configPath] + owner, stdin: Data((secret + "\n").utf8))
+        #expect(refused.status == 1 && refused.stderr.contains("\(canary) outside") && refused.stderr.contains("--allow-path")
+                && refused.stderr.contains("nothing was written"), "\(refused.output)")
+        #expect(!FileManager.default.fileExists(atPath: canary) && !FileManager.default.fileExists(atPath: outside))
+        #expect(Self.listing(s.dir) == before, "something was written")
+        // The operator checked the paths: allowed, recovered, the key byte-identical.
+        let allowed = try Self.piped(["recover", "--file", bundle, "--config", s.configPath, "--allow-path", outside] + owner,
+                                     stdin: Data((secret + "\n").utf8))
+        #expect(allowed.status == 0, "\(allowed.output)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: canary)) == keyBytes)
+    }
+
     @Test("refusals, each writing nothing: a wrong secret, a truncated, a tampered bundle, another relay's bundle, garbage, and recovery onto a host that has a vault")
     func refusals() throws {
         let s = try Self.sandbox("refuse")
@@ -287,14 +321,45 @@ struct RecoveryTests {
                                       "--repository", stateRepo, "--host-key-fingerprint", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
                                       "--config", s.configPath], stdin: Data((secret + "\n").utf8))
         #expect(wrongFP.status == 1 && wrongFP.stderr.contains("offers no host key with fingerprint"), "\(wrongFP.output)")
+        // An attacker on B replays the bundle under a newer name (a rollback dressed as the
+        // newest state): its authenticated header says otherwise, so it is passed over and
+        // the genuine archive is taken.
+        let genuine = try #require(result.archive)
+        let stampFormat = DateFormatter()
+        stampFormat.locale = Locale(identifier: "en_US_POSIX")
+        stampFormat.timeZone = TimeZone(identifier: "UTC")
+        stampFormat.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        let made = try #require(stampFormat.date(from: String(genuine.suffix(16))))
+        let replay = "relay-state-relay-a-" + stampFormat.string(from: made.addingTimeInterval(3600))
+        let replayDir = "\(s.dir)/replay"
+        try FileManager.default.createDirectory(atPath: replayDir, withIntermediateDirectories: true)
+        var attacker = ProcessInfo.processInfo.environment
+        attacker["BORG_BASE_DIR"] = "\(s.dir)/attacker-borg-base"
+        attacker["BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK"] = "yes"
+        @discardableResult func attackerBorg(_ args: [String]) throws -> ProcessResult { try Proc.check(s.localBorg, args, env: attacker, stdin: Data(), cwd: replayDir) }
+        try attackerBorg(["extract", "\(stateRepo)::\(genuine)"])
+        let replayed = try FileManager.default.contentsOfDirectory(atPath: replayDir)
+        try attackerBorg(["create", "\(stateRepo)::\(replay)"] + replayed)
+        #expect(try attackerBorg(["list", "--short", stateRepo]).stdout.contains(replay))
         #expect(!FileManager.default.fileExists(atPath: s.configPath) && !FileManager.default.fileExists(atPath: s.stateDir))
 
         let started = Date()
+        // As root with no state_dir yet, the owner must be named.
+        let noOwner = try Self.piped(["recover", "--server", "127.0.0.1:\(s.b.port)", "--user", s.user, "--key", newKey,
+                                      "--repository", stateRepo, "--host-key-fingerprint", String(fp), "--config", s.configPath],
+                                     stdin: Data((secret + "\n").utf8))
+        if geteuid() == 0 {
+            #expect(noOwner.status == 1 && noOwner.stderr.contains("--owner"), "\(noOwner.output)")
+            #expect(!FileManager.default.fileExists(atPath: s.stateDir) && !FileManager.default.fileExists(atPath: s.configPath))
+        }
+        let owner = geteuid() == 0 ? ["--owner", "root"] : []
         let rec = try Self.piped(["recover", "--server", "127.0.0.1:\(s.b.port)", "--user", s.user, "--key", newKey,
-                                  "--repository", stateRepo, "--host-key-fingerprint", String(fp), "--config", s.configPath],
+                                  "--repository", stateRepo, "--host-key-fingerprint", String(fp), "--config", s.configPath] + owner,
                                  stdin: Data((secret + "\n").utf8))
         #expect(rec.status == 0, "\(rec.output)")
         #expect(rec.stdout.contains("recovered relay relay-a"), "\(rec.stdout)")
+        #expect(rec.stderr.contains("archive \(replay) not used") && rec.stderr.contains("is named for") && rec.stderr.contains("fetched \(genuine)"),
+                "\(rec.stderr)")
         print("recover from B took \(String(format: "%.1f", Date().timeIntervalSince(started))) s (recovery key \(fingerprint))")
         #expect(try Data(contentsOf: URL(fileURLWithPath: s.configPath)) == originalConfig)
         // The secret was used, not kept: nowhere on disk after the recovery.
@@ -331,7 +396,7 @@ struct RecoveryTests {
         // Recovering again onto the recovered host: refused (the vault exists), nothing changed.
         let listing = Self.listing("\(s.dir)/relay")
         let twice = try Self.piped(["recover", "--server", "127.0.0.1:\(s.b.port)", "--user", s.user, "--key", newKey,
-                                    "--repository", stateRepo, "--host-key-fingerprint", String(fp), "--config", s.configPath],
+                                    "--repository", stateRepo, "--host-key-fingerprint", String(fp), "--config", s.configPath] + owner,
                                    stdin: Data((secret + "\n").utf8))
         #expect(twice.status == 1 && twice.stderr.contains("already has a vault"), "\(twice.output)")
         #expect(Self.listing("\(s.dir)/relay") == listing)

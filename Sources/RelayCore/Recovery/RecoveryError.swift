@@ -24,6 +24,11 @@ public enum RecoveryError: Error, CustomStringConvertible, Equatable, Sendable {
     /// The state repository on B: a borg step failed.
     case borg(step: String, detail: String)
     case noBundle(repository: String, detail: String)
+    /// The bundle's config puts files outside state_dir and the config's directory.
+    case outsideAllowed(source: String, paths: [String], roots: [String])
+    /// The archive's name and the bundle's authenticated header disagree (a renamed or
+    /// copied bundle: a rollback).
+    case renamed(source: String, detail: String)
     case config(String)
     case hostKey(String)
 
@@ -55,6 +60,10 @@ public enum RecoveryError: Error, CustomStringConvertible, Equatable, Sendable {
             return "state repository: \(step) failed: \(detail)"
         case .noBundle(let repository, let detail):
             return "no state bundle in \(repository): \(detail)"
+        case .outsideAllowed(let source, let paths, let roots):
+            return "\(source): its config puts \(paths.joined(separator: ", ")) outside \(roots.joined(separator: " and ")); recovery writes only under the recovered state_dir and the directory of --config, because a bundle's config decides where its files go. If the bundle is yours and these paths are right, allow their directories with --allow-path DIR; nothing was written"
+        case .renamed(let source, let detail):
+            return "\(source) \(detail): a bundle renamed or copied in the state repository (an old state passed off as new?); it is not used; nothing was written"
         case .config(let text):
             return text
         case .hostKey(let text):

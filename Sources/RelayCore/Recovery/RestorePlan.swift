@@ -27,7 +27,8 @@ public struct RestorePlan {
     public var config: RelayConfig
 
     /// `configPath`: where the config goes. `exists(path, entry)`: what is at `path` now.
-    public static func make(entries: [StateEntry], configPath: String, source: String,
+    /// `allowing`: directories besides state_dir and the config's where files may go.
+    public static func make(entries: [StateEntry], configPath: String, source: String, allowing: [String] = [],
                             exists: (String, StateEntry) -> Existing) throws(RecoveryError) -> RestorePlan {
         func only(_ role: StateBundleFormat.Role) throws(RecoveryError) -> Int? {
             let found = entries.indices.filter { entries[$0].role == role }
@@ -96,7 +97,31 @@ public struct RestorePlan {
             case .different: conflicts.append(path)
             }
         }
+        // The bundle's config names where its files go: only under the recovered state_dir,
+        // the directory the operator named with --config, and directories they allow.
+        let roots = [r.stateDir, (configPath as NSString).deletingLastPathComponent] + allowing
+        let outside = destination.filter { $0.key != configIndex }.values.filter { !Self.isUnder($0, roots) }
+        if !outside.isEmpty {
+            throw .outsideAllowed(source: source, paths: outside.sorted(), roots: roots.map { $0.isEmpty ? "/" : $0 })
+        }
         if !conflicts.isEmpty { throw .wouldOverwrite(paths: conflicts.sorted()) }
         return RestorePlan(writes: writes, unchanged: unchanged, config: config)
+    }
+
+    /// Whether `path` (absolute, with no `.` or `..` component, no empty one) lies in one
+    /// of `roots` (compared component by component: /etc/br does not hold /etc/brx).
+    static func isUnder(_ path: String, _ roots: [String]) -> Bool {
+        func parts(_ p: String) -> [Substring]? {
+            guard p.hasPrefix("/") else { return nil }
+            let c = p.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+            let kept = Array(c.last == "" ? c.dropLast() : c)
+            if kept.contains(where: { $0 == "." || $0 == ".." || $0.isEmpty }) { return nil }
+            return kept
+        }
+        guard let p = parts(path) else { return false }
+        return roots.contains { root in
+            guard let r = parts(root) else { return false }
+            return p.count > r.count && Array(p.prefix(r.count)) == r
+        }
     }
 }

@@ -22,18 +22,59 @@ public enum StateArchives {
         let rest = name.dropFirst(prefix.count)
         let stamp = String(rest.suffix(16))
         let relay = String(rest.dropLast(17))
-        guard rest.dropLast(16).hasSuffix("-"), stamp.wholeMatch(of: /[0-9]{8}T[0-9]{6}Z/) != nil, RelayName.isValid(relay) else {
+        guard rest.dropLast(16).hasSuffix("-"), stamp.wholeMatch(of: /[0-9]{8}T[0-9]{6}Z/) != nil, RelayName.isValid(relay),
+              date(stamp) != nil else {
             return nil
         }
         return (relay, stamp)
     }
 
+    /// The time a stamp stands for; nil unless it is a real UTC time (no 13th month, no 25th hour).
+    static func date(_ stamp: String) -> Date? {
+        let digits = stamp.filter(\.isNumber).map { Int(String($0))! }
+        guard digits.count == 14 else { return nil }
+        func n(_ i: Int, _ len: Int) -> Int { digits[i..<(i + len)].reduce(0) { $0 * 10 + $1 } }
+        var c = Calendar(identifier: .gregorian)
+        c.timeZone = TimeZone(identifier: "UTC")!
+        let parts = DateComponents(year: n(0, 4), month: n(4, 2), day: n(6, 2), hour: n(8, 2), minute: n(10, 2), second: n(12, 2))
+        guard let d = c.date(from: parts), self.stamp(d) == stamp else { return nil }
+        return d
+    }
+
+    /// Why an archive's name does not belong to a bundle whose authenticated header says
+    /// `relay` and `created` (a bundle is stored under the name made from the same moment);
+    /// nil when it does.
+    public static func mismatch(archive: String, relay: String, created: Date) -> String? {
+        guard let (nameRelay, stamp) = parse(archive), let named = date(stamp) else {
+            return "is not named as a state bundle is (\(archive))"
+        }
+        if nameRelay != relay { return "is named for relay '\(nameRelay)' but holds the state of relay '\(relay)'" }
+        if abs(named.timeIntervalSince(created)) > 2 {
+            return "is named for \(stamp) but was made at \(self.stamp(created))"
+        }
+        return nil
+    }
+
     /// The newest bundle's archive among `names` (of `relay` when given). Several relays'
     /// bundles and no `relay`: an error naming them, since taking another relay's state
     /// would be wrong.
-    public static func newest(_ names: [String], relay: String?, repository: String) throws(RecoveryError) -> String {
-        let bundles = names.compactMap { n in parse(n).map { (name: n, relay: $0.relay, stamp: $0.stamp) } }
+    public static func newest(_ names: [String], relay: String?, repository: String, now: Date = Date()) throws(RecoveryError) -> String {
+        try candidates(names, relay: relay, repository: repository, now: now).first!
+    }
+
+    /// The bundles' archives of one relay, newest first (as `newest` chooses the relay).
+    /// Names stamped more than a day in the future are left out: no relay made them (a
+    /// name chosen to be taken first).
+    public static func candidates(_ names: [String], relay: String?, repository: String, now: Date = Date()) throws(RecoveryError) -> [String] {
+        let horizon = now.addingTimeInterval(86_400)
+        let bundles = names.compactMap { n in
+            parse(n).flatMap { p in date(p.stamp).map { $0 <= horizon } == true ? (name: n, relay: p.relay, stamp: p.stamp) : nil }
+        }
         guard !bundles.isEmpty else {
+            let future = names.filter { parse($0) != nil }
+            if !future.isEmpty {
+                throw .noBundle(repository: repository, detail: "its only relay-state-… archives are named more than a day in the future (\(future.sorted().joined(separator: ", "))): no relay made them; check the server's and this host's clocks, and who writes to the repository")
+            }
             throw .noBundle(repository: repository, detail: "it holds no relay-state-… archive (\(names.count) other archive(s)); is this the [relay] state_repository, and did a state backup ever succeed?")
         }
         let relays = Set(bundles.map(\.relay))
@@ -49,6 +90,6 @@ public enum StateArchives {
             }
             chosen = relays.first!
         }
-        return bundles.filter { $0.relay == chosen }.max { ($0.stamp, $0.name) < ($1.stamp, $1.name) }!.name
+        return bundles.filter { $0.relay == chosen }.sorted { ($0.stamp, $0.name) > ($1.stamp, $1.name) }.map(\.name)
     }
 }

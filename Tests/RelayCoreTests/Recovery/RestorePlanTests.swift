@@ -96,7 +96,7 @@ struct RestorePlanTests {
         paths = ["/etc"]
         """
 
-    static func entries(dropping: String? = nil, adding: [StateEntry] = []) throws -> [StateEntry] {
+    static func entries(dropping: String? = nil, adding: [StateEntry] = [], config: String = config) throws -> [StateEntry] {
         let cfg = try ConfigLoader.parse(config, file: "/old/relay.toml", checkFiles: false)
         return StateManifest(config: cfg).items.filter { $0.path != dropping && $0.required }.map {
             StateEntry(role: $0.role, path: $0.path, mode: 0o600,
@@ -123,13 +123,13 @@ struct RestorePlanTests {
     @Test("destinations: the config at --config, the rest where the recovered config names it")
     func destinations() throws {
         let e = try Self.entries()
-        let plan = try RestorePlan.make(entries: e, configPath: "/new/relay.toml", source: "b") { _, _ in .absent }
+        let plan = try RestorePlan.make(entries: e, configPath: "/new/relay.toml", source: "b", allowing: ["/etc/br"]) { _, _ in .absent }
         let paths = Set(plan.writes.map(\.path))
         #expect(paths.contains("/new/relay.toml") && !paths.contains("/old/relay.toml"))
         #expect(paths.isSuperset(of: ["/var/lib/br/vault.key", "/etc/br/keys/web1", "/etc/br/keys/vault-maint", "/etc/br/known_hosts"]))
         #expect(plan.writes.allSatisfy { $0.mode == 0o600 })
         // Files already there with the same bytes are kept.
-        let same = try RestorePlan.make(entries: e, configPath: "/new/relay.toml", source: "b") { p, _ in p == "/etc/br/known_hosts" ? .same : .absent }
+        let same = try RestorePlan.make(entries: e, configPath: "/new/relay.toml", source: "b", allowing: ["/etc/br"]) { p, _ in p == "/etc/br/known_hosts" ? .same : .absent }
         #expect(same.unchanged == ["/etc/br/known_hosts"])
     }
 
