@@ -279,6 +279,7 @@ struct RecoveryTests {
         let checked = try Proc.run(try Proc.binary("relayctl"), ["check", "--config", s.configPath])
         let line = checked.stdout.split(separator: "\n").first { $0.contains("backed up to") }.map(String.init) ?? checked.output
         #expect(line.contains("last succeeded just now (archive \(result.archive ?? "?"))"), "\(line)")
+        #expect(line.contains("sealed to recovery key \(fingerprint)"), "\(line)")
 
         let repo2 = "\(s.dir)/b/repo-web2"
         func ids(_ repo: String) throws -> [String: String] {

@@ -191,6 +191,20 @@ public enum BorgErrorSummary {
     /// one `--log-json` record). `maxLines`: how many trailing lines to keep when there is
     /// no traceback.
     public static func summarize(_ lines: [String], maxLines: Int = 6) -> String {
+        sanitized(summary(lines, maxLines: maxLines))
+    }
+
+    /// `text` with control characters (C0 but tab, which becomes a space; DEL; C1) shown as
+    /// `?`: the summary comes from a client's or a server's borg, and goes to logs, terminals,
+    /// the status page and notifiers, where an escape sequence could rewrite what is shown.
+    public static func sanitized(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.map { c -> Unicode.Scalar in
+            if c == "\t" { return " " }
+            return c.value < 0x20 || (0x7f...0x9f).contains(c.value) ? "?" : c
+        }))
+    }
+
+    private static func summary(_ lines: [String], maxLines: Int) -> String {
         let all = lines.flatMap { $0.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
         if let tb = all.lastIndex(where: { $0.hasPrefix("Traceback (most recent call last):") }) {
             // The exception line: the first line after the frames that is not indented.

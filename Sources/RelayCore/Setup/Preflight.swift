@@ -80,7 +80,10 @@ public enum Preflight {
             let unreadable = FileManager.default.fileExists(atPath: record) && !FileManager.default.isReadableFile(atPath: record)
             let (status, last, fix) = stateBackupAge(unreadable ? .unreadable(record) : StateBackup.lastSuccess(c.relay).map { .succeeded($0) } ?? .never,
                                                      schedule: c.relay.stateSchedule, now: Date())
-            add(nil, "recovery", status, "the state is sealed to the recovery key and backed up to \(repository) on server \(server) (\(c.relay.stateSchedule)); \(last)", fix)
+            // The fingerprint, to compare with the one kept with the secret: an agent that was
+            // taken over could have swapped recovery.pub for a key of its own.
+            let key = (try? RecoveryKey.readPublicKey(path: c.relay.recoveryPublicKeyPath)).map { RecoveryKey.fingerprint(publicKey: $0) }
+            add(nil, "recovery", status, "the state is sealed to recovery key \(key ?? "(recovery.pub unreadable)") and backed up to \(repository) on server \(server) (\(c.relay.stateSchedule)); \(last)", fix)
         } else {
             add(nil, "recovery", .warn, "a recovery key, but no [relay] state_server: the sealed state is not backed up to a server",
                 "set [relay] state_server and state_repository, or keep `relayctl state export FILE` copies elsewhere (docs/recovery.md)")

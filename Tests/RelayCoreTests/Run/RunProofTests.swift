@@ -197,4 +197,11 @@ struct RunKindTests {
         #expect(RunState.allCases.filter { !$0.isFinished } == [.queued, .running])
         #expect(RunState.allCases.filter(\.isSuccess) == [.succeeded, .warning])
     }
+
+    @Test("borg's error text from a client or server reaches logs and terminals without control characters: an escape sequence is shown as ?, non-ASCII stays")
+    func summaryWithoutControlCharacters() {
+        let s = BorgErrorSummary.summarize(["\u{1b}[2K\u{1b}[1Arecovered relay r1", "Error: d\u{e9}j\u{e0} vu\u{7}\u{9b}31m\tend\u{7f}"])
+        #expect(!s.unicodeScalars.contains { $0.value < 0x20 || (0x7f...0x9f).contains($0.value) }, "\(s.debugDescription)")
+        #expect(s == "?[2K?[1Arecovered relay r1 | Error: d\u{e9}j\u{e0} vu??31m end?")
+    }
 }
