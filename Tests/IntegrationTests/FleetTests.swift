@@ -429,8 +429,4 @@ final class FleetNet: NamespaceSet {
             throw error
         }
     }
-
-    func setLink(_ ns: String, _ dev: String, up: Bool) throws {
-        try ip(["-n", ns, "link", "set", dev, up ? "up" : "down"])
-    }
 }

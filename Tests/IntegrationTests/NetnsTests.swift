@@ -77,6 +77,12 @@ extension NamespaceSet {
         try Proc.check("/usr/sbin/ip", args)
     }
 
+    /// Takes a veth end down or up inside its namespace (a silent cut: the other side
+    /// still has its link and route, its packets just vanish).
+    func setLink(_ ns: String, _ dev: String, up: Bool) throws {
+        try ip(["-n", ns, "link", "set", dev, up ? "up" : "down"])
+    }
+
     /// Tries a TCP connection from inside `ns` (socat, 2 s timeout).
     func canConnect(from ns: String, to host: String, port: Int) throws -> Bool {
         let r = try Proc.run("/usr/sbin/ip", ["netns", "exec", ns, "/usr/bin/socat", "-u", "OPEN:/dev/null",
@@ -118,12 +124,6 @@ final class Topology: NamespaceSet {
             remove()
             throw error
         }
-    }
-
-    /// Takes a veth end down or up inside its namespace (a silent cut: the other side
-    /// still has its link and route, its packets just vanish).
-    func setLink(_ ns: String, _ dev: String, up: Bool) throws {
-        try ip(["-n", ns, "link", "set", dev, up ? "up" : "down"])
     }
 
     /// Shapes what leaves `dev` in `ns` with a token bucket (netem is not always there).

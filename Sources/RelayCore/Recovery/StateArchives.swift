@@ -17,16 +17,16 @@ public enum StateArchives {
     }
 
     /// The relay and time an archive name stands for; nil for any other name.
-    public static func parse(_ name: String) -> (relay: String, stamp: String)? {
+    public static func parse(_ name: String) -> (relay: String, stamp: String, date: Date)? {
         guard name.hasPrefix(prefix), name.count > prefix.count + 17 else { return nil }
         let rest = name.dropFirst(prefix.count)
         let stamp = String(rest.suffix(16))
         let relay = String(rest.dropLast(17))
         guard rest.dropLast(16).hasSuffix("-"), stamp.wholeMatch(of: /[0-9]{8}T[0-9]{6}Z/) != nil, RelayName.isValid(relay),
-              date(stamp) != nil else {
+              let date = date(stamp) else {
             return nil
         }
-        return (relay, stamp)
+        return (relay, stamp, date)
     }
 
     /// The time a stamp stands for; nil unless it is a real UTC time (no 13th month, no 25th hour).
@@ -45,7 +45,7 @@ public enum StateArchives {
     /// `relay` and `created` (a bundle is stored under the name made from the same moment);
     /// nil when it does.
     public static func mismatch(archive: String, relay: String, created: Date) -> String? {
-        guard let (nameRelay, stamp) = parse(archive), let named = date(stamp) else {
+        guard let (nameRelay, stamp, named) = parse(archive) else {
             return "is not named as a state bundle is (\(archive))"
         }
         if nameRelay != relay { return "is named for relay '\(nameRelay)' but holds the state of relay '\(relay)'" }
@@ -55,20 +55,15 @@ public enum StateArchives {
         return nil
     }
 
-    /// The newest bundle's archive among `names` (of `relay` when given). Several relays'
-    /// bundles and no `relay`: an error naming them, since taking another relay's state
-    /// would be wrong.
-    public static func newest(_ names: [String], relay: String?, repository: String, now: Date = Date()) throws(RecoveryError) -> String {
-        try candidates(names, relay: relay, repository: repository, now: now).first!
-    }
-
-    /// The bundles' archives of one relay, newest first (as `newest` chooses the relay).
+    /// The bundles' archives of one relay, newest first: of `relay` when given; with no
+    /// `relay` and several relays' bundles, an error naming them (taking another relay's
+    /// state would be wrong).
     /// Names stamped more than a day in the future are left out: no relay made them (a
     /// name chosen to be taken first).
     public static func candidates(_ names: [String], relay: String?, repository: String, now: Date = Date()) throws(RecoveryError) -> [String] {
         let horizon = now.addingTimeInterval(86_400)
         let bundles = names.compactMap { n in
-            parse(n).flatMap { p in date(p.stamp).map { $0 <= horizon } == true ? (name: n, relay: p.relay, stamp: p.stamp) : nil }
+            parse(n).flatMap { p in p.date <= horizon ? (name: n, relay: p.relay, stamp: p.stamp) : nil }
         }
         guard !bundles.isEmpty else {
             let future = names.filter { parse($0) != nil }

@@ -212,10 +212,10 @@ struct StateBundleTests {
         #expect(StateArchives.parse("relay-state-x") == nil && StateArchives.parse("web1-2026") == nil)
         let a1 = StateArchives.name(relay: "a", at: t), a2 = StateArchives.name(relay: "a", at: t + 86400)
         let b1 = StateArchives.name(relay: "b", at: t + 999_999)
-        #expect(try StateArchives.newest([a2, a1, "other"], relay: nil, repository: "/r", now: t + 2_000_000) == a2)
-        #expect(try StateArchives.newest([a1, a2, b1], relay: "a", repository: "/r", now: t + 2_000_000) == a2)
-        #expect { try StateArchives.newest([a1, b1], relay: nil, repository: "/r", now: t + 2_000_000) } throws: { "\($0)".contains("several relays (a, b)") }
-        #expect { try StateArchives.newest(["x"], relay: nil, repository: "/r", now: t + 2_000_000) } throws: { "\($0)".contains("no relay-state") }
-        #expect { try StateArchives.newest([a1], relay: "b", repository: "/r", now: t + 2_000_000) } throws: { "\($0)".contains("no bundle of relay 'b'") }
+        #expect(try StateArchives.candidates([a2, a1, "other"], relay: nil, repository: "/r", now: t + 2_000_000) == [a2, a1])
+        #expect(try StateArchives.candidates([a1, a2, b1], relay: "a", repository: "/r", now: t + 2_000_000) == [a2, a1])
+        #expect { try StateArchives.candidates([a1, b1], relay: nil, repository: "/r", now: t + 2_000_000) } throws: { "\($0)".contains("several relays (a, b)") }
+        #expect { try StateArchives.candidates(["x"], relay: nil, repository: "/r", now: t + 2_000_000) } throws: { "\($0)".contains("no relay-state") }
+        #expect { try StateArchives.candidates([a1], relay: "b", repository: "/r", now: t + 2_000_000) } throws: { "\($0)".contains("no bundle of relay 'b'") }
     }
 }
