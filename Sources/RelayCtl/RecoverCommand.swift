@@ -79,14 +79,13 @@ struct RecoverCommand: ParsableCommand {
         }
         defer { secret.wipe() }
         let outcome: Recovery.Outcome
-        let allowing = allowPath.map { $0.count > 1 && $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         if let file {
             guard let d = FileManager.default.contents(atPath: file) else {
                 throw fail("cannot read \(file): \(FileCheck.unreadableReason(file) ?? "no such file") (nothing was written)", exit: CLI.Exit.runFailed)
             }
             do {
                 outcome = try Recovery.recover(sealed: Array(d), secret: secret, source: file, relay: relay, configPath: config, owner: owner,
-                                               allowing: allowing)
+                                               allowing: allowPath)
             } catch {
                 throw fail("\(error)", exit: CLI.Exit.runFailed)
             }
@@ -107,7 +106,7 @@ struct RecoverCommand: ParsableCommand {
                 }) { name, bytes throws(RecoveryError) in
                     FileHandle.standardError.write(Data("fetched \(name) from \(repository!) on \(server!)\n".utf8))
                     return try Recovery.recover(sealed: bytes, secret: secret, source: "archive \(name)", relay: relay, configPath: config,
-                                                owner: owner, archive: name, allowing: allowing)
+                                                owner: owner, archive: name, allowing: allowPath)
                 }
             } catch {
                 throw fail("\(error)", exit: CLI.Exit.runFailed)

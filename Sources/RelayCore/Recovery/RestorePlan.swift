@@ -102,7 +102,7 @@ public struct RestorePlan {
         let roots = [r.stateDir, (configPath as NSString).deletingLastPathComponent] + allowing
         let outside = destination.filter { $0.key != configIndex }.values.filter { !Self.isUnder($0, roots) }
         if !outside.isEmpty {
-            throw .outsideAllowed(source: source, paths: outside.sorted(), roots: roots.map { $0.isEmpty ? "/" : $0 })
+            throw .outsideAllowed(source: source, paths: outside.sorted(), roots: roots)
         }
         if !conflicts.isEmpty { throw .wouldOverwrite(paths: conflicts.sorted()) }
         return RestorePlan(writes: writes, unchanged: unchanged, config: config)
